@@ -1,0 +1,161 @@
+"""The run record: the one contract between `runtime` (which writes it) and `reports` (which reads it).
+
+`runs/<exp>/record.json` is a versioned JSON document validated by these pydantic models. A record
+written by hand for an old experiment (just numbers, no per-sample scores) is valid too: everything
+beyond `experiment` and `metrics` is optional, and a missing piece renders as a status, not a crash.
+`tunebook schema --record` exports the JSON Schema; docs/record.md explains each field.
+
+Invariants the reports rely on:
+- every metric carries its direction (`higher_is_better`), `n` and `stderr` when known;
+- the baseline is the checkpoint named "base"; the final checkpoint is flagged `is_final`;
+- `samples` (per-item scores, 0/1 or real) line up by index between checkpoints of one task, which is
+  what makes paired statistics possible.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = "1"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Metric(_M):
+    """One number measured on one checkpoint."""
+
+    suite: str = Field(description="'general' (forgetting suite), 'target', 'loss', 'judge', ...")
+    task: str = Field(description="benchmark or task name, e.g. 'arc_easy' or 'subtraction'")
+    metric: str = Field(description="e.g. 'acc', 'acc_norm', 'accuracy', 'loss', 'win_rate'")
+    checkpoint: str = Field(description="'base' for the baseline, else a checkpoint name like 'checkpoint-100'")
+    step: int | None = None
+    value: float
+    stderr: float | None = None
+    n: int | None = None
+    higher_is_better: bool = True
+    samples: list[float] | None = Field(default=None, description="per-item scores, aligned across checkpoints")
+    extra: dict[str, Any] = Field(default_factory=dict, description="e.g. extraction_failures, ci_low/ci_high")
+
+
+class Checkpoint(_M):
+    name: str
+    step: int
+    is_final: bool = False
+    path: str | None = None
+    sha256: str | None = None
+
+
+class SourceManifest(_M):
+    source: str
+    revision: str | None = None
+    resolved_revision: str | None = None
+    sha256: str | None = None
+    split: str | None = None
+    rows_read: int | None = None
+    rows_used: int | None = None
+    planned_weight: float | None = None
+    actual_weight: float | None = None
+    rejected: int = 0
+
+
+class DataManifest(_M):
+    sources: list[SourceManifest] = Field(default_factory=list)
+    planned_sample_ratio: float | None = None
+    actual_sample_ratio: float | None = None
+    train_rows: int | None = None
+    validation_rows: int | None = None
+    rejected_rows: int = 0
+    quarantine: str | None = None
+    type_census: dict[str, dict[str, int]] = Field(default_factory=dict)
+    contamination: dict[str, Any] = Field(default_factory=dict)
+    sha256: str | None = None
+
+
+class StepLog(_M):
+    step: int
+    values: dict[str, float]
+
+
+class WatchdogEvent(_M):
+    step: int
+    rule: str
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class Training(_M):
+    method: str | None = None
+    planned_steps: int | None = None
+    actual_steps: int | None = None
+    max_steps: int | None = None
+    dry_run: bool = False
+    stopped_early: str | None = None
+    history: list[StepLog] = Field(default_factory=list)
+    watchdog: list[WatchdogEvent] = Field(default_factory=list)
+    evaluated_during_training: bool = False
+
+
+class Sample(_M):
+    task: str
+    checkpoint: str
+    prompt: str
+    output: str
+    target: str | None = None
+    extracted: str | None = None
+    correct: bool | None = None
+
+
+class Record(_M):
+    schema_version: str = SCHEMA_VERSION
+    experiment: str
+    title: str | None = None
+    status: Literal["completed", "dry_run", "failed", "running", "imported"] = "completed"
+    started: str | None = None
+    finished: str | None = None
+    spec_file: str | None = None
+    spec_sha256: str | None = None
+    model: dict[str, Any] = Field(default_factory=dict, description="base, revision, resolved_revision, params")
+    planned: dict[str, Any] = Field(default_factory=dict, description="flattened params from the spec")
+    actual: dict[str, Any] = Field(default_factory=dict, description="flattened params as they ran")
+    expect: dict[str, Any] = Field(default_factory=dict)
+    data: DataManifest | None = None
+    training: Training | None = None
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    metrics: list[Metric] = Field(default_factory=list)
+    samples: list[Sample] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds: data, training, evaluation, model_io")
+    environment: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+class RecordError(Exception):
+    """A record file that cannot be read; the message names the file and the fields."""
+
+
+def load_record(path: Path) -> Record:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such record (run `dvc repro` first, or pass --record PATH)") from None
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    try:
+        return Record.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: not a valid tunebook record ({e.error_count()} problem(s)):"]
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg']}")
+        lines.append("  see docs/record.md for the schema")
+        raise RecordError("\n".join(lines)) from None
+
+
+def dump_record(record: Record) -> str:
+    """Deterministic JSON: same record, same bytes."""
+    return json.dumps(record.model_dump(mode="json", exclude_none=True), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
