@@ -1,4 +1,4 @@
-"""The embedded default model, `builtin:tiny`, built from `runtime/tiny.yaml` with no downloads.
+"""The embedded default model, `builtin:tiny`, built from `compiler/tiny.yaml` (compiled into params.yaml under builtin.tiny) with no downloads.
 
     tunebook run pretrain tiny        # what the `pretrain-tiny` DVC stage runs
 
@@ -19,18 +19,12 @@ import random
 import time
 from pathlib import Path
 
-import yaml
-
 from runtime.progress import Progress
 
 COLORS = ["red", "blue", "green", "gold", "pink", "gray", "black", "white"]
 CITIES = ["oslo", "lima", "rome", "kyiv", "doha", "bern", "riga", "baku"]
 _CONSONANTS = "bcdfghjklmnprstvz"
 _VOWELS = "aeiou"
-
-
-def load_config(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
 
 
 def entity_names(n: int, rng: random.Random) -> list[str]:
@@ -84,7 +78,8 @@ def _mc_items(facts, relation: str, rng: random.Random, n_choices: int = 4) -> l
         choices = [gold] + rng.sample([p for p in pool if p != gold], n_choices - 1)
         rng.shuffle(choices)
         query = f"the color of {name} is" if relation == "color" else f"{name} lives in"
-        out.append({"query": query, "choices": [f" {c}" for c in choices], "label": choices.index(gold)})
+        # no leading space: lm-eval joins context and choice with target_delimiter (" ")
+        out.append({"query": query, "choices": choices, "label": choices.index(gold)})
     return out
 
 
@@ -167,12 +162,11 @@ def train_tokenizer(cfg: dict, lines: list[str]):
     return fast
 
 
-def build(config_path: Path, models_dir: Path, data_dir: Path) -> dict:
+def build(cfg: dict, models_dir: Path, data_dir: Path) -> dict:
     """Build tokenizer + model, pre-train, save. Returns a summary for logs and records."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = load_config(config_path)
     seed = cfg["seed"]
     random.seed(seed)
     torch.manual_seed(seed)

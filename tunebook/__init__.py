@@ -1,0 +1,1 @@
+"""tunebook: the command line that ties compiler/, runtime/ and reports/ together (see cli.py)."""

@@ -1,0 +1,160 @@
+"""`compile(specs) -> Pipeline`: a pure function from validated specs to DVC stages and params.
+
+Each experiment `<exp>` becomes four stages, named `<kind>-<exp>` (DVC rejects `@` in explicit stage
+names; it is reserved for `foreach`):
+
+    data-<exp> -> train-<exp> -> eval-<exp> -> report-<exp>
+
+plus one `baseline-<key>` per distinct (base model, evaluation suite), shared by every experiment that
+uses it, and `pretrain-tiny` when a spec uses the embedded model. Every stage lists exactly the params
+it reads (see `schema.STAGE_PARTS`), so `dvc exp run -S '<exp>.eval.general.limit=50'` re-evaluates
+without retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from compiler.load import LoadedSpec
+from compiler.schema import STAGE_PARTS, Spec
+
+BUILTIN_PREFIX = "builtin:"
+TINY_CONFIG = Path(__file__).with_name("tiny.yaml")
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: str
+    deps: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    outs: list[str | dict] = field(default_factory=list)
+    metrics: list[dict] = field(default_factory=list)
+    plots: list[dict] = field(default_factory=list)
+    desc: str | None = None
+
+    def to_dvc(self) -> dict:
+        d: dict = {}
+        if self.desc:
+            d["desc"] = self.desc
+        d["cmd"] = self.cmd
+        if self.deps:
+            d["deps"] = sorted(set(self.deps))
+        if self.params:
+            d["params"] = sorted(set(self.params))
+        for key in ("outs", "metrics", "plots"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        return d
+
+
+@dataclass
+class Pipeline:
+    stages: list[Stage]
+    params: dict
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def model_dir(base: str) -> str | None:
+    """Where a builtin model is built in the project (a DVC output), else None."""
+    return f"models/{base[len(BUILTIN_PREFIX):]}" if base.startswith(BUILTIN_PREFIX) else None
+
+
+def _is_local(path: str) -> bool:
+    return not (path.startswith("hf:") or path.startswith(BUILTIN_PREFIX))
+
+
+def baseline_key(spec: Spec) -> str:
+    """Same base model and same suite -> same key -> one shared, cached baseline stage."""
+    suite = spec.eval.model_dump(mode="json", include={"general", "target"})
+    ident = {"model": spec.model.model_dump(mode="json"), "suite": suite}
+    name = spec.model.base.split("/")[-1].removeprefix(BUILTIN_PREFIX)
+    return f"{slug(name)}-{_digest(ident)[:8]}"
+
+
+def _eval_inputs(spec: Spec) -> list[str]:
+    deps = [t.source for t in spec.eval.target if _is_local(t.source)]
+    if spec.eval.general and spec.eval.general.include_path:
+        deps.append(spec.eval.general.include_path)
+    return deps
+
+
+def _model_deps(spec: Spec) -> list[str]:
+    d = model_dir(spec.model.base)
+    if d:
+        return [d]
+    base = spec.model.base
+    return [base] if (base.startswith((".", "/")) or Path(base).is_dir()) else []
+
+
+def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
+    stages: list[Stage] = []
+    params: dict = {}
+    baselines: dict = {}
+    builtins: set[str] = set()
+
+    for ls in sorted(loaded, key=lambda x: x.spec.name):
+        s, e = ls.spec, ls.spec.name
+        if s.model.base.startswith(BUILTIN_PREFIX):
+            builtins.add(s.model.base[len(BUILTIN_PREFIX):])
+        key = baseline_key(s)
+        body = s.model_dump(mode="json", exclude={"name"})
+        params[e] = {"spec": ls.file, "spec_sha256": ls.sha256, "baseline": key, **body}
+        baselines.setdefault(key, {"model": body["model"], "eval": {k: body["eval"][k] for k in ("general", "target")}})
+
+        def p(stage: str) -> list[str]:
+            return [f"{e}.{part}" for part in STAGE_PARTS[stage]]
+
+        data_deps = [src.source for src in s.data.train if _is_local(src.source)]
+        if s.data.validation and _is_local(s.data.validation.source):
+            data_deps.append(s.data.validation.source)
+        run = f"runs/{e}"
+        stages += [
+            Stage(f"data-{e}", f"tunebook run data {e}", deps=data_deps, params=p("data"),
+                  outs=[f"data/{e}"], desc=f"prepare, validate, mix and sample the data of {e}"),
+            Stage(f"train-{e}", f"tunebook run train {e}", deps=[f"data/{e}"] + _model_deps(s), params=p("train"),
+                  outs=[{f"{run}/train": {"persist": True}}], desc=f"{s.method.kind} training of {e} (resumes from its last checkpoint)"),
+            Stage(f"eval-{e}", f"tunebook run eval {e}", deps=[f"{run}/train", f"data/{e}"] + _model_deps(s) + _eval_inputs(s),
+                  params=p("eval"), outs=[{f"{run}/eval": {"persist": True}}], desc=f"evaluate every selected checkpoint of {e} (one cached file per cell)"),
+            Stage(f"report-{e}", f"tunebook run report {e}",
+                  deps=[f"data/{e}", f"{run}/train", f"{run}/eval", f"runs/_baselines/{key}"], params=[e],
+                  outs=[{f"{run}/record.json": {"cache": False}}, {f"reports/{e}.md": {"cache": False}},
+                        {f"reports/plots/{e}": {"cache": False}}],
+                  metrics=[{f"{run}/metrics.json": {"cache": False}}],
+                  plots=[{f"{run}/plots/checkpoints.csv": {"cache": False, "x": "step", "template": "linear"}}],
+                  desc=f"write the run record and the experiment log reports/{e}.md"),
+        ]
+
+    for key in sorted(baselines):
+        b = baselines[key]
+        probe = Spec.model_validate({"name": "x", "model": b["model"], "data": {"train": [{"source": "x"}]}, "eval": b["eval"]})
+        stages.append(Stage(f"baseline-{key}", f"tunebook run baseline {key}", deps=_model_deps(probe) + _eval_inputs(probe),
+                            params=[f"baselines.{key}"], outs=[{f"runs/_baselines/{key}": {"persist": True}}],
+                            desc="evaluate the base model once for every experiment that shares it"))
+    if baselines:
+        params["baselines"] = {k: baselines[k] for k in sorted(baselines)}
+
+    for name in sorted(builtins):
+        if name != "tiny":
+            continue  # validated in check_builtins; only 'tiny' exists today
+        params.setdefault("builtin", {})[name] = yaml.safe_load(TINY_CONFIG.read_text())
+        stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", params=[f"builtin.{name}"],
+                            outs=[f"models/{name}", f"data/{name}"],
+                            desc="build and pre-train the embedded tiny model (seeded, CPU, ~2 min)"))
+
+    order = {"pretrain": 0, "baseline": 1, "data": 2, "train": 3, "eval": 4, "report": 5}
+    stages.sort(key=lambda st: (order[st.name.split("-", 1)[0]], st.name))
+    return Pipeline(stages=stages, params=params)

@@ -1,0 +1,45 @@
+"""Spec errors: gathered, located (file, dotted key path, line), with a suggestion when one exists.
+
+The CLI prints them all at once and exits 2; a traceback appears only with --verbose.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    file: str
+    path: str  # dotted key path, e.g. "method.lr"; "" for the whole file
+    message: str
+    line: int | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        key = f" {self.path}:" if self.path else ""
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}:{key} {self.message}{hint}"
+
+
+class SpecError(Exception):
+    """One or more problems in spec files. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line or 0, i.path))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class StaleError(Exception):
+    """Generated files are out of date or were edited by hand. Exit code 3."""
+
+    exit_code = 3
+
+
+def did_you_mean(word: str, options) -> str | None:
+    close = difflib.get_close_matches(str(word), sorted(options), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

@@ -1,0 +1,87 @@
+"""Safe YAML reading that remembers where every key came from.
+
+`read_yaml(path)` returns plain data plus a map from key path (tuple) to line number, so that a
+validation error can say `specs/x.yaml:14: method.lr: ...`. Only the safe loader is used (no tags that
+build objects), files over 1 MiB are refused, and alias expansion is bounded so a "billion laughs"
+document fails fast instead of eating memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from compiler.errors import SpecError, SpecIssue
+
+MAX_BYTES = 1 << 20
+MAX_NODES = 100_000  # after alias expansion; real specs have a few hundred
+
+
+class _Budget(yaml.SafeLoader):
+    """SafeLoader that counts nodes, aliases included, and stops past MAX_NODES."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._nodes = 0
+
+    def construct_object(self, node, deep=False):
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise yaml.YAMLError(f"document expands to more than {MAX_NODES} nodes (alias bomb?)")
+        return super().construct_object(node, deep=deep)
+
+
+def _lines(node, prefix: tuple, out: dict, seen: set) -> None:
+    if id(node) in seen:  # aliases point at the same node; its lines were recorded once
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = prefix + (k.value,)
+            out.setdefault(key, k.start_mark.line + 1)
+            _lines(v, key, out, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            key = prefix + (i,)
+            out.setdefault(key, v.start_mark.line + 1)
+            _lines(v, key, out, seen)
+
+
+def parse_yaml(text: str, file: str) -> tuple[object, dict[tuple, int]]:
+    if len(text.encode("utf-8", "replace")) > MAX_BYTES:
+        raise SpecError([SpecIssue(file, "", f"file is larger than {MAX_BYTES >> 10} KiB; a spec should be small")])
+    try:
+        loader = _Budget(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise SpecError([SpecIssue(file, "", f"not valid YAML: {e.problem or e.context}", line)]) from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise SpecError([SpecIssue(file, "", f"not valid YAML: {e}")]) from None
+    lines: dict[tuple, int] = {}
+    if node is not None:
+        _lines(node, (), lines, set())
+    return data, lines
+
+
+def read_yaml(path: Path, display: str | None = None) -> tuple[object, dict[tuple, int]]:
+    file = display or str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([SpecIssue(file, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise SpecError([SpecIssue(file, "", "is a directory, expected a YAML file")]) from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError([SpecIssue(file, "", f"file is larger than {MAX_BYTES >> 10} KiB; a spec should be small")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError([SpecIssue(file, "", f"not UTF-8 text (byte {e.start})")]) from None
+    return parse_yaml(text, file)

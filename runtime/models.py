@@ -1,0 +1,55 @@
+"""Load base models and tokenizers: `builtin:<name>` (built in the project), a local folder, or a hub
+repo at a pinned revision. `trust_remote_code` is passed only when the spec sets it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compiler.schema import ModelSpec
+
+BUILTIN = "builtin:"
+
+
+def model_path(root: Path, spec: ModelSpec) -> tuple[str, str | None]:
+    """(path or repo id, revision) to hand to from_pretrained."""
+    if spec.base.startswith(BUILTIN):
+        path = root / "models" / spec.base[len(BUILTIN):]
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro pretrain-{spec.base[len(BUILTIN):]}` first")
+        return str(path), None
+    local = (root / spec.base)
+    if local.is_dir():
+        return str(local), None
+    return spec.base, spec.revision
+
+
+def _dtype(spec: ModelSpec):
+    import torch
+
+    return {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec.dtype]
+
+
+def load_tokenizer(root: Path, spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    path, rev = model_path(root, spec)
+    tok = AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(root: Path, spec: ModelSpec):
+    from transformers import AutoModelForCausalLM
+
+    path, rev = model_path(root, spec)
+    return AutoModelForCausalLM.from_pretrained(path, revision=rev, dtype=_dtype(spec), trust_remote_code=spec.trust_remote_code)
+
+
+def resolved_revision(spec: ModelSpec) -> str | None:
+    if spec.base.startswith(BUILTIN) or Path(spec.base).exists():
+        return None
+    from runtime.hub import resolve_revision
+
+    return resolve_revision(spec.base, spec.revision, "model")

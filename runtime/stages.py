@@ -1,0 +1,97 @@
+"""What `tunebook run <kind> <name>` executes: read this stage's slice of params.yaml, validate it with
+the spec model, and call the stage module. One flat module per stage kind; torch is imported inside.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from compiler.errors import SpecError, SpecIssue
+from compiler.schema import Spec
+
+
+@dataclass(frozen=True)
+class StageContext:
+    root: Path
+    name: str
+    spec: Spec
+    params: dict  # this experiment's raw slice of params.yaml (spec file, hashes, baseline key)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "runs" / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data" / self.name
+
+
+def read_params(root: Path) -> dict:
+    path = root / "params.yaml"
+    if not path.exists():
+        raise SpecError([SpecIssue("params.yaml", "", "not found: run `tunebook compile` first")])
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def experiment_context(root: Path, name: str) -> StageContext:
+    params = read_params(root)
+    if name not in params or name in ("baselines", "builtin"):
+        known = sorted(k for k in params if k not in ("baselines", "builtin"))
+        raise SpecError([SpecIssue("params.yaml", name, f"no experiment '{name}'; known: {', '.join(known) or 'none'}")])
+    raw = params[name]
+    body = {k: v for k, v in raw.items() if k not in ("spec", "spec_sha256", "baseline")}
+    try:
+        spec = Spec.model_validate({"name": name, **body})
+    except Exception as e:  # a `dvc exp run -S` value of the wrong type lands here
+        raise SpecError([SpecIssue("params.yaml", name, f"invalid parameters: {e}")]) from None
+    return StageContext(root=root, name=name, spec=spec, params=raw)
+
+
+def _quiet_libraries() -> None:
+    """Keep stage logs short: no hub calls, no telemetry, no per-batch bars from libraries."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("TUNEBOOK_ONLINE") != "1" else None
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1") if os.environ.get("TUNEBOOK_ONLINE") != "1" else None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+def run_stage(root: Path, kind: str, name: str) -> None:
+    _quiet_libraries()
+    if kind == "pretrain":
+        from runtime import builtin
+
+        params = read_params(root)
+        cfg = params.get("builtin", {}).get(name)
+        if cfg is None:
+            raise SpecError([SpecIssue("params.yaml", f"builtin.{name}", "no such builtin model config")])
+        builtin.build(cfg, root / "models" / name, root / "data" / name)
+    elif kind == "baseline":
+        from runtime import evaluate
+
+        evaluate.run_baseline(root, name, read_params(root))
+    else:
+        ctx = experiment_context(root, name)
+        if kind == "data":
+            from runtime import data
+
+            data.run(ctx)
+        elif kind == "train":
+            from runtime import train
+
+            train.run(ctx)
+        elif kind == "eval":
+            from runtime import evaluate
+
+            evaluate.run(ctx)
+        elif kind == "report":
+            from runtime import record
+
+            record.run(ctx)

@@ -1,0 +1,3 @@
+from tunebook.cli import main
+
+main()

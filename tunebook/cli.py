@@ -1,0 +1,202 @@
+"""The `tunebook` command line. Heavy imports live inside the commands, so `compile`, `report` and
+`review` start fast and never import torch.
+
+Exit codes: 0 ok, 1 a stage failed, 2 bad input (spec, record, arguments), 3 generated files are
+stale or were edited by hand. Tracebacks only with --verbose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+ROOT_HELP = "project root (default: the current directory)"
+
+
+class Ctx:
+    def __init__(self, root: Path, verbose: bool):
+        self.root, self.verbose = root, verbose
+
+
+def _fail(ctx: Ctx, exc: BaseException) -> None:
+    code = getattr(exc, "exit_code", 1)
+    if ctx.verbose:
+        traceback.print_exception(exc)
+    msg = str(exc) or type(exc).__name__
+    click.echo(("error: " if code != 3 else "") + msg, err=True)
+    if code == 1 and not ctx.verbose:
+        click.echo("(rerun with `tunebook -v ...` for the traceback)", err=True)
+    sys.exit(code)
+
+
+def _guard(fn):
+    """Map known errors to exit codes; anything else is a failure with a one-line message."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        ctx = click.get_current_context().find_object(Ctx)
+        try:
+            return fn(*a, **kw)
+        except click.exceptions.Exit:
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished work is kept, `dvc repro` resumes", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - the CLI boundary
+            _fail(ctx, e)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="show tracebacks")
+@click.option("-C", "--root", type=click.Path(file_okay=False, path_type=Path), default=".", help=ROOT_HELP)
+@click.version_option(package_name="tunebook")
+@click.pass_context
+def main(cc: click.Context, verbose: bool, root: Path) -> None:
+    """tunebook: fine-tuning experiments as specs, compiled to DVC, logged as reproducible reports.
+
+    \b
+    tunebook compile          specs/*.yaml -> dvc.yaml + params.yaml
+    dvc repro                 run what changed (stages call `tunebook run ...`)
+    tunebook report <exp>     render reports/<exp>.md from runs/<exp>/record.json
+    tunebook review           one log across experiments and `dvc exp` variants
+    """
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    cc.obj = Ctx(root.resolve(), verbose)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--check", is_flag=True, help="fail (exit 3) if dvc.yaml/params.yaml are not what the specs compile to")
+@click.option("--force", is_flag=True, help="overwrite dvc.yaml/params.yaml even if they were edited by hand")
+@click.pass_obj
+@_guard
+def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool) -> None:
+    """Validate specs and write dvc.yaml and params.yaml (all specs in specs/ by default)."""
+    from compiler import compile_specs, discover, load_specs, write_pipeline
+
+    paths = [Path(p) for p in specs] or discover(ctx.root / "specs")
+    if not paths:
+        raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
+    loaded = load_specs(paths, ctx.root)
+    changed = write_pipeline(ctx.root, compile_specs(loaded), check=check, force=force)
+    names = ", ".join(ls.spec.name for ls in loaded)
+    if check:
+        click.echo(f"up to date: {len(loaded)} spec(s) ({names})")
+    else:
+        what = ", ".join(changed) if changed else "nothing changed"
+        click.echo(f"compiled {len(loaded)} spec(s) ({names}): {what}. Next: `dvc repro`")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["pretrain", "data", "train", "baseline", "eval", "report"]))
+@click.argument("name")
+@click.pass_obj
+@_guard
+def run(ctx: Ctx, kind: str, name: str) -> None:
+    """Run one stage (what dvc.yaml calls): KIND is the stage kind, NAME the experiment or key."""
+    from runtime import stages
+
+    stages.run_stage(ctx.root, kind, name)
+
+
+@main.command()
+@click.argument("experiment", required=False)
+@click.option("--record", "record_path", type=click.Path(dir_okay=False, path_type=Path), help="render this record file instead")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="output markdown (default reports/<exp>.md)")
+@click.pass_obj
+@_guard
+def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path | None) -> None:
+    """Render an experiment log from a run record (any valid record, hand-written ones too)."""
+    from reports.record import load_record
+    from reports.render import write_report
+
+    if record_path is None:
+        if not experiment:
+            raise click.UsageError("give an EXPERIMENT name or --record PATH")
+        record_path = ctx.root / "runs" / experiment / "record.json"
+    rec = load_record(record_path)
+    out = out or ctx.root / "reports" / f"{rec.experiment}.md"
+    write_report(record_path, out)
+    click.echo(f"wrote {_rel(out, ctx.root)}")
+
+
+@main.command()
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default reports/review.md")
+@click.option("--no-dvc", is_flag=True, help="do not ask dvc for experiments and stage status")
+@click.pass_obj
+@_guard
+def review(ctx: Ctx, out: Path | None, no_dvc: bool) -> None:
+    """One log across all experiments (runs/*/record.json) and their `dvc exp` variants."""
+    from reports.review import write_review
+
+    records = sorted(p for p in (ctx.root / "runs").glob("*/record.json") if not p.parent.name.startswith("_"))
+    exp_show = status = None
+    if not no_dvc and (ctx.root / ".dvc").is_dir():
+        exp_show = _dvc_json(ctx.root, ["exp", "show", "--json"])
+        status = _dvc_json(ctx.root, ["status", "--json"])
+    out = out or ctx.root / "reports" / "review.md"
+    write_review(records, out, exp_show=exp_show, dvc_status=status)
+    click.echo(f"wrote {_rel(out, ctx.root)} ({len(records)} record(s))")
+
+
+def _dvc_json(root: Path, args: list[str]):
+    import subprocess
+
+    dvc = Path(sys.executable).with_name("dvc")
+    cmd = [str(dvc) if dvc.exists() else "dvc", *args]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    if res.returncode != 0:
+        click.echo(f"warning: `dvc {' '.join(args)}` failed, review goes on without it: {res.stderr.strip()[:300]}", err=True)
+        return None
+    try:
+        return json.loads(res.stdout or "null")
+    except json.JSONDecodeError:
+        return None
+
+
+@main.command()
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default specs/schema.json")
+@click.option("--record", "record", is_flag=True, help="export the run record's schema instead of the spec's")
+@click.pass_obj
+@_guard
+def schema(ctx: Ctx, out: Path | None, record: bool) -> None:
+    """Write the JSON Schema of specs (for editor completion) or of run records."""
+    if record:
+        from reports.record import Record as model
+    else:
+        from compiler.schema import Spec as model
+    out = out or ctx.root / ("docs/record.schema.json" if record else "specs/schema.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(model.model_json_schema(), indent=1, sort_keys=True) + "\n")
+    click.echo(f"wrote {_rel(out, ctx.root)}")
+
+
+@main.command()
+@click.option("--name", default="first", show_default=True, help="name of the starter experiment")
+@click.pass_obj
+@_guard
+def init(ctx: Ctx, name: str) -> None:
+    """Adopt tunebook in an existing git repository: specs/, `dvc init` if needed, compile."""
+    from tunebook.scaffold import init_project
+
+    for line in init_project(ctx.root, name):
+        click.echo(line)
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(root))
+    except ValueError:
+        return str(p)
+
+
+if __name__ == "__main__":
+    main()
