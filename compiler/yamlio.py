@@ -18,18 +18,24 @@ MAX_BYTES = 1 << 20
 MAX_NODES = 100_000  # after alias expansion; real specs have a few hundred
 
 
-class _Budget(yaml.SafeLoader):
-    """SafeLoader that counts nodes, aliases included, and stops past MAX_NODES."""
+def _expanded_size(node, memo: dict) -> int:
+    """Node count of the document with every alias expanded, computed without expanding it.
 
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._nodes = 0
-
-    def construct_object(self, node, deep=False):
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise yaml.YAMLError(f"document expands to more than {MAX_NODES} nodes (alias bomb?)")
-        return super().construct_object(node, deep=deep)
+    PyYAML shares aliased objects, so loading a "billion laughs" file is cheap; the blow-up comes
+    later, when anything walks or serializes the data. Refuse such documents up front.
+    """
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
 
 
 def _lines(node, prefix: tuple, out: dict, seen: set) -> None:
@@ -52,9 +58,11 @@ def parse_yaml(text: str, file: str) -> tuple[object, dict[tuple, int]]:
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise SpecError([SpecIssue(file, "", f"file is larger than {MAX_BYTES >> 10} KiB; a spec should be small")])
     try:
-        loader = _Budget(text)
+        loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
+            if node is not None and _expanded_size(node, {}) > MAX_NODES:
+                raise yaml.YAMLError(f"document expands to more than {MAX_NODES} values (alias bomb?)")
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()

@@ -1,0 +1,49 @@
+# tunebook — the two commands that matter:
+#   make demo    set up, then run the quickstart (`dvc repro`): the log is reports/quickstart.md
+#   make test    set up, then the test suite (what CI runs)
+# On a GPU machine, install the torch build for your CUDA first (see README), then `make demo`.
+
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TORCH   ?= torch==2.13.0
+export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test test-fast bench compile clean
+
+# The venv is made once; the stamp file is rebuilt when pyproject.toml changes.
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine
+	set -o pipefail; $(BIN)/pip install -q "$(TORCH)" 2>&1 | { grep -v "is ignored" || true; }
+	set -o pipefail; $(BIN)/pip install -q -e ".[runtime,dev]" 2>&1 | { grep -v "is ignored" || true; }
+	touch $@
+
+setup: $(VENV)/.stamp
+
+SHELL := /bin/bash
+
+demo: setup
+	@test -d .dvc || $(BIN)/dvc init -q
+	$(BIN)/tunebook compile --check
+	$(BIN)/dvc repro
+	@echo ""
+	@echo "Done. The experiment log is reports/quickstart.md"
+	@echo "Next: dvc exp run -S 'quickstart.method.lr=1e-2' && tunebook review   (see README)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python -m bench
+
+compile: setup
+	$(BIN)/tunebook compile
+
+clean:
+	rm -rf $(VENV) .pytest_cache

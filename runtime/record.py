@@ -1,0 +1,216 @@
+"""The report stage: gather what the other stages wrote into `runs/<exp>/record.json`, then render
+`reports/<exp>.md` with the `reports` package.
+
+    tunebook run report <exp>      # what the `report-<exp>` DVC stage runs
+
+No torch here. Also writes `runs/<exp>/metrics.json` (flat final metrics, for `dvc exp show` and
+`tunebook review`) and `runs/<exp>/plots/checkpoints.csv` (one row per checkpoint, for `dvc plots`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from reports.record import Record, dump_record
+from runtime.stages import StageContext
+
+PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "dvc", "dvclive"]
+
+
+def _json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        elif not isinstance(v, (list, dict)):
+            out[key] = v
+    return out
+
+
+def planned_params(ctx: StageContext) -> dict:
+    """The spec as it was asked to run (params.yaml, so `dvc exp run -S` values count as planned)."""
+    s = ctx.spec
+    flat = flatten({"model": s.model.model_dump(mode="json"), "method": s.method.model_dump(mode="json"),
+                    "data": s.data.model_dump(mode="json", exclude={"train", "validation"})})
+    flat["data.sources"] = len(s.data.train)
+    return flat
+
+
+def actual_params(ctx: StageContext, manifest: dict, summary: dict) -> dict:
+    """What really ran, read back from the artifacts rather than from the spec."""
+    train = ctx.run_dir / "train"
+    actual: dict = {}
+    if manifest:
+        actual["data.sample_ratio"] = manifest.get("actual_sample_ratio")
+        actual["data.sources"] = len(manifest.get("sources", []))
+    adapter = _json(train / "final" / "adapter_config.json")
+    if adapter:
+        actual["method.lora.r"] = adapter.get("r")
+        actual["method.lora.alpha"] = adapter.get("lora_alpha")
+        actual["method.lora.dropout"] = adapter.get("lora_dropout")
+    state = _latest_trainer_state(train)
+    if state:
+        actual["method.batch_size"] = state.get("train_batch_size")
+        actual["method.save_every"] = state.get("save_steps")
+        actual["method.log_every"] = state.get("logging_steps")
+    if summary:
+        actual["method.max_steps"] = summary.get("max_steps")
+        actual["steps"] = summary.get("actual_steps")
+    return actual
+
+
+def _latest_trainer_state(train: Path) -> dict | None:
+    ckpts = sorted(train.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return _json(ckpts[-1]) if ckpts else None
+
+
+def _cells(folder: Path) -> list[dict]:
+    return [c for p in sorted(folder.glob("*/*.json")) if (c := _json(p))] if folder.exists() else []
+
+
+def environment(ctx: StageContext) -> dict:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg.replace("_", "-") if pkg == "lm_eval" else pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ctx.root, capture_output=True, text=True, timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "specs"], cwd=ctx.root, capture_output=True, text=True, timeout=5).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    eval_summary = _json(ctx.run_dir / "eval" / "summary.json", {})
+    return {"python": platform.python_version(), "platform": platform.platform(terse=True), "packages": versions,
+            "torch_threads": eval_summary.get("torch_threads"), "device": "cuda" if _cuda() else "cpu",
+            "git_commit": commit, "specs_dirty": dirty}
+
+
+def _cuda() -> bool:
+    return bool(os.environ.get("CUDA_VISIBLE_DEVICES")) and Path("/dev/nvidia0").exists()
+
+
+def build_record(ctx: StageContext) -> Record:
+    run, key = ctx.run_dir, ctx.params.get("baseline")
+    manifest = _json(ctx.data_dir / "manifest.json", {})
+    summary = _json(run / "train" / "summary.json", {})
+    history = _json(run / "train" / "history.json", [])
+    eval_summary = _json(run / "eval" / "summary.json", {})
+    base_summary = _json(ctx.root / "runs" / "_baselines" / str(key) / "summary.json", {})
+
+    cells = _cells(ctx.root / "runs" / "_baselines" / str(key)) + _cells(run / "eval")
+    steps = {c["name"]: c["step"] for c in eval_summary.get("checkpoints", [])}
+    metrics, samples = [], []
+    for cell in cells:
+        for m in cell.get("metrics", []):
+            metrics.append({**m, "step": 0 if m["checkpoint"] == "base" else steps.get(m["checkpoint"])})
+        samples += cell.get("samples", [])
+
+    t = summary.get("timings", {})
+    timings = {
+        "data": manifest.get("seconds", 0.0),
+        "training": t.get("training", 0.0),
+        "evaluation": eval_summary.get("timings", {}).get("evaluation", 0.0) + base_summary.get("timings", {}).get("evaluation", 0.0),
+        "model_io": t.get("model_io", 0.0) + eval_summary.get("timings", {}).get("model_io", 0.0) + base_summary.get("timings", {}).get("model_io", 0.0),
+    }
+    sources = [{k: s.get(k) for k in ("source", "revision", "resolved_revision", "sha256", "split", "rows_read",
+                                      "rows_used", "planned_weight", "actual_weight", "rejected")} for s in manifest.get("sources", [])]
+    data = {"sources": sources, "planned_sample_ratio": manifest.get("planned_sample_ratio"),
+            "actual_sample_ratio": manifest.get("actual_sample_ratio"), "train_rows": manifest.get("train_rows"),
+            "validation_rows": manifest.get("validation_rows"), "rejected_rows": manifest.get("rejected_rows", 0),
+            "quarantine": f"data/{ctx.name}/quarantine.jsonl" if manifest.get("rejected_rows") else None,
+            "type_census": manifest.get("type_census", {}), "contamination": manifest.get("contamination", {}),
+            "sha256": manifest.get("sha256")} if manifest else None
+    training = {"method": summary.get("method"), "planned_steps": summary.get("planned_steps"),
+                "actual_steps": summary.get("actual_steps"), "max_steps": summary.get("max_steps"),
+                "dry_run": bool(summary.get("dry_run")), "stopped_early": summary.get("stopped_early"),
+                "history": history, "watchdog": summary.get("watchdog", []),
+                "evaluated_during_training": bool(summary.get("evaluated_during_training"))} if summary else None
+    checkpoints = [{"name": c["name"], "step": c["step"], "is_final": bool(c.get("is_final")),
+                    "path": f"runs/{ctx.name}/train/{c['name']}", "sha256": c.get("weights_sha256")}
+                   for c in eval_summary.get("checkpoints", [])]
+    from runtime.models import resolved_revision  # no torch: only hub metadata
+
+    spec = ctx.spec
+    status = "dry_run" if training and training["dry_run"] else "completed"
+    rec = Record(
+        experiment=ctx.name, title=spec.description or None, status=status,
+        started=_mtime_iso(ctx.data_dir / "manifest.json"), finished=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        spec_file=ctx.params.get("spec"), spec_sha256=ctx.params.get("spec_sha256"),
+        model={"base": spec.model.base, "revision": spec.model.revision, "resolved_revision": resolved_revision(spec.model),
+               "trust_remote_code": spec.model.trust_remote_code, "trainable_params": summary.get("trainable_params")},
+        planned=planned_params(ctx), actual=actual_params(ctx, manifest, summary),
+        expect=spec.expect.model_dump(mode="json"), data=data, training=training, checkpoints=checkpoints,
+        metrics=metrics, samples=samples, timings={k: round(v, 2) for k, v in timings.items()},
+        environment=environment(ctx),
+    )
+    return rec
+
+
+def _mtime_iso(path: Path) -> str | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except FileNotFoundError:
+        return None
+
+
+def final_metrics(rec: Record) -> dict:
+    """{suite: {task.metric: value}} of the final checkpoint and the baseline, for dvc exp show."""
+    final = next((c.name for c in rec.checkpoints if c.is_final), None)
+    out: dict = {}
+    for m in rec.metrics:
+        if m.checkpoint in ("base", final):
+            side = "final" if m.checkpoint == final else "base"
+            out.setdefault(side, {}).setdefault(m.suite, {})[f"{m.task}.{m.metric}"] = round(m.value, 6)
+    return out
+
+
+def checkpoints_csv(rec: Record) -> str:
+    cols = sorted({f"{m.suite}/{m.task}/{m.metric}" for m in rec.metrics})
+    rows: dict[tuple, dict] = {}
+    for m in rec.metrics:
+        rows.setdefault((m.step or 0, m.checkpoint), {})[f"{m.suite}/{m.task}/{m.metric}"] = m.value
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", "checkpoint", *cols])
+    for (step, name), vals in sorted(rows.items()):
+        w.writerow([step, name, *[f"{vals[c]:.6g}" if c in vals else "" for c in cols]])
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def run(ctx: StageContext) -> None:
+    from reports.render import write_report
+
+    rec = build_record(ctx)
+    record_path = ctx.run_dir / "record.json"
+    write_atomic(record_path, dump_record(rec))
+    write_atomic(ctx.run_dir / "metrics.json", json.dumps(final_metrics(rec), indent=1, sort_keys=True) + "\n")
+    write_atomic(ctx.run_dir / "plots" / "checkpoints.csv", checkpoints_csv(rec))
+    out = ctx.root / "reports" / f"{ctx.name}.md"
+    write_report(record_path, out)
+    print(f"[report {ctx.name}] wrote runs/{ctx.name}/record.json and reports/{ctx.name}.md", flush=True)

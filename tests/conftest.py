@@ -1,0 +1,34 @@
+"""Shared test helpers. The project root is importable (pytest pythonpath = .)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def tunebook_cmd() -> list[str]:
+    """The CLI as a user runs it, from this checkout (not from whatever is installed)."""
+    return [sys.executable, "-m", "tunebook"]
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict:
+    """Environment for subprocess runs: this checkout first on PYTHONPATH, venv bin on PATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env

@@ -1,0 +1,97 @@
+"""Compilation: stage graph, exact params per stage, shared baselines, deterministic writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler import StaleError, compile_specs, discover, load_specs, render_pipeline, write_pipeline
+
+from .test_load import MINIMAL, write
+
+EVAL = """\
+eval:
+  general: {tasks: [tiny_facts_color], include_path: data/tiny/tasks}
+  target: [{name: sub, source: data/tiny/subtraction_test.jsonl}]
+"""
+
+
+def pipeline(tmp_path: Path, *texts: str):
+    paths = [write(tmp_path, f"s{i}.yaml", t) for i, t in enumerate(texts)]
+    return compile_specs(load_specs(paths, tmp_path))
+
+
+def test_stages_and_exact_params(tmp_path):
+    p = pipeline(tmp_path, MINIMAL + EVAL)
+    stages = {s.name: s for s in p.stages}
+    assert set(stages) >= {"pretrain-tiny", "data-exp", "train-exp", "eval-exp", "report-exp"}
+    assert stages["data-exp"].params == ["exp.data"]
+    assert stages["train-exp"].params == ["exp.model", "exp.method"]
+    assert stages["eval-exp"].params == ["exp.model", "exp.eval"]  # an eval change never retrains
+    assert "data/train.jsonl" in stages["data-exp"].deps
+    assert "models/tiny" in stages["train-exp"].deps
+
+
+def test_baseline_shared_by_experiments_with_same_model_and_suite(tmp_path):
+    a = MINIMAL + EVAL
+    b = a.replace("name: exp", "name: other") + "method: {lr: 0.1}\n"
+    c = a.replace("name: exp", "name: third").replace("tiny_facts_color", "tiny_facts_city")
+    p = pipeline(tmp_path, a, b, c)
+    baselines = [s.name for s in p.stages if s.name.startswith("baseline-")]
+    assert len(baselines) == 2  # exp and other share one; third has another suite
+    assert p.params["exp"]["baseline"] == p.params["other"]["baseline"] != p.params["third"]["baseline"]
+
+
+def test_compiling_twice_is_byte_identical(tmp_path):
+    assert render_pipeline(pipeline(tmp_path, MINIMAL + EVAL)) == render_pipeline(pipeline(tmp_path, MINIMAL + EVAL))
+
+
+def test_dvc_yaml_is_valid_dvc(tmp_path):
+    from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA  # the schema dvc itself validates dvc.yaml with
+
+    texts = render_pipeline(pipeline(tmp_path, MINIMAL + EVAL))
+    COMPILED_MULTI_STAGE_SCHEMA(yaml.safe_load(texts["dvc.yaml"]))
+
+
+def test_hand_edit_is_detected_and_not_overwritten(tmp_path):
+    p = pipeline(tmp_path, MINIMAL + EVAL)
+    write_pipeline(tmp_path, p)
+    params = tmp_path / "params.yaml"
+    edited = params.read_text().replace("lr: 0.0001", "lr: 0.5")
+    params.write_text(edited)
+    with pytest.raises(StaleError, match="exp.method.lr: file has 0.5"):
+        write_pipeline(tmp_path, p)
+    assert params.read_text() == edited  # untouched
+    write_pipeline(tmp_path, p, force=True)
+    assert "lr: 0.0001" in params.read_text()
+
+
+def test_check_reports_stale_files(tmp_path):
+    write_pipeline(tmp_path, pipeline(tmp_path, MINIMAL + EVAL))
+    write_pipeline(tmp_path, pipeline(tmp_path, MINIMAL + EVAL), check=True)  # fresh: no error
+    with pytest.raises(StaleError, match="out of date"):
+        write_pipeline(tmp_path, pipeline(tmp_path, MINIMAL + EVAL + "expect: {target_gain: 0.2}\n"), check=True)
+
+
+def test_reformatting_alone_is_not_an_edit(tmp_path):
+    write_pipeline(tmp_path, pipeline(tmp_path, MINIMAL + EVAL))
+    params = tmp_path / "params.yaml"
+    header = "".join(params.read_text().splitlines(keepends=True)[:2])
+    data = yaml.safe_load(params.read_text())
+    params.write_text(header + yaml.safe_dump(data, default_flow_style=True))  # as dvc might rewrite it
+    write_pipeline(tmp_path, pipeline(tmp_path, MINIMAL + EVAL))  # no StaleError
+
+
+@pytest.mark.parametrize("spec", discover(Path(__file__).resolve().parents[3] / "specs"), ids=lambda p: p.name)
+def test_every_shipped_spec_compiles(spec, root):
+    p = compile_specs(load_specs([spec], root))
+    assert any(s.name.startswith("train-") for s in p.stages)
+    first = spec.read_text().splitlines()[0]
+    assert first.startswith("# yaml-language-server: $schema="), "shipped specs point editors at the schema"
+
+
+def test_committed_pipeline_is_fresh(root):
+    """dvc.yaml/params.yaml in the repo are exactly what specs/ compiles to."""
+    write_pipeline(root, compile_specs(load_specs(discover(root / "specs"), root)), check=True)
