@@ -17,7 +17,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine
-	set -o pipefail; $(BIN)/pip install -q "$(TORCH)" 2>&1 | { grep -v "is ignored" || true; }
+	set -o pipefail; $(BIN)/pip install -q $(TORCH) 2>&1 | { grep -v "is ignored" || true; }
 	set -o pipefail; $(BIN)/pip install -q -e ".[runtime,dev]" 2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 

@@ -40,6 +40,29 @@ class StaleError(Exception):
     exit_code = 3
 
 
+# Names researchers bring from transformers/trl/peft arguments, mapped to tunebook's keys, so that
+# `learnig_rate` (a typo of `learning_rate`) still suggests `lr`.
+SYNONYMS = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "max_length": "max_seq_length",
+    "lora_r": "r",
+    "rank": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "lr_scheduler_type": "scheduler",
+    "model_name_or_path": "base",
+    "dataset": "source",
+}
+
+
 def did_you_mean(word: str, options) -> str | None:
-    close = difflib.get_close_matches(str(word), sorted(options), n=1, cutoff=0.6)
+    options = sorted(options)
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    if not close:
+        alias = difflib.get_close_matches(str(word), list(SYNONYMS), n=1, cutoff=0.8)
+        close = [SYNONYMS[alias[0]]] if alias and SYNONYMS[alias[0]] in options else []
     return f"did you mean '{close[0]}'?" if close else None

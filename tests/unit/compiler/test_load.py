@@ -37,8 +37,8 @@ def test_typo_names_file_line_path_and_suggestion(tmp_path):
     [issue] = e.value.issues
     assert (issue.file, issue.line, issue.path) == ("exp.yaml", 8, "method.learnig_rate")
     assert "unknown key 'learnig_rate'" in issue.message
-    # the suggestion: the closest valid key
-    assert issue.hint == "did you mean 'lr'?" or "lr" in issue.message
+    # the suggestion reaches `lr` through the transformers name `learning_rate`
+    assert issue.hint == "did you mean 'lr'?"
 
 
 def test_all_errors_are_gathered(tmp_path):
