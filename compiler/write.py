@@ -28,7 +28,7 @@ HEADER = (
 MARK = "# tunebook-sha256: "
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
     """Block style, no aliases, long lines kept whole: stable, diff-friendly output."""
 
     def ignore_aliases(self, data):

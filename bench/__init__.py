@@ -1,0 +1,35 @@
+"""Benchmarks: `make bench` (python -m bench) prints one `BENCH <name> <value> <unit> target <op> <n>`
+line per figure. They report; they never fail the build. Ratios are measured side by side in one run
+(alternating sides, several repeats, medians) because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def line(name: str, value: float, unit: str, op: str, target: float) -> str:
+    text = f"BENCH {name} {value:.3g} {unit} target {op} {target:g}"
+    print(text, flush=True)
+    return text
+
+
+def median_time(fn, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def alternate(fa, fb, repeats: int = 5) -> tuple[float, float]:
+    """Median seconds of fa and fb, run alternately so drift in machine load hits both sides alike."""
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, acc in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
