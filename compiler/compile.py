@@ -58,6 +58,7 @@ class Stage:
 class Pipeline:
     stages: list[Stage]
     params: dict
+    plots: list[dict] = field(default_factory=list)  # dvc.yaml top-level plots (files inside outputs)
 
 
 def slug(text: str) -> str:
@@ -155,6 +156,9 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
                             outs=[f"models/{name}", f"data/{name}"],
                             desc="build and pre-train the embedded tiny model (seeded, CPU, ~2 min)"))
 
+    # Training curves live inside the persisted train output; a top-level plot definition lets
+    # `dvc plots show` find them without declaring an overlapping output.
+    plots = [{f"runs/{ls.spec.name}/train/dvclive/plots/metrics": {"x": "step"}} for ls in sorted(loaded, key=lambda x: x.spec.name)]
     order = {"pretrain": 0, "baseline": 1, "data": 2, "train": 3, "eval": 4, "report": 5}
     stages.sort(key=lambda st: (order[st.name.split("-", 1)[0]], st.name))
-    return Pipeline(stages=stages, params=params)
+    return Pipeline(stages=stages, params=params, plots=plots)

@@ -46,6 +46,8 @@ def render(data: dict) -> str:
 
 def render_pipeline(p: Pipeline) -> dict[str, str]:
     dvc = {"stages": {s.name: s.to_dvc() for s in p.stages}}
+    if p.plots:
+        dvc["plots"] = p.plots
     return {"dvc.yaml": render(dvc), "params.yaml": render(p.params)}
 
 
