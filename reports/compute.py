@@ -1,0 +1,363 @@
+"""Compute first: everything a log shows, as plain rows, before any template sees it.
+
+`compute(record)` gives what every consumer needs (the rules, the experiment log, the review):
+results at the final checkpoint with intervals and badges, per-checkpoint curves, and planned vs
+actual parameters. The other functions build the tables only the experiment log shows.
+
+A *series* is one (suite, task, metric), measured at several checkpoints. When a record holds the
+same series twice at one checkpoint with different n (a 16-question subset and the full 80), each n
+is its own series, so the two can be compared rather than silently merged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from reports.record import Metric, Record
+from reports.stats import Interval, McNemar, delta_interval, mcnemar, win_rate_interval
+from reports.status import Thresholds, Verdict, judge
+
+SUITE_ORDER = ("target", "general")  # shown first, in this order; other suites follow alphabetically
+JUDGE_PARITY = 0.5  # a judge metric is a win rate against the base model: parity is the baseline
+RATIO_TOLERANCE = 0.01  # achieved data ratios come from whole rows: 1 % relative is "as planned"
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One series at the final checkpoint, against the baseline."""
+
+    series: str
+    index: int  # of the final metric in record.metrics (for its samples and extra)
+    suite: str
+    task: str
+    metric: str
+    label: str
+    checkpoint: str  # the checkpoint the "final" value was measured on
+    step: int | None
+    base: float | None
+    final: float
+    n: int | None
+    higher_is_better: bool
+    reference: str  # "base" (the base checkpoint), "parity" (judge win rates) or "none"
+    interval: Interval | None
+    verdict: Verdict
+    flips: McNemar | None  # right->wrong / wrong->right counts for 0/1 scores
+    extra: dict[str, Any]  # the final metric's extra (extraction failures, judge verdicts, ...)
+
+    @property
+    def gain(self) -> float | None:
+        """The change in the "better" direction (positive = better), None without a baseline."""
+        if self.interval is None:
+            return None
+        return self.interval.delta if self.higher_is_better else -self.interval.delta
+
+    @property
+    def relative(self) -> float | None:
+        if self.reference != "base" or not self.base:
+            return None
+        return self.interval.delta / abs(self.base)
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    key: str
+    source: str  # "spec" (planned vs actual params), "data" (manifest) or "training"
+    planned: Any
+    actual: Any
+    state: str  # "same", "differs" or "not recorded"
+
+    @property
+    def badge(self) -> str:
+        return {"same": "✅", "differs": "❌", "not recorded": "❔"}[self.state]
+
+
+@dataclass(frozen=True)
+class Computed:
+    final_checkpoint: str | None  # the record's final checkpoint (is_final, else the highest step)
+    final_step: int | None
+    results: list[ResultRow]
+    params: list[ParamRow]
+    curves: pl.DataFrame  # one row per (series, checkpoint), base included: value, base, delta
+    # per evaluated checkpoint (by step): its worst general change in the better direction, point
+    # estimate, and how many general series it covers
+    general_worst: list[tuple[str, int | None, float, int]]
+
+    def suite(self, name: str) -> list[ResultRow]:
+        return [r for r in self.results if r.suite == name]
+
+    @property
+    def suites(self) -> list[str]:
+        present = {r.suite for r in self.results}
+        return [s for s in SUITE_ORDER if s in present] + sorted(present - set(SUITE_ORDER))
+
+    @property
+    def evaluated(self) -> list[str]:
+        """The checkpoints the results come from (more than one when series were evaluated apart)."""
+        return sorted({r.checkpoint for r in self.results})
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoints and series
+
+
+def final_checkpoint(record: Record) -> tuple[str | None, int | None]:
+    """The checkpoint flagged is_final, else the highest step; from the metrics when none are listed."""
+    if record.checkpoints:
+        ck = max(record.checkpoints, key=lambda c: (c.is_final, c.step))
+        return ck.name, ck.step
+    steps = [(m.step if m.step is not None else -1, m.checkpoint) for m in record.metrics if m.checkpoint != "base"]
+    if not steps:
+        return None, None
+    step, name = max(steps)
+    return name, (step if step >= 0 else None)
+
+
+_SCHEMA = {"rec": pl.Int64, "idx": pl.Int64, "suite": pl.String, "task": pl.String, "metric": pl.String,
+           "checkpoint": pl.String, "step": pl.Int64, "is_final": pl.Boolean, "at_final": pl.Boolean,
+           "value": pl.Float64, "n": pl.Int64, "hib": pl.Boolean}
+
+
+def _metrics_frame(records: list[Record]) -> pl.DataFrame:
+    """All metrics of all records, one row each; `rec` and `idx` point back into the records."""
+    rows = []
+    for r, record in enumerate(records):
+        steps = {c.name: c.step for c in record.checkpoints}
+        flagged = {c.name for c in record.checkpoints if c.is_final}
+        final = final_checkpoint(record)[0]
+        rows.extend(
+            {"rec": r, "idx": i, "suite": m.suite, "task": m.task, "metric": m.metric, "checkpoint": m.checkpoint,
+             "step": 0 if m.checkpoint == "base" else (m.step if m.step is not None else steps.get(m.checkpoint)),
+             "is_final": m.checkpoint in flagged, "at_final": m.checkpoint == final, "value": m.value, "n": m.n,
+             "hib": m.higher_is_better}
+            for i, m in enumerate(record.metrics))
+    df = pl.DataFrame(rows, schema=_SCHEMA)
+    # a series measured twice at one checkpoint (subset and full set) is split by n
+    key = ["rec", "suite", "task", "metric"]
+    split = (df.group_by(*key, "checkpoint").len().filter(pl.col("len") > 1)
+             .select(key).unique().with_columns(split=pl.lit(True)))
+    df = df.join(split, on=key, how="left").with_columns(pl.col("split").fill_null(False))
+    n = pl.col("n").cast(pl.String).fill_null("?")
+    df = df.with_columns(
+        label=pl.col("task") + " · " + pl.col("metric") + pl.when("split").then(" (n=" + n + ")").otherwise(pl.lit("")),
+        series=pl.col("suite") + "/" + pl.col("task") + "/" + pl.col("metric")
+        + pl.when("split").then("@" + n).otherwise(pl.lit("")))
+    return df.unique(subset=["rec", "series", "checkpoint"], keep="last", maintain_order=True)
+
+
+def _curves(df: pl.DataFrame) -> pl.DataFrame:
+    base = (df.filter(pl.col("checkpoint") == "base")
+            .select("rec", "series", base=pl.col("value"), base_idx=pl.col("idx")))
+    return (df.join(base, on=["rec", "series"], how="left")
+            .with_columns(delta=pl.col("value") - pl.col("base"))
+            .sort("rec", "suite", "series", "step", "is_final", nulls_last=False))
+
+
+def interval_for(new: Metric, old: Metric | None) -> tuple[Interval | None, str]:
+    """The change of `new` against `old` (or parity for judge win rates), and what it was measured against."""
+    if old is not None:
+        return delta_interval(old.value, new.value, old_se=old.stderr, new_se=new.stderr,
+                              old_samples=old.samples, new_samples=new.samples), "base"
+    if new.suite == "judge":
+        if new.n:
+            return win_rate_interval(new.value, new.n, JUDGE_PARITY), "parity"
+        return Interval(new.value - JUDGE_PARITY, None, None, "unknown"), "parity"
+    return None, "none"
+
+
+def _compare(record: Record, row: dict) -> tuple[Metric, Metric | None, Interval | None, str, int | None, Verdict]:
+    """A curve row's metric against its base: the interval, its reference, the paired n and the badge."""
+    new = record.metrics[row["idx"]]
+    old = record.metrics[row["base_idx"]] if row["base_idx"] is not None else None
+    interval, reference = interval_for(new, old)
+    n = min(new.n, old.n) if old is not None and new.n and old.n else new.n
+    verdict = judge(interval, new.higher_is_better, n, Thresholds.for_suite(new.suite, record.expect))
+    return new, old, interval, reference, n, verdict
+
+
+def _result(record: Record, row: dict) -> ResultRow:
+    new, old, interval, reference, n, verdict = _compare(record, row)
+    flips = mcnemar(old.samples, new.samples) if old is not None and old.samples and new.samples else None
+    base = old.value if old is not None else (JUDGE_PARITY if reference == "parity" else None)
+    return ResultRow(
+        series=row["series"], index=row["idx"], suite=new.suite, task=new.task, metric=new.metric, label=row["label"],
+        checkpoint=new.checkpoint, step=row["step"], base=base, final=new.value, n=n,
+        higher_is_better=new.higher_is_better, reference=reference, interval=interval, verdict=verdict,
+        flips=flips, extra=new.extra)
+
+
+def compute(record: Record) -> Computed:
+    """Results at the final checkpoint, per-checkpoint curves and the planned-vs-actual table."""
+    return compute_many([record])[0]
+
+
+def compute_many(records: list[Record]) -> list[Computed]:
+    """`compute` for many records at once: one frame for all, so a review of 1,000 runs stays fast."""
+    curves = _curves(_metrics_frame(records))
+    # per series: the record's final checkpoint when it was evaluated there, else its latest checkpoint
+    finals = (curves.filter(pl.col("checkpoint") != "base")
+              .sort("rec", "at_final", "step", "is_final", nulls_last=False)
+              .group_by("rec", "series", maintain_order=True).last())
+    rank = {s: i for i, s in enumerate(SUITE_ORDER)}
+    rows: dict[int, list[dict]] = {}
+    for row in finals.to_dicts():
+        rows.setdefault(row["rec"], []).append(row)
+    gain = pl.when(pl.col("hib")).then(pl.col("delta")).otherwise(-pl.col("delta"))
+    worst: dict[int, list[tuple]] = {}
+    for row in (curves.filter((pl.col("suite") == "general") & (pl.col("checkpoint") != "base")
+                              & pl.col("delta").is_not_null())
+                .group_by("rec", "checkpoint", "step").agg(worst=gain.min(), series=pl.len())
+                .sort("rec", "step", "checkpoint", nulls_last=False).iter_rows()):
+        worst.setdefault(row[0], []).append(row[1:])
+    parts = curves.partition_by("rec", as_dict=True)
+    out = []
+    for r, record in enumerate(records):
+        mine = sorted(rows.get(r, []), key=lambda x: (rank.get(x["suite"], len(rank)), x["suite"], x["series"]))
+        out.append(Computed(*final_checkpoint(record), [_result(record, x) for x in mine], param_rows(record),
+                            parts.get((r,), curves.clear()), worst.get(r, [])))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# planned vs actual
+
+
+def _same(a: Any, b: Any, rel: float = 1e-9) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
+    return a == b
+
+
+def _param(key: str, source: str, planned: Any, actual: Any, rel: float = 1e-9) -> ParamRow:
+    if planned is None or actual is None:
+        state = "not recorded"
+    else:
+        state = "same" if _same(planned, actual, rel) else "differs"
+    return ParamRow(key, source, planned, actual, state)
+
+
+def param_rows(record: Record) -> list[ParamRow]:
+    """Every planned and actual parameter side by side; data ratios and step counts included."""
+    rows = [_param(k, "spec", record.planned.get(k), record.actual.get(k))
+            for k in sorted(record.planned.keys() | record.actual.keys())]
+    d = record.data
+    if d is not None:
+        if d.planned_sample_ratio is not None or d.actual_sample_ratio is not None:
+            rows.append(_param("data.sample_ratio (achieved)", "data", d.planned_sample_ratio, d.actual_sample_ratio,
+                               RATIO_TOLERANCE))
+        for s in d.sources:
+            if s.planned_weight is not None or s.actual_weight is not None:
+                rows.append(_param(f"data.weight[{s.source}] (achieved)", "data", s.planned_weight, s.actual_weight,
+                                   RATIO_TOLERANCE))
+    t = record.training
+    if t is not None and (t.planned_steps is not None or t.actual_steps is not None):
+        rows.append(_param("training.steps", "training", t.planned_steps, t.actual_steps))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# tables only the experiment log shows
+
+
+def checkpoint_rows(record: Record, computed: Computed, suite: str) -> list[dict]:
+    """Per checkpoint, each series of `suite` as a change against base with its badge (seed 001's table)."""
+    out = []
+    for r in computed.curves.filter((pl.col("suite") == suite) & (pl.col("checkpoint") != "base")).to_dicts():
+        _, _, interval, _, _, verdict = _compare(record, r)
+        out.append({**r, "interval": interval, "verdict": verdict})
+    return out
+
+
+def _gain(cell: dict) -> float:
+    return cell["interval"].delta if cell["hib"] else -cell["interval"].delta
+
+
+def forgetting_table(record: Record, computed: Computed) -> dict:
+    """Rows = checkpoints (by step), columns = general series, cells = change vs base, plus the mean."""
+    cells = checkpoint_rows(record, computed, "general")
+    columns = sorted({(c["series"], c["label"]) for c in cells})
+    by_ckpt: dict[str, dict] = {}
+    for c in cells:
+        row = by_ckpt.setdefault(c["checkpoint"], {"checkpoint": c["checkpoint"], "step": c["step"],
+                                                   "is_final": c["checkpoint"] == computed.final_checkpoint, "cells": {}})
+        row["cells"][c["series"]] = c
+    rows = sorted(by_ckpt.values(), key=lambda r: (r["step"] is not None, r["step"] or 0, r["checkpoint"]))
+    for row in rows:
+        present = [c for c in row["cells"].values() if c["interval"] is not None]
+        row["mean_gain"] = sum(map(_gain, present)) / len(present) if present else None
+        row["worst"] = min(present, key=_gain)["label"] if present else None
+        row["cells"] = [row["cells"].get(s) for s, _ in columns]
+    return {"columns": [label for _, label in columns], "rows": rows}
+
+
+def dynamics(record: Record, fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)) -> dict:
+    """Training history at a few steps (first, ~25 %, ~50 %, last) plus any step a watchdog fired."""
+    t = record.training
+    if t is None or not t.history:
+        return {"columns": [], "rows": []}
+    hist = sorted(t.history, key=lambda h: h.step)
+
+    def nearest(step: float) -> int:
+        return min(hist, key=lambda h: (abs(h.step - step), h.step)).step
+
+    first, last = hist[0].step, hist[-1].step
+    wanted = {nearest(first + f * (last - first)) for f in fractions}
+    alerts: dict[int, list[str]] = {}
+    for ev in t.watchdog:
+        alerts.setdefault(nearest(ev.step), []).append(ev.rule)
+    wanted |= alerts.keys()
+    columns = list(dict.fromkeys(k for h in hist for k in h.values))  # first-seen order, as logged
+    rows = [{"step": h.step, "values": [h.values.get(k) for k in columns], "alerts": sorted(alerts.get(h.step, []))}
+            for h in hist if h.step in wanted]
+    return {"columns": columns, "rows": rows}
+
+
+def runtime(record: Record) -> dict:
+    """Where the time went: each timing with its share of the total, and training throughput."""
+    timings = dict(record.timings)
+    total = timings.pop("total", None)
+    parts = sorted(timings.items(), key=lambda kv: (-kv[1], kv[0]))
+    if total is None:
+        total = sum(timings.values()) or None
+    rows = [{"name": k, "seconds": v, "share": v / total if total else None} for k, v in parts]
+    if total and timings and total - sum(timings.values()) > 0.005 * total:
+        rest = total - sum(timings.values())
+        rows.append({"name": "unaccounted", "seconds": rest, "share": rest / total})
+    t = record.training
+    steps_per_s = (t.actual_steps / timings["training"]
+                   if t is not None and t.actual_steps and timings.get("training") else None)
+    return {"rows": rows, "total": total, "steps_per_s": steps_per_s}
+
+
+def sample_outputs(record: Record, computed: Computed, keep: int = 3) -> list[dict]:
+    """Per task, up to `keep` right and `keep` wrong outputs from the checkpoint its results come from."""
+    at = {r.task: r.checkpoint for r in computed.results}
+    groups: dict[str, dict] = {}
+    for s in record.samples:
+        if at.get(s.task, computed.final_checkpoint) != s.checkpoint:
+            continue
+        g = groups.setdefault(s.task, {"task": s.task, "checkpoint": s.checkpoint, "right": [], "wrong": [],
+                                       "unscored": []})
+        kind = "unscored" if s.correct is None else ("right" if s.correct else "wrong")
+        if len(g[kind]) < keep:
+            g[kind].append(s)
+    return [groups[k] for k in sorted(groups)]
+
+
+def data_manifest(record: Record) -> dict | None:
+    """Sources with their pinned revisions and hashes, counts, rejections and contamination checks."""
+    d = record.data
+    if d is None:
+        return None
+    return {
+        "sources": [s.model_dump() for s in d.sources],
+        "train_rows": d.train_rows, "validation_rows": d.validation_rows, "rejected_rows": d.rejected_rows,
+        "quarantine": d.quarantine, "sha256": d.sha256,
+        "type_census": sorted(d.type_census.items()),
+        "contamination": sorted(d.contamination.items()),
+    }

@@ -1,0 +1,148 @@
+"""Compute first: results at the final checkpoint, curves, planned vs actual, report tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from reports.compute import (
+    checkpoint_rows,
+    compute,
+    compute_many,
+    data_manifest,
+    dynamics,
+    final_checkpoint,
+    forgetting_table,
+    runtime,
+    sample_outputs,
+)
+from reports.status import IMPROVED, NOISE, REGRESSED
+
+from .conftest import make, metric
+
+
+def test_quickstart_results(quickstart):
+    c = compute(quickstart)
+    assert (c.final_checkpoint, c.final_step) == ("final", 204)
+    assert c.suites == ["target", "general", "loss"]
+    rows = {r.label: r for r in c.results}
+    target = rows["subtraction · accuracy"]
+    assert (target.base, target.final, target.n) == (0.08, 0.62, 100)
+    assert target.verdict.badge == IMPROVED and target.interval.method == "paired bootstrap"
+    assert rows["tiny_facts_color · acc"].verdict.badge == REGRESSED
+    assert rows["tiny_facts_color · acc"].flips.lost == 22
+    assert rows["tiny_facts_city · acc"].verdict.badge == NOISE
+    loss = rows["subtraction_validation · loss"]
+    assert loss.interval.method == "stderr" and loss.gain > 0  # lower is better: a drop is a gain
+    assert loss.relative == pytest.approx((0.4706 - 2.4113) / 2.4113)
+
+
+def test_hand_written_record_has_unknown_intervals(seed000):
+    c = compute(seed000)
+    assert (c.final_checkpoint, c.final_step) == ("final", None)
+    assert {r.interval.method for r in c.results} == {"unknown"}
+    assert all(r.verdict.label == "CI unknown" for r in c.results)
+
+
+def test_final_checkpoint_rules():
+    listed = make(checkpoints=[{"name": "checkpoint-300", "step": 300}, {"name": "final", "step": 290, "is_final": True}])
+    assert final_checkpoint(listed) == ("final", 290)
+    highest = make(checkpoints=[{"name": "a", "step": 10}, {"name": "b", "step": 20}])
+    assert final_checkpoint(highest) == ("b", 20)
+    from_metrics = make(metrics=[metric("t", "base", 0.5), metric("t", "ck-7", 0.6, step=7)])
+    assert final_checkpoint(from_metrics) == ("ck-7", 7)
+    assert final_checkpoint(make()) == (None, None)
+
+
+def test_results_fall_back_to_the_latest_evaluated_checkpoint():
+    rec = make(checkpoints=[{"name": "checkpoint-100", "step": 100}, {"name": "checkpoint-290", "step": 290, "is_final": True}],
+               metrics=[metric("t", "base", 0.5), metric("t", "checkpoint-100", 0.55)])
+    (row,) = compute(rec).results
+    assert row.checkpoint == "checkpoint-100" and row.step == 100
+
+
+def test_same_task_at_two_sizes_makes_two_series():
+    rec = make(metrics=[metric("mt", "base", 2.07, n=16), metric("mt", "final", 2.49, n=16),
+                        metric("mt", "base", 2.85, n=80), metric("mt", "final", 2.73, n=80)])
+    rows = compute(rec).results
+    assert [r.label for r in rows] == ["mt · acc (n=16)", "mt · acc (n=80)"]
+    assert [round(r.interval.delta, 4) for r in rows] == [0.42, -0.12]
+
+
+def test_judge_win_rate_is_compared_with_parity():
+    rec = make(metrics=[metric("blind_ab", "final", 0.77, suite="judge", metric="win_rate", n=100)])
+    (row,) = compute(rec).results
+    assert row.reference == "parity" and row.base == 0.5 and row.interval.method == "wilson"
+    assert row.verdict.badge == IMPROVED
+
+
+def test_missing_baseline_is_a_status():
+    (row,) = compute(make(metrics=[metric("t", "final", 0.6)])).results
+    assert row.reference == "none" and row.interval is None and row.verdict.label == "no baseline"
+
+
+def test_params_rows_mark_every_difference():
+    rec = make(planned={"lr": 1e-5, "r": 8, "only_planned": 1}, actual={"lr": 1.0e-5, "r": 16},
+               data={"planned_sample_ratio": 0.25, "actual_sample_ratio": 0.2499,
+                     "sources": [{"source": "a", "planned_weight": 0.8, "actual_weight": 0.5}]},
+               training={"planned_steps": 870, "actual_steps": 5})
+    rows = {p.key: p for p in compute(rec).params}
+    assert rows["lr"].badge == "✅" and rows["r"].badge == "❌" and rows["only_planned"].state == "not recorded"
+    assert rows["data.sample_ratio (achieved)"].state == "same"  # whole rows: 1 % tolerance
+    assert rows["data.weight[a] (achieved)"].state == "differs"
+    assert rows["training.steps"].source == "training" and rows["training.steps"].state == "differs"
+
+
+def test_compute_many_equals_compute(quickstart, seed000):
+    together = compute_many([quickstart, seed000])
+    assert [r.verdict for r in together[0].results] == [r.verdict for r in compute(quickstart).results]
+    assert [r.interval for r in together[1].results] == [r.interval for r in compute(seed000).results]
+    assert together[0].curves.equals(compute(quickstart).curves)
+
+
+def test_forgetting_table(quickstart):
+    table = forgetting_table(quickstart, compute(quickstart))
+    assert table["columns"] == ["tiny_facts_city · acc", "tiny_facts_color · acc"]
+    assert [r["checkpoint"] for r in table["rows"]] == ["checkpoint-50", "checkpoint-100", "final"]
+    final = table["rows"][-1]
+    assert final["worst"] == "tiny_facts_color · acc"
+    assert final["mean_gain"] == pytest.approx((-0.016667 - 0.15) / 2, abs=1e-5)
+    assert [c["verdict"].badge for c in final["cells"]] == [NOISE, REGRESSED]
+
+
+def test_checkpoint_rows_carry_intervals(quickstart):
+    rows = checkpoint_rows(quickstart, compute(quickstart), "target")
+    assert [r["step"] for r in rows] == [50, 100, 204]
+    assert all(r["interval"].method == "paired bootstrap" for r in rows)
+
+
+def test_dynamics_picks_quartiles_and_watchdog_steps():
+    hist = [{"step": s, "values": {"loss": 10 - s / 100}} for s in range(0, 1001, 100)]
+    rec = make(training={"history": hist, "watchdog": [{"step": 710, "rule": "ppo_ratio", "message": "21.75"}]})
+    d = dynamics(rec)
+    assert d["columns"] == ["loss"]
+    assert [r["step"] for r in d["rows"]] == [0, 200, 500, 700, 1000]  # 250 ties go to the lower step
+    assert d["rows"][3]["alerts"] == ["ppo_ratio"]
+    assert dynamics(make()) == {"columns": [], "rows": []}
+
+
+def test_runtime_breakdown(quickstart):
+    t = runtime(quickstart)
+    assert [r["name"] for r in t["rows"]] == ["evaluation", "training", "model_io", "data", "unaccounted"]
+    assert t["total"] == 36.0 and t["steps_per_s"] == pytest.approx(204 / 8.93)
+    assert runtime(make(timings={"training": 5.0}))["total"] == 5.0
+
+
+def test_samples_right_and_wrong_from_the_evaluated_checkpoint(quickstart):
+    (group,) = sample_outputs(quickstart, compute(quickstart), keep=2)
+    assert group["checkpoint"] == "final"
+    assert len(group["right"]) == 2 and len(group["wrong"]) == 2
+    assert all(s.checkpoint == "final" for s in group["right"] + group["wrong"])
+
+
+def test_data_manifest(quickstart, seed000):
+    m = data_manifest(quickstart)
+    assert m["rejected_rows"] == 12 and m["sources"][0]["sha256"].startswith("9f2c")
+    assert m["contamination"] == [("subtraction_test", {"checked_rows": 100, "overlap_rows": 0})]
+    assert data_manifest(make()) is None
+    assert data_manifest(seed000)["sources"][0]["revision"] is None
+

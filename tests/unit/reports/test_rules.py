@@ -1,0 +1,206 @@
+"""Every diagnostic rule: one record where it fires, one where it does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from reports.compute import compute
+from reports.rules import RULES, rule, run_rules
+
+from .conftest import binary, check, make, metric
+
+FORGETTING = {"forgetting": {"warn": -0.01, "fail": -0.05}}
+
+
+def general(old: list[float], new: list[float], task: str = "arc", **kw) -> list[dict]:
+    return [metric(task, "base", sum(old) / len(old), n=len(old), samples=old, **kw),
+            metric(task, "final", sum(new) / len(new), n=len(new), samples=new, **kw)]
+
+
+def target(base: float, final: float, n: int = 200, **kw) -> list[dict]:
+    old, new = [1.0] * round(base * n) + [0.0] * (n - round(base * n)), [1.0] * round(final * n) + [0.0] * (n - round(final * n))
+    return [metric("sub", "base", base, suite="target", metric="accuracy", n=n, samples=old, **kw),
+            metric("sub", "final", final, suite="target", metric="accuracy", n=n, samples=new, **kw)]
+
+
+def test_every_rule_has_a_docstring_and_a_test():
+    names = {n for n in globals() if n.startswith("test_")}
+    for name, fn in RULES.items():
+        assert fn.__doc__, name
+        assert f"test_{name}" in names, f"no test for rule {name}"
+
+
+def test_rule_names_are_unique():
+    with pytest.raises(ValueError):
+        rule("mode_collapse")(lambda record, computed: None)
+
+
+def test_findings_are_ordered_fail_first(seed000):
+    findings = run_rules(seed000, compute(seed000))
+    assert [f.name for f in findings] == ["config_drift", "catastrophic_forgetting", "no_eval_during_training",
+                                          "unpinned_inputs"]
+
+
+def test_catastrophic_forgetting():
+    found, _ = check("catastrophic_forgetting", make(expect=FORGETTING, metrics=general(*binary(200, 160, flip=30))))
+    assert found.severity == "fail" and "arc · acc" in found.title
+    assert "30 items right→wrong" in found.evidence["arc · acc"]
+    untested, _ = check("catastrophic_forgetting", make(expect=FORGETTING, metrics=[
+        metric("mt", "base", 2.0357, n=80), metric("mt", "final", 1.4924, n=80)]))
+    assert untested.severity == "warn" and "no interval" in untested.title
+    assert check("catastrophic_forgetting", make(expect=FORGETTING, metrics=general(*binary(200, 160, flip=2))))[0] is None
+
+
+def test_catastrophic_forgetting_suggests_an_earlier_checkpoint(quickstart):
+    found, _ = check("catastrophic_forgetting", quickstart)
+    assert found.actions[0].startswith("Consider an earlier checkpoint: checkpoint-100")
+
+
+def test_mild_forgetting():
+    found, _ = check("mild_forgetting", make(expect=FORGETTING, metrics=general(*binary(2000, 1600, flip=50))))
+    assert found.severity == "warn" and "warn -0.01, fail -0.05" in found.evidence["thresholds"]
+    assert check("mild_forgetting", make(expect=FORGETTING, metrics=general(*binary(200, 160, flip=30))))[0] is None
+
+
+def test_no_measurable_forgetting():
+    found, _ = check("no_measurable_forgetting", make(expect=FORGETTING, metrics=general(*binary(200, 160, flip=2))))
+    assert found.severity == "info" and "smallest change these n can detect" in found.evidence
+    assert check("no_measurable_forgetting", make(expect=FORGETTING, metrics=general(*binary(200, 160, flip=30))))[0] is None
+    # without intervals nothing can be claimed
+    no_ci = make(metrics=[metric("mt", "base", 2.0), metric("mt", "final", 2.0)])
+    assert check("no_measurable_forgetting", no_ci)[0] is None
+
+
+def collapse_record(outputs: list[str], watchdog: list[dict] | None = None):
+    samples = [{"task": "arc", "checkpoint": "final", "prompt": f"q{i}", "output": o, "correct": False}
+               for i, o in enumerate(outputs)]
+    return make(metrics=[metric("arc", "final", 0.0, suite="target")], samples=samples,
+                training={"watchdog": watchdog or []})
+
+
+def test_mode_collapse():
+    found, _ = check("mode_collapse", collapse_record(["Reasoning: " + "4" * 50, "B because it rotates"]))
+    assert found.severity == "fail" and "1 of 2" in found.evidence["arc: repetitive outputs"]
+    same, _ = check("mode_collapse", collapse_record(["X"] * 5 + ["A"]))
+    assert "5 of 6 outputs are 'X'" in same.evidence["arc: same output"]
+    low_d2, _ = check("mode_collapse", collapse_record(["the answer is the answer is the"] * 4))
+    assert "arc: distinct-2" in low_d2.evidence
+    by_watchdog, _ = check("mode_collapse", collapse_record(
+        ["A"], [{"step": 999, "rule": "mode_collapse", "message": "ppo ratio 21.75"}]))
+    assert "watchdog at step 999" in by_watchdog.evidence
+    healthy = collapse_record(["7 sweet cookies left", "41 - 36 = 5 birds", "C. they rotate", "Answer: 623"])
+    assert check("mode_collapse", healthy)[0] is None
+
+
+def test_watchdog_alerts():
+    rec = make(training={"watchdog": [{"step": 50, "rule": "grad_norm_spike", "message": "grad norm 87"},
+                                      {"step": 60, "rule": "mode_collapse", "message": "repeats"}]})
+    found, _ = check("watchdog_alerts", rec)
+    assert list(found.evidence) == ["step 50: grad_norm_spike"]  # the collapse alert belongs to mode_collapse
+    assert check("watchdog_alerts", make(training={}))[0] is None
+
+
+def test_config_drift(seed000):
+    found, _ = check("config_drift", seed000)
+    assert found.severity == "fail"
+    assert found.evidence["data.sample_ratio"] == "planned 0.25, ran with 1.0"
+    assert check("config_drift", make(planned={"lr": 1e-5}, actual={"lr": 1e-5}))[0] is None
+    # step counts are dry_run_or_undertrained's to report, not drift
+    assert check("config_drift", make(training={"planned_steps": 10, "actual_steps": 5}))[0] is None
+
+
+def test_dry_run_or_undertrained():
+    dry, _ = check("dry_run_or_undertrained", make(training={"dry_run": True, "max_steps": 5, "actual_steps": 5}))
+    assert dry.severity == "fail" and "max_steps=5" in dry.evidence["steps"]
+    died, _ = check("dry_run_or_undertrained", make(training={"planned_steps": 1000, "actual_steps": 400}))
+    assert died.severity == "warn" and "400 of 1000" in died.evidence["steps"]
+    wrong_ckpt = make(checkpoints=[{"name": "checkpoint-100", "step": 100}, {"name": "checkpoint-290", "step": 290, "is_final": True}],
+                      metrics=[metric("ab", "base", 0.5), metric("ab", "checkpoint-100", 0.1)])
+    found, _ = check("dry_run_or_undertrained", wrong_ckpt)
+    assert "not the final checkpoint checkpoint-290" in found.evidence["evaluated checkpoint"]
+    stopped = make(training={"planned_steps": 1000, "actual_steps": 400, "stopped_early": "patience 3 on general"})
+    assert check("dry_run_or_undertrained", stopped)[0] is None
+
+
+def test_loss_fell_task_flat():
+    hist = [{"step": 0, "values": {"loss": 0.0457}}, {"step": 7999, "values": {"loss": 0.0099}}]
+    found, _ = check("loss_fell_task_flat", make(training={"history": hist},
+                                                 metrics=target(0.05, 0.0523, extra={"extraction_failure_rate": 0.3})))
+    assert "0.0457 at step 0 → 0.0099 at step 7999" in found.evidence["training loss"]
+    assert found.evidence["sub · accuracy extraction failures"] == "30.0%"
+    assert check("loss_fell_task_flat", make(training={"history": hist}, metrics=target(0.05, 0.5)))[0] is None
+
+
+def test_reward_saturation():
+    found, _ = check("reward_saturation", make(metrics=target(0.6, 0.995)))
+    assert "0.9950" in found.evidence["sub · accuracy"]
+    hist = [{"step": s, "values": {"reward": 1.0, "reward_std": 0.0}} for s in range(0, 1000, 50)]
+    pinned, _ = check("reward_saturation", make(training={"history": hist}))
+    assert "pinned at 1" in pinned.evidence["reward (last quarter)"]
+    assert "every rollout scored the same" in pinned.evidence["reward_std (last quarter)"]
+    moving = [{"step": s, "values": {"reward": s / 1000, "reward_std": 0.3}} for s in range(0, 1000, 50)]
+    assert check("reward_saturation", make(training={"history": moving}, metrics=target(0.3, 0.6)))[0] is None
+
+
+def test_extraction_failures():
+    found, _ = check("extraction_failures", make(metrics=target(0.0, 0.035, extra={"extraction_failure_rate": 0.4, "extract": "mcq_first_letter"})))
+    assert "40.0% of answers not extracted with mcq_first_letter" in found.evidence["sub · accuracy"]
+    assert check("extraction_failures", make(metrics=target(0.1, 0.5, extra={"extraction_failure_rate": 0.04})))[0] is None
+
+
+def test_baseline_missing():
+    found, _ = check("baseline_missing", make(metrics=[metric("gsm8k", "final", 0.0523, suite="target")]))
+    assert "gsm8k · acc" in found.title
+    assert check("baseline_missing", make(metrics=target(0.1, 0.5)))[0] is None
+
+
+def test_no_eval_during_training(seed000):
+    found, _ = check("no_eval_during_training", seed000)
+    assert "it had no evaluations to act on" in found.evidence["early stopping planned"]
+    # a sweep over saved checkpoints after training is enough
+    swept = make(training={}, metrics=[metric("t", "base", 0.5), metric("t", "c1", 0.5, step=1), metric("t", "c2", 0.5, step=2)])
+    assert check("no_eval_during_training", swept)[0] is None
+
+
+def test_eval_set_too_small():
+    old, new = [1.0] * 3 + [0.0] * 10, [1.0] * 10 + [0.0] * 3  # seed 004: 10 of 13
+    found, _ = check("eval_set_too_small", make(metrics=general(old, new)))
+    assert "n=13" in found.evidence["arc · acc"] and "items would resolve" in found.evidence["arc · acc"]
+    assert check("eval_set_too_small", make(metrics=general(*binary(80, 40))))[0] is None
+
+
+def test_subset_vs_full_disagree():
+    rec = make(metrics=[metric("mt", "base", 2.0744, n=16), metric("mt", "final", 2.4899, n=16),
+                        metric("mt", "base", 2.8469, n=80), metric("mt", "final", 2.7252, n=80)])
+    found, _ = check("subset_vs_full_disagree", rec)
+    assert set(found.evidence) == {"mt · acc (n=16)", "mt · acc (n=80)"}
+    agree = make(metrics=[metric("mt", "base", 2.0, n=16), metric("mt", "final", 2.4, n=16),
+                          metric("mt", "base", 2.8, n=80), metric("mt", "final", 2.9, n=80)])
+    assert check("subset_vs_full_disagree", agree)[0] is None
+
+
+def judge_metric(**extra) -> dict:
+    return metric("blind_ab", "final", 0.6, suite="judge", metric="win_rate", n=40, extra=extra)
+
+
+def test_judge_position_bias():
+    verdicts = ["model"] * 20 + ["base"] * 20
+    swapped = ["model"] * 10 + ["base"] * 30
+    found, _ = check("judge_position_bias", make(metrics=[judge_metric(verdicts=verdicts, verdicts_swapped=swapped)]))
+    assert "75% of 40 comparisons, Cohen's kappa 0.50" in found.evidence["blind_ab · win_rate"]
+    summary, _ = check("judge_position_bias", make(metrics=[judge_metric(position_consistency=0.6)]))
+    assert "60%" in summary.evidence["blind_ab · win_rate"]
+    assert check("judge_position_bias", make(metrics=[judge_metric(position_consistency=0.95)]))[0] is None
+    assert check("judge_position_bias", make(metrics=[judge_metric()]))[0] is None
+
+
+def test_target_gain_missed():
+    found, _ = check("target_gain_missed", make(expect={"target_gain": 0.05}, metrics=target(0.5, 0.52)))
+    assert "+0.05" in found.title
+    assert check("target_gain_missed", make(expect={"target_gain": 0.05}, metrics=target(0.1, 0.5)))[0] is None
+
+
+def test_unpinned_inputs(seed000, quickstart):
+    found, _ = check("unpinned_inputs", seed000)
+    assert set(found.evidence) == {"model", "data hf:t-tech/T-Wix"}
+    assert check("unpinned_inputs", quickstart)[0] is None
