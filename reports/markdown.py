@@ -1,0 +1,158 @@
+"""Safe markdown: the Jinja environment, the escaping of record text, number formats, atomic writes.
+
+Text in a record (names, notes, model outputs) is data, never template: it reaches Jinja only as a
+value, and every value printed by `{{ }}` is escaped for markdown unless a filter here already made
+it safe (numbers we formatted, fenced blocks). The environment is sandboxed, undefined names are
+errors (`StrictUndefined`), and all templates are parsed when the environment is built.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+
+from reports.stats import Interval
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# characters with a meaning in (GitHub-flavoured) markdown tables and inline text
+_SPECIAL = re.compile(r"\r\n|[\r\n]|[\\`*\[\]|~$]|&|<|>|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_REPLACE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r\n": "<br>", "\n": "<br>", "\r": "<br>"}
+
+
+def md(text: Any) -> Markup:
+    """Record text as inline markdown that shows literally (also inside a table cell)."""
+    return Markup(_SPECIAL.sub(lambda m: _REPLACE.get(m.group(), "\\" + m.group()), str(text)))
+
+
+def fence(text: Any, info: str = "text") -> Markup:
+    """A fenced block that no content can close early: the fence is longer than any backtick run in it."""
+    text = str(text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return Markup(f"{ticks}{info}\n{text}\n{ticks}")
+
+
+def num(x: float | None, digits: int = 4) -> Markup:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return Markup("—")
+    if isinstance(x, int) or abs(x) >= 10_000:
+        return Markup(f"{x:,.0f}")
+    return Markup(f"{x:.{digits}f}")
+
+
+def sig(x: float | None, digits: int = 4) -> Markup:
+    """Significant digits, for logged values whose scale varies (learning rates, gradient norms)."""
+    return Markup("—") if x is None else Markup(f"{x:.{digits}g}")
+
+
+def signed(x: float | None, digits: int = 4) -> Markup:
+    if x is None:
+        return Markup("—")
+    return Markup(f"{x:+.{digits}f}")
+
+
+def pct(x: float | None, digits: int = 1) -> Markup:
+    if x is None:
+        return Markup("—")
+    return Markup(f"{x * 100:+.{digits}f}%")
+
+
+def share(x: float | None) -> Markup:
+    return Markup("—") if x is None else Markup(f"{x * 100:.1f}%")
+
+
+def ci(interval: Interval | None, digits: int = 4) -> Markup:
+    if interval is None:
+        return Markup("—")
+    if not interval.known:
+        return Markup("unknown")
+    return Markup(f"[{interval.low:+.{digits}f}, {interval.high:+.{digits}f}]")
+
+
+def duration(seconds: float | None) -> Markup:
+    if seconds is None:
+        return Markup("—")
+    if seconds < 60:
+        return Markup(f"{seconds:.1f} s")
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return Markup(f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s")
+
+
+def value(v: Any) -> Markup:
+    """A parameter value: compact and deterministic (sorted keys), `—` when absent; escaped."""
+    if v is None:
+        return Markup("—")
+    if isinstance(v, bool):
+        return Markup("true" if v else "false")
+    if isinstance(v, float):
+        return Markup(f"{v:g}")
+    if isinstance(v, (dict, list)):
+        return md(json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    return md(v)
+
+
+def short(digest: str | None, length: int = 12) -> Markup:
+    return Markup("—") if not digest else md(digest[:length])
+
+
+def change(row: Any) -> Markup:
+    """A result row in one line: 'base → final (delta, CI [low, high]) badge label'."""
+    if row.interval is None:
+        return Markup(f"{num(row.final)} ({md(row.verdict)})")
+    return Markup(f"{num(row.base)} → {num(row.final)} ({signed(row.interval.delta)}, CI {ci(row.interval)}) "
+                  f"{md(row.verdict)}")
+
+
+def _finalize(v: Any) -> Any:
+    """Every `{{ }}` goes through here: safe markup passes, None shows as a dash, the rest is escaped."""
+    if isinstance(v, Markup):
+        return v
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return num(v)
+    return md(v)
+
+
+@functools.cache
+def environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False, finalize=_finalize,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(md=md, fence=fence, num=num, sig=sig, signed=signed, pct=pct, share=share, ci=ci,
+                       duration=duration, value=value, short=short, change=change)
+    for name in env.list_templates(extensions=["j2"]):
+        env.get_template(name)  # a syntax error surfaces here, before any record is read
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    return environment().get_template(template).render(**context)
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write next to the target and rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a log is meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

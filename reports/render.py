@@ -1,0 +1,86 @@
+"""The experiment log: `write_report(record_path, out_path)` renders one record as markdown.
+
+    tunebook report quickstart        # runs/quickstart/record.json -> reports/quickstart.md
+
+Compute first (reports.compute, reports.rules), then render (templates/experiment.md.j2). Plots go
+to `<out dir>/plots/<experiment>/` and are linked relatively; the per-checkpoint CSVs for DVC go to
+`plots/` next to the record. The same record always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from reports import compute as c
+from reports.markdown import render, write_atomic
+from reports.plots import write_plot_data, write_plots
+from reports.record import Record, load_record
+from reports.rules import Finding, run_rules
+from reports.stats import RESAMPLES
+from reports.status import SMALL_N, Verdict, overall
+
+SUITE_TITLES = {"target": "Target tasks", "general": "General suite (forgetting)", "loss": "Loss",
+                "judge": "Judge (pairwise win rate against the base model)"}
+
+
+def safe_name(name: str) -> str:
+    """An experiment name usable as one path component (records are input, not trusted)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+
+
+def experiment_verdict(computed: c.Computed, findings: list[Finding]) -> Verdict:
+    return overall([r.verdict for r in computed.suite("target")], [f.severity for f in findings])
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):  # missing, or not ISO 8601: the dates still show as written
+        return None
+
+
+def report_context(record: Record, computed: c.Computed, findings: list[Finding],
+                   plots: list[tuple[str, str]]) -> dict[str, Any]:
+    """Everything the experiment template shows, computed; the template only lays it out."""
+    time = c.runtime(record)
+    extraction = [
+        {"label": r.label, "checkpoint": r.checkpoint, "failures": r.extra["extraction_failures"], "n": r.n,
+         "base_rate": next((m.extra.get("extraction_failure_rate") for m in record.metrics
+                            if m.checkpoint == "base" and m.task == r.task and m.metric == r.metric), None)}
+        for r in computed.results if "extraction_failures" in r.extra]
+    return {
+        "record": record,
+        "verdict": experiment_verdict(computed, findings),
+        "duration": time["total"] if time["total"] is not None else _seconds_between(record.started, record.finished),
+        "model_pins": sorted((k, v) for k, v in record.model.items() if k != "base"),
+        "final": {"name": computed.final_checkpoint, "step": computed.final_step},
+        "evaluated": computed.evaluated,
+        "suites": [{"title": SUITE_TITLES.get(s, s), "rows": computed.suite(s)} for s in computed.suites],
+        "extraction": extraction,
+        "forgetting": c.forgetting_table(record, computed),
+        "plots": plots,
+        "params": computed.params,
+        "drift": sum(p.state == "differs" for p in computed.params),
+        "dynamics": c.dynamics(record),
+        "runtime": time,
+        "samples": c.sample_outputs(record, computed),
+        "manifest": c.data_manifest(record),
+        "findings": findings,
+        "resamples": RESAMPLES,
+        "small_n": SMALL_N,
+    }
+
+
+def write_report(record_path: Path, out_path: Path) -> Path:
+    """Render the record at `record_path` as the markdown log `out_path` (written atomically)."""
+    record_path, out_path = Path(record_path), Path(out_path)
+    record = load_record(record_path)
+    computed = c.compute(record)
+    findings = run_rules(record, computed)
+    drawn = write_plots(record, computed, out_path.parent / "plots" / safe_name(record.experiment))
+    write_plot_data(record, computed, record_path.parent / "plots")
+    links = [(title, path.relative_to(out_path.parent).as_posix()) for title, path in drawn]
+    return write_atomic(out_path, render("experiment.md.j2", **report_context(record, computed, findings, links)))

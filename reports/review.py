@@ -1,0 +1,246 @@
+"""The review: one markdown across experiments, their DVC variants and the pipeline's state.
+
+    tunebook review                   # runs/*/record.json + `dvc exp show` + `dvc status` -> reports/review.md
+
+Sections: a status tracker (stages done, stale or pending), a comparison table with the best value
+per metric marked (respecting each metric's direction), the parameters that differ between
+experiments, the DVC experiment variants, and a short section per experiment. DVC's JSON is parsed
+tolerantly: a missing piece leaves a gap, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reports.compute import SUITE_ORDER, Computed, ResultRow, compute_many
+from reports.markdown import render, write_atomic
+from reports.record import Record, RecordError, load_record
+from reports.render import experiment_verdict, safe_name
+from reports.rules import Finding, run_rules
+from reports.status import CAUTION, IMPROVED, NOISE, REGRESSED
+
+STAGE_KINDS = ("data", "train", "eval", "report")  # per-experiment stages, named <kind>-<exp> or <kind>@<exp>
+COMPARED_SUITES = ("target", "general")
+BADGE_ORDER = (REGRESSED, CAUTION, IMPROVED, NOISE)  # the tally lists the worst first
+
+
+# ---------------------------------------------------------------------------------------------------
+# dvc exp show --json
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of `dvc exp show`: the workspace, a commit, or an experiment run from a commit."""
+
+    name: str
+    rev: str
+    parent: str | None  # the commit (branch name when known) an experiment was run from
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _files(section: Any) -> dict[str, Any]:
+    """Flatten `{file: {"data": {...}}}`; keys carry `file:` only when there is more than one file."""
+    if not isinstance(section, dict):
+        return {}
+    files = {f: (v or {}).get("data") for f, v in section.items() if isinstance(v, dict)}
+    out: dict[str, Any] = {}
+    for f, data in files.items():
+        for k, v in _flatten(data or {}).items():
+            out[f"{f}:{k}" if len(files) > 1 else k] = v
+    return out
+
+
+def _error(node: dict) -> str | None:
+    err = node.get("error")
+    if isinstance(err, dict):
+        return str(err.get("msg") or err.get("type") or err)
+    return str(err) if err else None
+
+
+def _variant(node: dict, fallback: str, parent: str | None) -> Variant:
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    rev = str(node.get("rev") or data.get("rev") or "")
+    name = node.get("name") or fallback or (rev[:7] if rev != "workspace" else "workspace")
+    return Variant(str(name), rev[:7] if rev != "workspace" else rev, parent,
+                   _files(data.get("params")), _files(data.get("metrics")), _error(node))
+
+
+def parse_exp_show(entries: Any) -> list[Variant]:
+    """Variants from parsed `dvc exp show --json`: each commit, then the experiments run from it."""
+    out: list[Variant] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        commit = _variant(entry, "", None)
+        out.append(commit)
+        for exp in entry.get("experiments") or []:
+            if not isinstance(exp, dict):
+                continue
+            for rev in exp.get("revs") or []:
+                if isinstance(rev, dict):
+                    out.append(_variant(rev, str(exp.get("name") or ""), commit.name))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# dvc status --json
+
+
+@dataclass(frozen=True)
+class StageState:
+    stage: str
+    kind: str
+    experiment: str | None  # None for shared stages (pre-training, baselines)
+    state: str  # "stale", "pending" or "always runs"
+    detail: str
+
+
+def _changes(changes: Any) -> tuple[str, list[str]]:
+    stale, missing, notes = [], [], []
+    for c in changes if isinstance(changes, list) else [changes]:
+        if c == "always changed":
+            notes.append("always changed")
+        elif isinstance(c, str):
+            stale.append(c)
+        elif isinstance(c, dict):
+            for what, items in c.items():
+                for path, how in (items.items() if isinstance(items, dict) else [(str(items), "")]):
+                    if isinstance(how, dict):  # params: {"params.yaml": {"key": "modified"}}
+                        stale.extend(f"param {k} {v}" for k, v in how.items())
+                    elif what == "changed outs" and how in ("deleted", "not in cache"):
+                        missing.append(f"{path} {how}")
+                    else:
+                        stale.append(f"{what.removeprefix('changed ')} {path} {how}".strip())
+    if stale:
+        return "stale", stale + missing
+    if missing:
+        return "pending", missing
+    return "always runs", notes
+
+
+def parse_dvc_status(status: Any) -> list[StageState]:
+    """Stages that are not up to date, from parsed `dvc status --json` (an empty dict: all done)."""
+    out = []
+    for stage, changes in sorted(status.items()) if isinstance(status, dict) else []:
+        name = str(stage).rsplit(":", 1)[-1]  # "sub/dvc.yaml:train" -> "train"
+        m = re.fullmatch(rf"({'|'.join(STAGE_KINDS)})[-@](.+)", name)
+        state, detail = _changes(changes)
+        out.append(StageState(str(stage), m.group(1) if m else name, m.group(2) if m else None, state,
+                              "; ".join(detail)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the review
+
+
+@dataclass(frozen=True)
+class Run:
+    """One experiment as the review sees it."""
+
+    record: Record
+    computed: Computed
+    findings: list[Finding]
+    link: str | None  # relative link to its log, when the log exists next to the review
+
+
+def _best(runs: list[Run]) -> tuple[list[tuple[str, str]], dict[tuple[int, str], bool]]:
+    """Columns (series, label) to compare and which cells hold the best final value per column."""
+    rank = {s: i for i, s in enumerate(SUITE_ORDER)}
+    rows: dict[str, list[tuple[int, ResultRow]]] = {}
+    labels: dict[str, tuple[int, str]] = {}
+    for i, run in enumerate(runs):
+        for r in run.computed.results:
+            if r.suite in COMPARED_SUITES:
+                rows.setdefault(r.series, []).append((i, r))
+                labels[r.series] = (rank[r.suite], r.label)
+    best: dict[tuple[int, str], bool] = {}
+    for series, cells in rows.items():
+        if len({r.higher_is_better for _, r in cells}) > 1 or len(cells) < 2:
+            continue  # directions disagree between records, or nothing to compare with
+        pick = max if cells[0][1].higher_is_better else min
+        top = pick(r.final for _, r in cells)
+        best.update({(i, series): True for i, r in cells if r.final == top})
+    columns = sorted(labels, key=lambda s: (labels[s][0], labels[s][1], s))
+    return [(s, labels[s][1]) for s in columns], best
+
+
+def _differing(params: list[dict[str, Any]]) -> list[str]:
+    """Keys whose values are not the same everywhere (absent counts as a value)."""
+    keys = sorted({k for p in params for k in p})
+    return [k for k in keys if len({repr(p.get(k)) for p in params}) > 1]
+
+
+def _variants(variants: list[Variant]) -> dict[str, Any]:
+    metrics = sorted({k for v in variants for k, x in v.metrics.items() if isinstance(x, (int, float))})
+    return {"params": _differing([v.params for v in variants]), "metrics": metrics, "rows": variants}
+
+
+def review_context(runs: list[Run], broken: list[tuple[str, str]], variants: list[Variant] | None,
+                   stages: list[StageState] | None) -> dict[str, Any]:
+    columns, best = _best(runs)
+    cells = [{r.series: r for r in run.computed.results} for run in runs]
+    params = [run.record.actual or run.record.planned for run in runs]  # as run, else as planned
+    diff_keys = _differing(params)
+    known = {run.record.experiment for run in runs}
+    by_exp: dict[str | None, list[StageState]] = {}
+    for s in stages or []:
+        by_exp.setdefault(s.experiment, []).append(s)
+    verdicts = [experiment_verdict(run.computed, run.findings) for run in runs]
+    tally = Counter((v.badge, v.label) for v in verdicts)
+    entries = []
+    for i, run in enumerate(runs):
+        general = run.computed.suite("general")
+        compared = [r for r in general if r.gain is not None]
+        entries.append({
+            "run": run, "verdict": verdicts[i], "target": run.computed.suite("target"), "general": general,
+            "noise": sum(r.verdict.badge == NOISE for r in general),
+            "worst": min(compared, key=lambda r: r.gain) if compared else None,
+            "cells": [cells[i].get(s) for s, _ in columns], "best": [best.get((i, s), False) for s, _ in columns],
+            "stages": by_exp.get(run.record.experiment, []), "params": [params[i].get(k) for k in diff_keys]})
+    return {
+        "runs": entries,
+        "tally": sorted(((b, label, n) for (b, label), n in tally.items()), key=lambda t: (BADGE_ORDER.index(t[0]), t[1])),
+        "columns": [label for _, label in columns],
+        "diff_keys": diff_keys,
+        "broken": broken,
+        "variants": _variants(variants) if variants is not None else None,
+        "stages_known": stages is not None,
+        "shared_stages": by_exp.get(None, []),
+        "orphans": sorted(((e, s) for e, s in by_exp.items() if e is not None and e not in known), key=lambda t: t[0]),
+    }
+
+
+def write_review(record_paths: list[Path], out_path: Path, exp_show: list | None = None,
+                 dvc_status: dict | None = None) -> Path:
+    """Render one review of all records (unreadable ones are listed, not fatal) to `out_path`."""
+    out_path = Path(out_path)
+    records, broken = [], []
+    for path in sorted(Path(p) for p in record_paths):
+        try:
+            records.append(load_record(path))
+        except RecordError as e:
+            broken.append((str(path), str(e)))
+    records.sort(key=lambda r: r.experiment)
+    runs = []
+    for record, computed in zip(records, compute_many(records)):
+        log = out_path.parent / f"{safe_name(record.experiment)}.md"
+        runs.append(Run(record, computed, run_rules(record, computed), log.name if log.exists() else None))
+    context = review_context(runs, broken, parse_exp_show(exp_show) if exp_show is not None else None,
+                             parse_dvc_status(dvc_status) if dvc_status is not None else None)
+    return write_atomic(out_path, render("review.md.j2", **context))

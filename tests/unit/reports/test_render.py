@@ -1,0 +1,104 @@
+"""The experiment log: golden files, byte-for-byte determinism, hostile text, plots beside it.
+
+Regenerate the golden files after an intended change with
+    TUNEBOOK_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/reports/test_render.py
+and read the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reports.render import safe_name, write_report
+
+from .conftest import FIXTURES
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("name", ["quickstart_like", "seed000_exp2"])
+def test_golden(name, tmp_path):
+    out = write_report(FIXTURES / f"{name}.json", tmp_path / f"{name}.md").read_text()
+    golden = GOLDEN / f"{name}.md"
+    if os.environ.get("TUNEBOOK_UPDATE_GOLDEN"):
+        golden.write_text(out)
+    assert out == golden.read_text()
+
+
+def test_same_record_same_bytes(tmp_path):
+    record = FIXTURES / "quickstart_like.json"
+    first = write_report(record, tmp_path / "a" / "log.md")
+    pngs = {p.name: p.read_bytes() for p in (tmp_path / "a" / "plots" / "quickstart").iterdir()}
+    second = write_report(record, tmp_path / "b" / "log.md")
+    assert first.read_bytes() == second.read_bytes()
+    assert pngs == {p.name: p.read_bytes() for p in (tmp_path / "b" / "plots" / "quickstart").iterdir()}
+
+
+def test_plots_are_linked_relatively_and_csvs_written(tmp_path):
+    record = tmp_path / "runs" / "quickstart" / "record.json"
+    record.parent.mkdir(parents=True)
+    record.write_text((FIXTURES / "quickstart_like.json").read_text())
+    log = write_report(record, tmp_path / "reports" / "quickstart.md").read_text()
+    for name in ("general", "target", "loss"):
+        assert f"](plots/quickstart/{name}.png)" in log
+        assert (tmp_path / "reports" / "plots" / "quickstart" / f"{name}.png").exists()
+    assert sorted(p.name for p in (record.parent / "plots").iterdir()) == ["general.csv", "target.csv", "training.csv"]
+
+
+def test_seed000_shows_drift_and_honest_unknowns(tmp_path):
+    log = write_report(FIXTURES / "seed000_exp2.json", tmp_path / "log.md").read_text()
+    assert "| data.sample_ratio | 0.25 | 1 | ❌ |" in log
+    assert "| mt_bench_ru · average ↑ | 2.0357 | 1.4924 | -0.5433 (-26.7%) | unknown | 80 | ⚠️ CI unknown" in log
+    assert "✅" not in log.split("## Results")[1].split("## ")[0]  # no unknown interval is called a success
+
+
+HOSTILE = "{{ 7*7 }} {% raw %} <script>alert(1)</script> a|b\nsecond line ``` end"
+
+
+def hostile_record(tmp_path: Path) -> Path:
+    rec = json.loads((FIXTURES / "quickstart_like.json").read_text())
+    rec.update(experiment="../../etc/evil {{ 7*7 }}", title=HOSTILE, notes=[HOSTILE],
+               planned={"x|y": HOSTILE}, actual={"x|y": "1"}, environment={"gpu": HOSTILE})
+    rec["samples"][0]["output"] = HOSTILE
+    rec["samples"][0]["prompt"] = HOSTILE
+    for m in rec["metrics"]:
+        if m["task"] == "tiny_facts_city":
+            m["task"] = "city|<b>{{ 7*7 }}</b>"
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(rec))
+    return path
+
+
+def test_hostile_text_renders_literally_and_escaped(tmp_path):
+    log = write_report(hostile_record(tmp_path), tmp_path / "out" / "log.md").read_text()
+    assert "{{ 7\\*7 }} {% raw %} &lt;script&gt;alert(1)&lt;/script&gt; a\\|b<br>second line \\`\\`\\` end" in log
+    outside_fences = "".join(part for i, part in enumerate(log.split("````")) if i % 2 == 0)
+    assert "<script>" not in outside_fences
+    assert "````text\n" + HOSTILE + "\n````" in log  # the raw output, in a fence it cannot close
+    assert "| x\\|y |" in log
+    assert "city\\|&lt;b&gt;{{ 7\\*7 }}&lt;/b&gt; · acc" in log
+    # every table row keeps its column count: escaped pipes do not split cells
+    for table in log.split("\n\n"):
+        rows = [r for r in table.splitlines() if r.startswith("|")]
+        widths = {r.replace("\\|", "").count("|") for r in rows}
+        assert len(widths) <= 1, table
+    # the experiment name cannot steer where plots are written
+    assert (tmp_path / "out" / "plots" / safe_name("../../etc/evil {{ 7*7 }}")).is_dir()
+    assert not (tmp_path / "etc").exists()
+
+
+def test_safe_name():
+    assert safe_name("../../etc/passwd") == "etc_passwd"
+    assert safe_name("quick-start_1.2") == "quick-start_1.2"
+    assert safe_name("...") == "experiment"
+
+
+def test_import_does_not_load_torch(root):
+    code = "import reports.render, reports.review, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

@@ -1,0 +1,122 @@
+"""The review: DVC's JSON parsed tolerantly, best values by direction, status tracker, speed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from reports.review import parse_dvc_status, parse_exp_show, write_review
+
+from .conftest import FIXTURES, metric
+
+DVC = Path(__file__).parent / "fixtures"  # real `dvc exp show --json` / `dvc status --json` output
+
+
+def test_parse_real_exp_show():
+    variants = parse_exp_show(json.loads((DVC / "exp_show.json").read_text()))
+    assert [(v.name, v.parent) for v in variants] == [
+        ("workspace", None), ("main", None), ("lr-1e-3-r16", "main"), ("lr-3e-3", "main")]
+    exp = variants[3]
+    assert exp.rev == "f4741ea" and exp.params["quickstart.method.lr"] == 0.003
+    assert exp.metrics["target.subtraction.accuracy"] == 0.6 and exp.error is None
+
+
+@pytest.mark.parametrize("broken", [
+    None, {}, "text", [None, 3], [{"rev": "abc1234"}], [{"rev": "workspace", "data": None, "experiments": None}],
+    [{"rev": "abc", "data": {"params": {"params.yaml": None}, "metrics": {"m.json": {"error": "missing"}}}}],
+])
+def test_parse_exp_show_tolerates_missing_pieces(broken):
+    assert all(v.name and not v.params and not v.metrics for v in parse_exp_show(broken))
+
+
+def test_failed_experiment_keeps_its_error():
+    entries = [{"rev": "abc", "experiments": [{"revs": None}, None, {"name": "x", "revs": [{"rev": "def", "error": {"msg": "failed"}}]}]}]
+    commit, failed = parse_exp_show(entries)
+    assert (commit.name, failed.name, failed.parent, failed.error) == ("abc", "x", "abc", "failed")
+
+
+def test_metrics_from_several_files_are_prefixed():
+    (v,) = parse_exp_show([{"rev": "abc", "data": {"metrics": {"a.json": {"data": {"x": 1}}, "b.json": {"data": {"x": 2}}}}}])
+    assert v.metrics == {"a.json:x": 1, "b.json:x": 2}
+
+
+def test_parse_dvc_status_shapes():
+    real = parse_dvc_status(json.loads((DVC / "dvc_status.json").read_text()))
+    (train,) = real
+    assert (train.kind, train.experiment, train.state) == ("train", "quickstart", "stale")
+    assert train.detail == "deps train.py modified; param quickstart.method modified"
+    states = {s.stage: s for s in parse_dvc_status({
+        "eval@exp-2": [{"changed outs": {"runs/exp-2/eval": "deleted"}}],
+        "pretrain-tiny": ["always changed"],
+        "sub/dvc.yaml:report-exp": ["changed command"]})}
+    assert states["eval@exp-2"].state == "pending" and states["eval@exp-2"].experiment == "exp-2"
+    assert states["pretrain-tiny"].state == "always runs" and states["pretrain-tiny"].experiment is None
+    assert states["sub/dvc.yaml:report-exp"].experiment == "exp" and states["sub/dvc.yaml:report-exp"].state == "stale"
+    assert parse_dvc_status({}) == [] and parse_dvc_status(None) == []
+
+
+def write_records(tmp_path: Path, records: list[dict]) -> list[Path]:
+    paths = []
+    for rec in records:
+        path = tmp_path / "runs" / rec["experiment"] / "record.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec))
+        paths.append(path)
+    return paths
+
+
+def loss_record(name: str, final: float, lr: float) -> dict:
+    return {"experiment": name, "actual": {"method.lr": lr, "method.epochs": 1},
+            "metrics": [metric("val", "base", 1.28, suite="target", metric="loss", higher_is_better=False, stderr=0.01),
+                        metric("val", "final", final, suite="target", metric="loss", higher_is_better=False, stderr=0.01)]}
+
+
+def test_review_marks_the_best_by_direction_and_diffs_params(tmp_path):
+    paths = write_records(tmp_path, [loss_record("a", 0.90, 1e-5), loss_record("b", 0.84, 5e-5)])
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "b.md").write_text("log")
+    out = write_review(paths, tmp_path / "reports" / "review.md").read_text()
+    assert "| a | 0.9000 -0.3800 ✅ |" in out
+    assert "| b | **0.8400** -0.4400 ✅ |" in out  # lower is better
+    assert "| Experiment | method.lr |" in out and "method.epochs" not in out.split("## Parameters")[1].split("##")[0]
+    assert "- Log: [b.md](b.md)" in out and "[a.md]" not in out
+    assert "Stage status unknown" in out
+
+
+def test_review_with_dvc_and_a_broken_record(tmp_path, quickstart):
+    paths = [FIXTURES / "quickstart_like.json", FIXTURES / "seed000_exp2.json", tmp_path / "missing.json"]
+    out = write_review(paths, tmp_path / "review.md",
+                       exp_show=json.loads((DVC / "exp_show.json").read_text()),
+                       dvc_status={"train-quickstart": [{"changed deps": {"train.py": "modified"}}],
+                                   "eval-newexp": [{"changed outs": {"runs/newexp/eval": "deleted"}}]}).read_text()
+    assert "| quickstart | completed | ❌ failed checks | final | train stale: deps train.py modified |" in out
+    assert "| twix-conservative | imported | ❌ failed checks | final | all up to date |" in out
+    assert "| newexp | eval pending: runs/newexp/eval deleted |" in out
+    assert "| lr-3e-3 | f4741ea | main | 8 | 0.003 |" in out
+    assert "missing.json: no such record" in out
+    assert "### quickstart: ❌ failed checks" in out and "⚠️ Inputs are not pinned" in out
+
+
+def test_review_is_deterministic(tmp_path):
+    paths = [FIXTURES / "seed000_exp2.json", FIXTURES / "quickstart_like.json"]
+    first = write_review(paths, tmp_path / "a.md").read_bytes()
+    assert write_review(list(reversed(paths)), tmp_path / "b.md").read_bytes() == first
+
+
+def test_review_of_1000_records_is_fast(tmp_path):
+    src = json.loads((FIXTURES / "quickstart_like.json").read_text())
+    records = []
+    for i in range(1000):
+        rec = dict(src, experiment=f"variant-{i:04d}", actual=dict(src["actual"], **{"method.lr": 0.001 * (1 + i % 7)}))
+        rec["metrics"] = [dict(m, value=m["value"] + (i % 5) * 0.001) for m in src["metrics"]]
+        records.append(rec)
+    paths = write_records(tmp_path, records)
+    # CPU time, not wall time: the machine is shared, and other people's load is not our slowness
+    start = time.process_time()
+    out = write_review(paths, tmp_path / "review.md").read_text()
+    elapsed = time.process_time() - start
+    assert out.count("\n### variant-") == 1000
+    assert elapsed < 3.0, f"review of 1,000 records took {elapsed:.2f} s of CPU"
