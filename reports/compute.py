@@ -12,6 +12,7 @@ is its own series, so the two can be compared rather than silently merged.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from reports.stats import Interval, McNemar, delta_interval, mcnemar, win_rate_i
 from reports.status import Thresholds, Verdict, judge
 
 SUITE_ORDER = ("target", "general")  # shown first, in this order; other suites follow alphabetically
-JUDGE_PARITY = 0.5  # a judge metric is a win rate against the base model: parity is the baseline
+JUDGE_PARITY = 0.5  # a pairwise win rate against the base model (extra.reference == "base") starts at parity
 RATIO_TOLERANCE = 0.01  # achieved data ratios come from whole rows: 1 % relative is "as planned"
 
 
@@ -157,11 +158,11 @@ def _curves(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def interval_for(new: Metric, old: Metric | None) -> tuple[Interval | None, str]:
-    """The change of `new` against `old` (or parity for judge win rates), and what it was measured against."""
+    """The change of `new` against `old` (or parity for pairwise win rates), and what it was measured against."""
     if old is not None:
         return delta_interval(old.value, new.value, old_se=old.stderr, new_se=new.stderr,
                               old_samples=old.samples, new_samples=new.samples), "base"
-    if new.suite == "judge":
+    if new.extra.get("reference") == "base":  # a win rate from comparisons against the base model
         if new.n:
             return win_rate_interval(new.value, new.n, JUDGE_PARITY), "parity"
         return Interval(new.value - JUDGE_PARITY, None, None, "unknown"), "parity"
@@ -243,8 +244,9 @@ def _param(key: str, source: str, planned: Any, actual: Any, rel: float = 1e-9) 
 
 def param_rows(record: Record) -> list[ParamRow]:
     """Every planned and actual parameter side by side; data ratios and step counts included."""
+    keys = sorted(record.planned.keys() | record.actual.keys())
     rows = [_param(k, "spec", record.planned.get(k), record.actual.get(k))
-            for k in sorted(record.planned.keys() | record.actual.keys())]
+            for k in keys if record.planned.get(k) is not None or record.actual.get(k) is not None]
     d = record.data
     if d is not None:
         if d.planned_sample_ratio is not None or d.actual_sample_ratio is not None:
@@ -300,7 +302,11 @@ def dynamics(record: Record, fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0
     t = record.training
     if t is None or not t.history:
         return {"columns": [], "rows": []}
-    hist = sorted(t.history, key=lambda h: h.step)
+    logged = sorted(t.history, key=lambda h: h.step)
+    # a value logged in fewer than half the steps is a one-off (a trainer's end-of-run summary), not a dynamic
+    counts = Counter(k for h in logged for k in h.values)
+    columns = [k for k in dict.fromkeys(k for h in logged for k in h.values) if 2 * counts[k] >= len(logged)]
+    hist = [h for h in logged if all(k in h.values for k in columns)] or logged
 
     def nearest(step: float) -> int:
         return min(hist, key=lambda h: (abs(h.step - step), h.step)).step
@@ -311,7 +317,6 @@ def dynamics(record: Record, fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0
     for ev in t.watchdog:
         alerts.setdefault(nearest(ev.step), []).append(ev.rule)
     wanted |= alerts.keys()
-    columns = list(dict.fromkeys(k for h in hist for k in h.values))  # first-seen order, as logged
     rows = [{"step": h.step, "values": [h.values.get(k) for k in columns], "alerts": sorted(alerts.get(h.step, []))}
             for h in hist if h.step in wanted]
     return {"columns": columns, "rows": rows}

@@ -27,6 +27,7 @@ SEVERITIES = ("fail", "warn", "info")
 # thresholds of the rules, each with why
 LOSS_DROP = 0.10  # a training loss 10 % below its start has clearly learned *something*
 SATURATED = 0.98  # a 0/1 score this close to 1 leaves almost no items to learn from
+ZERO_STD_SHARE = 0.9  # most prompts' generations all scoring alike: GRPO has almost no advantage left
 POSITION_CONSISTENCY_MIN = 0.80  # a fair judge keeps its verdict when the answers swap places
 EXTRACTION_FAILURE_MAX = 0.10  # more than 1 in 10 unparsable answers and accuracy measures format
 SMOKE_STEPS = 20  # a run this short is a pipeline check, not training (seed 002: 5 steps)
@@ -317,14 +318,18 @@ def reward_saturation(record: Record, computed: Computed) -> Finding | None:
             evidence[r.label] = f"{r.final:.4f} at {r.checkpoint}"
     hist = sorted(record.training.history, key=lambda h: h.step) if record.training else []
     tail = hist[len(hist) * 3 // 4:]
-    keys = sorted({k for h in tail for k in h.values if "reward" in k})
-    for k in keys:
+    for k in sorted({k for h in tail for k in h.values if "reward" in k}):
         vals = [h.values[k] for h in tail if k in h.values]
         if len(vals) < 3:
             continue
-        if k.endswith("_std") and max(abs(v) for v in vals) < 1e-3:
-            evidence[f"{k} (last quarter)"] = f"≈ 0 over {len(vals)} logs: every rollout scored the same"
-        elif not k.endswith("_std") and max(vals) - min(vals) <= 1e-6 * max(1.0, abs(vals[0])):
+        # trl's GRPO logs: reward (mean), reward_std, rewards/<fn>/mean|std, frac_reward_zero_std
+        if k == "frac_reward_zero_std":
+            if min(vals) >= ZERO_STD_SHARE:
+                evidence[f"{k} (last quarter)"] = f"≥ {min(vals):.0%} of prompts: all generations scored the same"
+        elif k.endswith("std"):
+            if max(abs(v) for v in vals) < 1e-3:
+                evidence[f"{k} (last quarter)"] = f"≈ 0 over {len(vals)} logs: every rollout scored the same"
+        elif max(vals) - min(vals) <= 1e-6 * max(1.0, abs(vals[0])):
             evidence[f"{k} (last quarter)"] = f"pinned at {vals[0]:.4g} over {len(vals)} logs"
     if not evidence:
         return None
@@ -395,8 +400,8 @@ def config_drift(record: Record, computed: Computed) -> Finding | None:
 
 @rule("baseline_missing")
 def baseline_missing(record: Record, computed: Computed) -> Finding | None:
-    """A measured metric has no base-model value to compare with."""
-    rows = [r for r in computed.results if r.reference == "none"]
+    """A target or general metric has no base-model value to compare with."""
+    rows = [r for r in computed.results if r.reference == "none" and r.suite in ("target", "general")]
     if not rows:
         return None
     return Finding(

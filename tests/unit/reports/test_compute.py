@@ -68,11 +68,15 @@ def test_same_task_at_two_sizes_makes_two_series():
     assert [round(r.interval.delta, 4) for r in rows] == [0.42, -0.12]
 
 
-def test_judge_win_rate_is_compared_with_parity():
-    rec = make(metrics=[metric("blind_ab", "final", 0.77, suite="judge", metric="win_rate", n=100)])
-    (row,) = compute(rec).results
-    assert row.reference == "parity" and row.base == 0.5 and row.interval.method == "wilson"
-    assert row.verdict.badge == IMPROVED
+def test_pairwise_win_rate_is_compared_with_parity():
+    rec = make(metrics=[metric("blind_ab", "final", 0.77, suite="judge", metric="win_rate", n=100,
+                               extra={"reference": "base"}),
+                        metric("blind_ab", "final", 0.02, suite="judge", metric="unparseable_rate", n=100,
+                               higher_is_better=False)])
+    unparseable, win = compute(rec).results  # by series name
+    assert win.reference == "parity" and win.base == 0.5 and win.interval.method == "wilson"
+    assert win.verdict.badge == IMPROVED and win.relative is None
+    assert unparseable.reference == "none"  # not a comparison: no parity for it
 
 
 def test_missing_baseline_is_a_status():
@@ -81,12 +85,13 @@ def test_missing_baseline_is_a_status():
 
 
 def test_params_rows_mark_every_difference():
-    rec = make(planned={"lr": 1e-5, "r": 8, "only_planned": 1}, actual={"lr": 1.0e-5, "r": 16},
+    rec = make(planned={"lr": 1e-5, "r": 8, "only_planned": 1, "anchor": None}, actual={"lr": 1.0e-5, "r": 16},
                data={"planned_sample_ratio": 0.25, "actual_sample_ratio": 0.2499,
                      "sources": [{"source": "a", "planned_weight": 0.8, "actual_weight": 0.5}]},
                training={"planned_steps": 870, "actual_steps": 5})
     rows = {p.key: p for p in compute(rec).params}
     assert rows["lr"].badge == "✅" and rows["r"].badge == "❌" and rows["only_planned"].state == "not recorded"
+    assert "anchor" not in rows  # unset in the plan and absent from the run: nothing to compare
     assert rows["data.sample_ratio (achieved)"].state == "same"  # whole rows: 1 % tolerance
     assert rows["data.weight[a] (achieved)"].state == "differs"
     assert rows["training.steps"].source == "training" and rows["training.steps"].state == "differs"
@@ -123,6 +128,13 @@ def test_dynamics_picks_quartiles_and_watchdog_steps():
     assert [r["step"] for r in d["rows"]] == [0, 200, 500, 700, 1000]  # 250 ties go to the lower step
     assert d["rows"][3]["alerts"] == ["ppo_ratio"]
     assert dynamics(make()) == {"columns": [], "rows": []}
+
+
+def test_dynamics_leaves_out_one_off_summary_logs():
+    hist = [{"step": s, "values": {"loss": 1 / s, "lr": 0.1}} for s in range(10, 101, 10)]
+    hist.append({"step": 102, "values": {"train_runtime": 12.0, "train_loss": 0.2}})  # the trainer's summary
+    d = dynamics(make(training={"history": hist}))
+    assert d["columns"] == ["loss", "lr"] and d["rows"][-1]["step"] == 100
 
 
 def test_runtime_breakdown(quickstart):

@@ -138,7 +138,11 @@ def test_reward_saturation():
     pinned, _ = check("reward_saturation", make(training={"history": hist}))
     assert "pinned at 1" in pinned.evidence["reward (last quarter)"]
     assert "every rollout scored the same" in pinned.evidence["reward_std (last quarter)"]
-    moving = [{"step": s, "values": {"reward": s / 1000, "reward_std": 0.3}} for s in range(0, 1000, 50)]
+    share = [{"step": s, "values": {"frac_reward_zero_std": 0.95}} for s in range(0, 1000, 50)]
+    assert "all generations scored the same" in check("reward_saturation", make(training={"history": share}))[0].evidence[
+        "frac_reward_zero_std (last quarter)"]
+    moving = [{"step": s, "values": {"reward": s / 1000, "reward_std": 0.3, "frac_reward_zero_std": 0.0}}
+              for s in range(0, 1000, 50)]
     assert check("reward_saturation", make(training={"history": moving}, metrics=target(0.3, 0.6)))[0] is None
 
 
@@ -152,6 +156,8 @@ def test_baseline_missing():
     found, _ = check("baseline_missing", make(metrics=[metric("gsm8k", "final", 0.0523, suite="target")]))
     assert "gsm8k · acc" in found.title
     assert check("baseline_missing", make(metrics=target(0.1, 0.5)))[0] is None
+    # a judge's unparseable rate has no baseline by nature
+    assert check("baseline_missing", make(metrics=[metric("ab", "final", 0.02, suite="judge")]))[0] is None
 
 
 def test_no_eval_during_training(seed000):
@@ -180,7 +186,7 @@ def test_subset_vs_full_disagree():
 
 
 def judge_metric(**extra) -> dict:
-    return metric("blind_ab", "final", 0.6, suite="judge", metric="win_rate", n=40, extra=extra)
+    return metric("blind_ab", "final", 0.6, suite="judge", metric="win_rate", n=40, extra={"reference": "base", **extra})
 
 
 def test_judge_position_bias():
