@@ -155,6 +155,7 @@ def build_record(ctx: StageContext) -> Record:
         started=_mtime_iso(ctx.data_dir / "manifest.json"), finished=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         spec_file=ctx.params.get("spec"), spec_sha256=ctx.params.get("spec_sha256"),
         model={"base": spec.model.base, "revision": spec.model.revision, "resolved_revision": resolved_revision(spec.model),
+               "sha256": base_summary.get("weights") if spec.model.base.startswith("builtin:") else None,
                "trust_remote_code": spec.model.trust_remote_code, "trainable_params": summary.get("trainable_params")},
         planned=planned_params(ctx), actual=actual_params(ctx, manifest, summary),
         expect=spec.expect.model_dump(mode="json"), data=data, training=training, checkpoints=checkpoints,
