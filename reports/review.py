@@ -26,6 +26,7 @@ from reports.status import CAUTION, IMPROVED, NOISE, REGRESSED
 STAGE_KINDS = ("data", "train", "eval", "report")  # per-experiment stages, named <kind>-<exp> or <kind>@<exp>
 COMPARED_SUITES = ("target", "general")
 BADGE_ORDER = (REGRESSED, CAUTION, IMPROVED, NOISE)  # the tally lists the worst first
+DETAIL_ITEMS = 6  # changed deps/outs listed per stage before "and N more"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -140,9 +141,20 @@ def parse_dvc_status(status: Any) -> list[StageState]:
         name = str(stage).rsplit(":", 1)[-1]  # "sub/dvc.yaml:train" -> "train"
         m = re.fullmatch(rf"({'|'.join(STAGE_KINDS)})[-@](.+)", name)
         state, detail = _changes(changes)
+        shown = detail[:DETAIL_ITEMS] + ([f"and {len(detail) - DETAIL_ITEMS} more"] if len(detail) > DETAIL_ITEMS else [])
         out.append(StageState(str(stage), m.group(1) if m else name, m.group(2) if m else None, state,
-                              "; ".join(detail)))
+                              "; ".join(shown)))
     return out
+
+
+def stage_summary(stages: list[StageState]) -> str:
+    """'stale: data, train; pending: eval' (what the tracker's table cell shows)."""
+    by_state: dict[str, list[str]] = {}
+    for s in stages:
+        by_state.setdefault(s.state, []).append(s.kind)
+    order = {k: i for i, k in enumerate(STAGE_KINDS)}  # pipeline order: data, train, eval, report
+    return "; ".join(f"{state}: {', '.join(sorted(kinds, key=lambda k: (order.get(k, len(order)), k)))}"
+                     for state, kinds in sorted(by_state.items()))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -212,7 +224,8 @@ def review_context(runs: list[Run], broken: list[tuple[str, str]], variants: lis
             "noise": sum(r.verdict.badge == NOISE for r in general),
             "worst": min(compared, key=lambda r: r.gain) if compared else None,
             "cells": [cells[i].get(s) for s, _ in columns], "best": [best.get((i, s), False) for s, _ in columns],
-            "stages": by_exp.get(run.record.experiment, []), "params": [params[i].get(k) for k in diff_keys]})
+            "stages": stage_summary(by_exp.get(run.record.experiment, [])) or "all up to date",
+            "params": [params[i].get(k) for k in diff_keys]})
     return {
         "runs": entries,
         "tally": sorted(((b, label, n) for (b, label), n in tally.items()), key=lambda t: (BADGE_ORDER.index(t[0]), t[1])),
@@ -221,8 +234,8 @@ def review_context(runs: list[Run], broken: list[tuple[str, str]], variants: lis
         "broken": broken,
         "variants": _variants(variants) if variants is not None else None,
         "stages_known": stages is not None,
-        "shared_stages": by_exp.get(None, []),
-        "orphans": sorted(((e, s) for e, s in by_exp.items() if e is not None and e not in known), key=lambda t: t[0]),
+        "changed": stages or [],
+        "orphans": sorted((e, stage_summary(s)) for e, s in by_exp.items() if e is not None and e not in known),
     }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.review import parse_dvc_status, parse_exp_show, write_review
+from reports.review import parse_dvc_status, parse_exp_show, stage_summary, write_review
 
 from .conftest import FIXTURES, metric
 
@@ -56,6 +56,10 @@ def test_parse_dvc_status_shapes():
     assert states["pretrain-tiny"].state == "always runs" and states["pretrain-tiny"].experiment is None
     assert states["sub/dvc.yaml:report-exp"].experiment == "exp" and states["sub/dvc.yaml:report-exp"].state == "stale"
     assert parse_dvc_status({}) == [] and parse_dvc_status(None) == []
+    many = parse_dvc_status({"train-x": [{"changed deps": {f"f{i}": "modified" for i in range(9)}}]})
+    assert many[0].detail.endswith("; and 3 more")
+    assert stage_summary(parse_dvc_status({"report-x": ["changed command"], "data-x": ["changed command"],
+                                           "eval-x": [{"changed outs": {"o": "deleted"}}]})) == "pending: eval; stale: data, report"
 
 
 def write_records(tmp_path: Path, records: list[dict]) -> list[Path]:
@@ -92,9 +96,10 @@ def test_review_with_dvc_and_a_broken_record(tmp_path, quickstart):
                        exp_show=json.loads((DVC / "exp_show.json").read_text()),
                        dvc_status={"train-quickstart": [{"changed deps": {"train.py": "modified"}}],
                                    "eval-newexp": [{"changed outs": {"runs/newexp/eval": "deleted"}}]}).read_text()
-    assert "| quickstart | completed | ❌ failed checks | final | train stale: deps train.py modified |" in out
+    assert "| quickstart | completed | ❌ failed checks | final | stale: train |" in out
     assert "| twix-conservative | imported | ❌ failed checks | final | all up to date |" in out
-    assert "| newexp | eval pending: runs/newexp/eval deleted |" in out
+    assert "- train-quickstart (stale): deps train.py modified" in out
+    assert "| newexp | pending: eval |" in out and "- eval-newexp (pending): runs/newexp/eval deleted" in out
     assert "| lr-3e-3 | f4741ea | main | 8 | 0.003 |" in out
     assert "missing.json: no such record" in out
     assert "### quickstart: ❌ failed checks" in out and "⚠️ Inputs are not pinned" in out
