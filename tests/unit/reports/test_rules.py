@@ -30,6 +30,12 @@ def test_every_rule_has_a_docstring_and_a_test():
         assert f"test_{name}" in names, f"no test for rule {name}"
 
 
+def test_docs_list_every_rule_with_its_docstring(root):
+    docs = (root / "docs" / "reports.md").read_text()
+    for name, fn in RULES.items():
+        assert f"| `{name}` | {fn.__doc__.strip()} |" in docs, f"docs/reports.md: update the row of {name}"
+
+
 def test_rule_names_are_unique():
     with pytest.raises(ValueError):
         rule("mode_collapse")(lambda record, computed: None)
