@@ -118,12 +118,13 @@ def write_plot_data(record: Record, computed: Computed, out_dir: Path) -> list[P
 
 
 def dvc_plots(experiment: str, general_tasks: list[str], target_tasks: list[str],
-              runs_dir: str = "runs") -> list[dict]:
+              reports_dir: str = "reports") -> list[dict]:
     """Top-level `plots:` entries for dvc.yaml, reading the CSVs `write_report` writes.
 
-    The compiler knows the tasks from the spec; the CSV columns are the task names.
+    The compiler knows the tasks from the spec; the CSV columns are the task names. The CSVs sit
+    with the PNGs in `<reports_dir>/plots/<experiment>/`, an output of the report stage.
     """
-    data = f"{runs_dir}/{experiment}/plots"
+    data = f"{reports_dir}/plots/{experiment}"
     plots = []
     if general_tasks:
         plots.append({f"forgetting-{experiment}": {

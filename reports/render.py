@@ -3,8 +3,8 @@
     tunebook report quickstart        # runs/quickstart/record.json -> reports/quickstart.md
 
 Compute first (reports.compute, reports.rules), then render (templates/experiment.md.j2). Plots go
-to `<out dir>/plots/<experiment>/` and are linked relatively; the per-checkpoint CSVs for DVC go to
-`plots/` next to the record. The same record always gives the same bytes.
+to `<out dir>/plots/<experiment>/`, linked relatively, with the per-checkpoint CSVs `dvc plots` reads;
+nothing is written next to the record. The same record always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def write_report(record_path: Path, out_path: Path) -> Path:
     record = load_record(record_path)
     computed = c.compute(record)
     findings = run_rules(record, computed)
-    drawn = write_plots(record, computed, out_path.parent / "plots" / safe_name(record.experiment))
-    write_plot_data(record, computed, record_path.parent / "plots")
+    plot_dir = out_path.parent / "plots" / safe_name(record.experiment)
+    drawn = write_plots(record, computed, plot_dir)
+    write_plot_data(record, computed, plot_dir)
     links = [(title, path.relative_to(out_path.parent).as_posix()) for title, path in drawn]
     return write_atomic(out_path, render("experiment.md.j2", **report_context(record, computed, findings, links)))

@@ -37,5 +37,5 @@ def test_dvc_plot_definitions_point_at_the_csvs():
     assert [next(iter(p)) for p in plots] == ["forgetting-quickstart", "target-quickstart", "training-quickstart"]
     forgetting = plots[0]["forgetting-quickstart"]
     assert forgetting["x"] == "step"
-    assert forgetting["y"] == {"runs/quickstart/plots/general.csv": ["tiny_facts_city", "tiny_facts_color"]}
+    assert forgetting["y"] == {"reports/plots/quickstart/general.csv": ["tiny_facts_city", "tiny_facts_color"]}
     assert [next(iter(p)) for p in dvc_plots("x", [], [])] == ["training-x"]

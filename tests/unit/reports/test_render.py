@@ -34,21 +34,22 @@ def test_golden(name, tmp_path):
 def test_same_record_same_bytes(tmp_path):
     record = FIXTURES / "quickstart_like.json"
     first = write_report(record, tmp_path / "a" / "log.md")
-    pngs = {p.name: p.read_bytes() for p in (tmp_path / "a" / "plots" / "quickstart").iterdir()}
+    plots = {p.name: p.read_bytes() for p in (tmp_path / "a" / "plots" / "quickstart").iterdir()}
     second = write_report(record, tmp_path / "b" / "log.md")
     assert first.read_bytes() == second.read_bytes()
-    assert pngs == {p.name: p.read_bytes() for p in (tmp_path / "b" / "plots" / "quickstart").iterdir()}
+    assert plots == {p.name: p.read_bytes() for p in (tmp_path / "b" / "plots" / "quickstart").iterdir()}
 
 
-def test_plots_are_linked_relatively_and_csvs_written(tmp_path):
+def test_plots_are_linked_relatively_and_nothing_is_written_beside_the_record(tmp_path):
     record = tmp_path / "runs" / "quickstart" / "record.json"
     record.parent.mkdir(parents=True)
     record.write_text((FIXTURES / "quickstart_like.json").read_text())
     log = write_report(record, tmp_path / "reports" / "quickstart.md").read_text()
     for name in ("general", "target", "loss"):
         assert f"](plots/quickstart/{name}.png)" in log
-        assert (tmp_path / "reports" / "plots" / "quickstart" / f"{name}.png").exists()
-    assert sorted(p.name for p in (record.parent / "plots").iterdir()) == ["general.csv", "target.csv", "training.csv"]
+    assert sorted(p.name for p in (tmp_path / "reports" / "plots" / "quickstart").iterdir()) == [
+        "general.csv", "general.png", "loss.png", "target.csv", "target.png", "training.csv"]
+    assert [p.name for p in record.parent.iterdir()] == ["record.json"]
 
 
 def test_seed000_shows_drift_and_honest_unknowns(tmp_path):
