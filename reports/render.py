@@ -20,7 +20,7 @@ from reports.plots import write_plot_data, write_plots
 from reports.record import Record, load_record
 from reports.rules import Finding, run_rules
 from reports.stats import RESAMPLES
-from reports.status import SMALL_N, Verdict, overall
+from reports.status import SMALL_N, Verdict, number, overall
 
 SUITE_TITLES = {"target": "Target tasks", "general": "General suite (forgetting)", "loss": "Loss",
                 "judge": "Judge (pairwise win rate against the base model)"}
@@ -48,7 +48,7 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
     time = c.runtime(record)
     extraction = [
         {"label": r.label, "checkpoint": r.checkpoint, "failures": r.extra["extraction_failures"], "n": r.n,
-         "base_rate": next((m.extra.get("extraction_failure_rate") for m in record.metrics
+         "base_rate": next((number(m.extra.get("extraction_failure_rate")) for m in record.metrics
                             if m.checkpoint == "base" and m.task == r.task and m.metric == r.metric), None)}
         for r in computed.results if "extraction_failures" in r.extra]
     return {

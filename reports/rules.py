@@ -35,6 +35,7 @@ SHORTFALL = 0.9  # stopping before 90 % of the planned steps without an early-st
 COLLAPSE_WATCHDOGS = ("collapse", "repetition")  # watchdog rule names that mean degenerate output
 REPEAT = re.compile(r"(.{1,8}?)\1{7,}", re.DOTALL)  # a 1-8 character unit repeated 8+ times: "4444…"
 DISTINCT_2_MIN = 0.2  # fewer distinct word bigrams than this across outputs: the model says one thing
+SAME_OUTPUT_SHARE = 0.8  # the kept samples mix right and wrong answers: one text for most is one answer for all
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def mode_collapse(record: Record, computed: Computed) -> Finding | None:
         if bad:
             evidence[f"{task}: repetitive outputs"] = f"{len(bad)} of {len(outs)}, e.g. {bad[0].strip()[:60]!r}"
         top, count = Counter(o.strip() for o in outs).most_common(1)[0]
-        if len(outs) >= 5 and count / len(outs) >= 0.5:
+        if len(outs) >= 5 and count / len(outs) >= SAME_OUTPUT_SHARE:
             evidence[f"{task}: same output"] = f"{count} of {len(outs)} outputs are {top[:60]!r}"
         d2 = _distinct_2(outs)
         if d2 is not None and d2[0] < DISTINCT_2_MIN:
@@ -276,7 +277,7 @@ def dry_run_or_undertrained(record: Record, computed: Computed) -> Finding | Non
         "early, or a path pointing at an earlier checkpoint (seed 002 evaluated a 5-step dry run; seed 004 "
         "evaluated checkpoint-100 instead of checkpoint-290).",
         ["Rerun training to completion and evaluate the checkpoint flagged final.",
-         "Keep dry runs in their own output folder (tunebook runs them under a separate experiment name).",
+         "Give dry runs their own experiment name, so their outputs land in their own runs/<exp>/ folder.",
          "If the job died, resume from its last checkpoint (train stages resume) and look at the log tail."])
 
 
@@ -294,8 +295,9 @@ def loss_fell_task_flat(record: Record, computed: Computed) -> Finding | None:
     evidence: dict[str, Any] = {"training loss": f"{first:.4f} at step {hist[0].step} → {last:.4f} at step {hist[-1].step}"}
     for r in target:
         evidence[r.label] = f"{describe(r)}: {r.verdict}"
-        if "extraction_failure_rate" in r.extra:
-            evidence[f"{r.label} extraction failures"] = f"{r.extra['extraction_failure_rate']:.1%}"
+        rate = number(r.extra.get("extraction_failure_rate"))
+        if rate is not None:
+            evidence[f"{r.label} extraction failures"] = f"{rate:.1%}"
     return Finding(
         "warn", "Training loss fell but the target did not improve", evidence,
         "The model fit the training distribution (format, surface patterns) without gaining the measured "
@@ -347,7 +349,7 @@ def extraction_failures(record: Record, computed: Computed) -> Finding | None:
     """More than 10% of target answers could not be extracted: accuracy is partly measuring format."""
     evidence: dict[str, Any] = {}
     for r in computed.suite("target"):
-        rate = r.extra.get("extraction_failure_rate")
+        rate = number(r.extra.get("extraction_failure_rate"))
         if rate is not None and rate > EXTRACTION_FAILURE_MAX:
             how = f" with {r.extra['extract']}" if "extract" in r.extra else ""
             evidence[r.label] = f"{rate:.1%} of answers not extracted{how} at {r.checkpoint}"
@@ -491,8 +493,8 @@ def judge_position_bias(record: Record, computed: Computed) -> Finding | None:
             kappa = cohen_kappa(first, swapped)
             extra = f", Cohen's kappa {kappa:.2f}" if kappa is not None else ""
             text = f"verdict kept after swapping in {consistency:.0%} of {len(first)} comparisons{extra}"
-        elif isinstance(r.extra.get("position_consistency"), (int, float)):
-            consistency = float(r.extra["position_consistency"])
+        elif number(r.extra.get("position_consistency")) is not None:
+            consistency = number(r.extra["position_consistency"])
             text = f"verdict kept after swapping in {consistency:.0%} of comparisons"
         else:
             continue

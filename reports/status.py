@@ -40,7 +40,7 @@ class Thresholds:
 
 
 def number(x: Any) -> float | None:
-    """A threshold from a hand-written record: numbers count, anything else reads as not declared."""
+    """A number from a record's free-form parts (expect, extra): numbers count, anything else is absent."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 

@@ -103,3 +103,14 @@ def test_safe_name():
 def test_import_does_not_load_torch(root):
     code = "import reports.render, reports.review, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+def test_free_form_fields_of_the_wrong_type_do_not_crash(tmp_path):
+    rec = json.loads((FIXTURES / "quickstart_like.json").read_text())
+    rec["expect"] = {"forgetting": "strict", "target_gain": "high"}
+    for m in rec["metrics"]:
+        m["extra"] = {"extraction_failure_rate": "n/a", "extraction_failures": "many", "position_consistency": "x"}
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(rec))
+    log = write_report(path, tmp_path / "log.md").read_text()
+    assert "regressed (no tolerance declared)" in log  # thresholds that are not numbers count as absent
