@@ -131,11 +131,16 @@ def environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False, finalize=_finalize,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(md=md, fence=fence, num=num, sig=sig, signed=signed, pct=pct, share=share, ci=ci,
+    env.filters.update(fence=fence, num=num, sig=sig, signed=signed, pct=pct, share=share, ci=ci,
                        duration=duration, value=value, short=short, change=change)
     for name in env.list_templates(extensions=["j2"]):
         env.get_template(name)  # a syntax error surfaces here, before any record is read
     return env
+
+
+def safe_name(name: str) -> str:
+    """An experiment name usable as one path component (records are input, not trusted)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
 
 
 def render(template: str, **context: Any) -> str:

@@ -9,30 +9,20 @@ nothing is written next to the record. The same record always gives the same byt
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from reports import compute as c
-from reports.markdown import render, write_atomic
+from reports.markdown import render, safe_name, write_atomic
 from reports.plots import write_plot_data, write_plots
 from reports.record import Record, load_record
-from reports.rules import Finding, run_rules
+from reports.rules import Finding, experiment_verdict, run_rules
 from reports.stats import RESAMPLES
-from reports.status import SMALL_N, Verdict, number, overall
+from reports.status import SMALL_N, number
 
 SUITE_TITLES = {"target": "Target tasks", "general": "General suite (forgetting)", "loss": "Loss",
                 "judge": "Judge (pairwise win rate against the base model)"}
-
-
-def safe_name(name: str) -> str:
-    """An experiment name usable as one path component (records are input, not trusted)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
-
-
-def experiment_verdict(computed: c.Computed, findings: list[Finding]) -> Verdict:
-    return overall([r.verdict for r in computed.suite("target")], [f.severity for f in findings])
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from reports.compute import SUITE_ORDER, Computed, ResultRow, compute_many
-from reports.markdown import render, write_atomic
+from reports.markdown import render, safe_name, write_atomic
 from reports.record import Record, RecordError, load_record
-from reports.render import experiment_verdict, safe_name
-from reports.rules import Finding, run_rules
+from reports.rules import Finding, experiment_verdict, run_rules
 from reports.status import CAUTION, IMPROVED, NOISE, REGRESSED
 
 STAGE_KINDS = ("data", "train", "eval", "report")  # per-experiment stages, named <kind>-<exp> or <kind>@<exp>

@@ -20,7 +20,7 @@ from typing import Any
 from reports.compute import Computed, ResultRow
 from reports.record import Record
 from reports.stats import cohen_kappa
-from reports.status import IMPROVED, SMALL_N, Thresholds, number
+from reports.status import IMPROVED, SMALL_N, Thresholds, Verdict, number, overall
 
 SEVERITIES = ("fail", "warn", "info")
 
@@ -73,6 +73,11 @@ def run_rules(record: Record, computed: Computed) -> list[Finding]:
     """All findings, failures first, then by name: the order is part of the deterministic output."""
     found = [f for name in RULES if (f := run_rule(name, record, computed))]
     return sorted(found, key=lambda f: (SEVERITIES.index(f.severity), f.name))
+
+
+def experiment_verdict(computed: Computed, findings: list[Finding]) -> Verdict:
+    """The experiment's own badge, from its findings and its target results (see status.overall)."""
+    return overall([r.verdict for r in computed.suite("target")], [f.severity for f in findings])
 
 
 # ---------------------------------------------------------------------------------------------------

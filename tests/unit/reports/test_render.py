@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.render import safe_name, write_report
+from reports.markdown import safe_name
+from reports.render import write_report
 
 from .conftest import FIXTURES
 
