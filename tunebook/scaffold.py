@@ -1,8 +1,10 @@
 """`tunebook init`: adopt tunebook in an existing git repository.
 
 Creates specs/ with a starter spec (the embedded tiny model, so it runs at once on a laptop), the spec
-JSON Schema for editor completion, runs `dvc init` when the repository has no .dvc/, ignores the stage
-outputs in git, and compiles. Existing files are never overwritten.
+JSON Schema for editor completion, runs `dvc init` when the repository has no .dvc/,
+and compiles. Existing files are never overwritten. Git ignores are left to DVC, which adds its cached
+outputs to .gitignore itself; records, metrics and logs stay tracked so `dvc exp run` keeps them per
+variant.
 """
 
 from __future__ import annotations
@@ -46,9 +48,6 @@ eval:
       max_new_tokens: 4
 """
 
-IGNORED = ["/models/", "/data/", "/runs/", "/reports/*.md", "/reports/plots/"]
-
-
 def init_project(root: Path, name: str) -> list[str]:
     from compiler import compile_specs, discover, load_specs, write_pipeline
     from compiler.schema import NAME_RE, Spec
@@ -73,12 +72,6 @@ def init_project(root: Path, name: str) -> list[str]:
         subprocess.run([str(dvc) if dvc.exists() else "dvc", "init", "-q"], cwd=root, check=True, env=env)
         subprocess.run([str(dvc) if dvc.exists() else "dvc", "config", "core.analytics", "false"], cwd=root, check=True, env=env)
         said.append("ran dvc init")
-    gi = root / ".gitignore"
-    lines = gi.read_text().splitlines() if gi.exists() else []
-    missing = [w for w in IGNORED if w not in lines]
-    if missing:
-        gi.write_text("\n".join(lines + ["# tunebook stage outputs (DVC caches them)"] + missing) + "\n")
-        said.append("added stage outputs to .gitignore")
     write_pipeline(root, compile_specs(load_specs(discover(specs), root)))
     said += ["compiled specs/ -> dvc.yaml, params.yaml", f"Next: `dvc repro`, then read reports/{name}.md"]
     return said
