@@ -105,6 +105,11 @@ def test_review_with_dvc_and_a_broken_record(tmp_path, quickstart):
     assert "### quickstart: ❌ failed checks" in out and "⚠️ Inputs are not pinned" in out
 
 
+def test_review_of_nothing_says_so(tmp_path):
+    out = write_review([], tmp_path / "review.md", exp_show=[], dvc_status={}).read_text()
+    assert "No run records yet" in out and "`dvc exp show` listed nothing." in out
+
+
 def test_review_is_deterministic(tmp_path):
     paths = [FIXTURES / "seed000_exp2.json", FIXTURES / "quickstart_like.json"]
     first = write_review(paths, tmp_path / "a.md").read_bytes()
