@@ -122,9 +122,13 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         data_deps = [src.source for src in s.data.train if _is_local(src.source)]
         if s.data.validation and _is_local(s.data.validation.source):
             data_deps.append(s.data.validation.source)
+        # The data stage checks training prompts against the eval.target sets (contamination) before
+        # anything trains, so it reads them too.
+        data_params = p("data") + ([f"{e}.eval.target"] if s.eval.target else [])
+        data_deps += [t.source for t in s.eval.target if _is_local(t.source)]
         run = f"runs/{e}"
         stages += [
-            Stage(f"data-{e}", f"tunebook run data {e}", deps=data_deps, params=p("data"),
+            Stage(f"data-{e}", f"tunebook run data {e}", deps=data_deps, params=data_params,
                   outs=[f"data/{e}"], desc=f"prepare, validate, mix and sample the data of {e}"),
             Stage(f"train-{e}", f"tunebook run train {e}", deps=[f"data/{e}"] + _model_deps(s), params=p("train"),
                   outs=[{f"{run}/train": {"persist": True}}], desc=f"{s.method.kind} training of {e} (resumes from its last checkpoint)"),

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from compiler.errors import did_you_mean
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*(-[a-z0-9_]+)*$")
 
 
@@ -30,25 +32,62 @@ class ModelSpec(Part):
 
 
 # --- data ------------------------------------------------------------------------------------------
+# The canonical columns of each data format: what the data stage writes and the trainers read.
+FORMAT_FIELDS = {
+    "prompt_completion": ("prompt", "completion"),
+    "messages": ("messages",),
+    "preference": ("prompt", "chosen", "rejected"),  # DPO
+    "verifiable": ("prompt", "answer"),  # GRPO: a prompt and its reference answer
+}
+
+
 class Source(Part):
-    """One dataset: a local file (jsonl/json/csv/parquet), a local dataset folder, or `hf:<repo>`."""
+    """One dataset: a local file (.jsonl/.json/.csv/.parquet, DVC-tracked or not), a local dataset folder
+    (`save_to_disk` output or a folder of data files), or `hf:<repo>` on the Hugging Face hub."""
 
     source: str
-    revision: str | None = Field(None, description="for hf: sources: commit, tag or branch")
-    config: str | None = Field(None, description="for hf: sources: the dataset config name")
-    split: str = "train"
+    revision: str | None = Field(None, description="hf: sources only: a commit pins it; a branch or tag is resolved to its commit, which is recorded")
+    config: str | None = Field(None, description="dataset folders and hf: sources: the config name")
+    split: str = Field("train", description="dataset folders and hf: sources: the split to read")
     weight: float | None = Field(None, gt=0, le=1, description="share of the mixture; weights sum to 1")
-    limit: int | None = Field(None, gt=0, description="read at most this many rows")
-    format: Literal["auto", "prompt_completion", "messages", "preference", "verifiable"] = "auto"
-    fields: dict[str, str] = Field(default_factory=dict, description="canonical name -> column, e.g. {prompt: question}")
+    limit: int | None = Field(None, gt=0, description="read at most this many rows (the first ones)")
+    format: Literal["auto", "prompt_completion", "messages", "preference", "verifiable"] = Field(
+        "auto", description="auto: told from the columns, trying preference, messages, prompt_completion, verifiable")
+    fields: dict[str, str] = Field(default_factory=dict, description="canonical field -> this source's column, e.g. {prompt: question}")
+
+    @field_validator("fields")
+    @classmethod
+    def _canonical_names(cls, v: dict[str, str]) -> dict[str, str]:
+        known = {f for names in FORMAT_FIELDS.values() for f in names}
+        for name in v:
+            if name not in known:
+                hint = did_you_mean(name, known)
+                raise ValueError(f"'{name}' is not a canonical field ({', '.join(sorted(known))})" + (f"; {hint}" if hint else ""))
+        return v
+
+    @model_validator(mode="after")
+    def _revision_is_for_hub(self):
+        if self.revision and not self.source.startswith("hf:"):
+            raise ValueError("revision applies to hf: sources; a local file is pinned by its sha256 (and DVC md5)")
+        return self
 
 
 class DataSpec(Part):
+    """Training and validation data: sources mixed by weight, then held out, sampled and capped, all seeded.
+    docs/data.md describes each step and the manifest the data stage writes."""
+
     train: list[Source] = Field(min_length=1)
-    validation: Source | None = None
-    sample_ratio: float = Field(1.0, gt=0, le=1, description="fraction of the (mixed) training rows to keep")
-    limit: int | None = Field(None, gt=0, description="cap on training rows after mixing")
-    seed: int = 0
+    validation: Source | None = Field(None, description="a separate validation set (held-out loss, contamination check)")
+    validation_split: float | None = Field(None, gt=0, lt=1, description="instead of validation: hold out this fraction of the mixed training rows (seeded, same mixture and strata)")
+    sample_ratio: float = Field(1.0, gt=0, le=1, description="fraction of the (mixed) training rows to keep, after any validation_split")
+    limit: int | None = Field(None, gt=0, description="cap on training rows after mixing and sampling")
+    stratify: str | None = Field(None, description="a column of every train source (e.g. category): mixing, hold-out and sampling keep each value's share")
+    on_invalid: Literal["quarantine", "fail"] = Field(
+        "quarantine", description="a row that fails validation: quarantine (kept in quarantine.jsonl with its reason, counted in the manifest) or fail (stop, listing the reasons)")
+    standardize: bool = Field(
+        False, description="turn values that are not plain text into text instead of rejecting them: stringified JSON and JSON objects/lists "
+                           "are rendered (an object as 'Key: value' lines, e.g. 'Explanation: ...\\nAnswer: ...'), numbers written out")
+    seed: int = Field(0, description="seeds mixing, hold-out, sampling and row order")
 
     @model_validator(mode="after")
     def _weights(self):
@@ -58,6 +97,12 @@ class DataSpec(Part):
                 raise ValueError("with several train sources, give every one a weight")
             if abs(sum(ws) - 1.0) > 1e-6:
                 raise ValueError(f"train weights sum to {sum(ws):g}, they must sum to 1")
+        return self
+
+    @model_validator(mode="after")
+    def _one_validation(self):
+        if self.validation and self.validation_split:
+            raise ValueError("give validation (a separate set) or validation_split (held out from train), not both")
         return self
 
 

@@ -27,7 +27,8 @@ def test_stages_and_exact_params(tmp_path):
     p = pipeline(tmp_path, MINIMAL + EVAL)
     stages = {s.name: s for s in p.stages}
     assert set(stages) >= {"pretrain-tiny", "data-exp", "train-exp", "eval-exp", "report-exp"}
-    assert stages["data-exp"].params == ["exp.data"]
+    assert stages["data-exp"].params == ["exp.data", "exp.eval.target"]  # it checks contamination against the targets
+    assert "data/tiny/subtraction_test.jsonl" in stages["data-exp"].deps
     assert stages["train-exp"].params == ["exp.model", "exp.method"]
     assert stages["eval-exp"].params == ["exp.model", "exp.eval"]  # an eval change never retrains
     assert "data/train.jsonl" in stages["data-exp"].deps
