@@ -52,7 +52,7 @@ CHUNK = 64 << 20  # bytes read (and hashed) at a time; larger files get progress
 
 KIND_WORDS = {"string": "text", "json_string": "stringified JSON", "number": "a number", "bool": "true/false",
               "list": "a JSON list", "dict": "a JSON object", "null": "null or missing", "empty": "empty",
-              "other": "not JSON data"}
+              "other": "of a non-JSON type"}
 # what can be wrong inside a conversation, in the order it is reported when several things are
 TURN_PROBLEMS = {
     "shape": "has a turn that is not a {role, content} object",
@@ -245,9 +245,30 @@ def read_file(path: Path, label: str, md5: bool = False) -> tuple[pl.DataFrame, 
     return _with_row_index(pl.read_parquet(path)), [], digests.result()
 
 
-def _read_jsonl_columnar(path: Path, label: str, md5: bool) -> tuple[pl.DataFrame, list[dict], dict]:
+def _parse_json_lines(text: bytes):
+    """JSON lines as an arrow table, text kept as written: pyarrow infers a column whose strings all look
+    like dates ("1969-07-20") as timestamps, so such a block is parsed again with those columns as text."""
     import pyarrow as pa
     import pyarrow.json as pj
+
+    def as_text(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_timestamp(t):
+            return pa.string()
+        if pa.types.is_list(t):
+            return pa.list_(as_text(t.value_type))
+        if pa.types.is_struct(t):
+            return pa.struct([f.with_type(as_text(f.type)) for f in t])
+        return t
+
+    table = pj.read_json(io.BytesIO(text))
+    schema = pa.schema([f.with_type(as_text(f.type)) for f in table.schema])
+    if schema != table.schema:
+        table = pj.read_json(io.BytesIO(text), parse_options=pj.ParseOptions(explicit_schema=schema))
+    return table
+
+
+def _read_jsonl_columnar(path: Path, label: str, md5: bool) -> tuple[pl.DataFrame, list[dict], dict]:
+    import pyarrow as pa
 
     digests, tables, tail, done = _Digests(md5), [], b"", 0
     progress = _progress(f"{label}: reading {path.name}", path.stat().st_size)
@@ -259,10 +280,10 @@ def _read_jsonl_columnar(path: Path, label: str, md5: bool) -> tuple[pl.DataFram
             cut = text.rfind(b"\n") + 1  # parse whole lines; the rest waits for the next block
             text, tail = text[:cut], text[cut:]
             if text.strip():
-                tables.append(pj.read_json(io.BytesIO(text)))
+                tables.append(_parse_json_lines(text))
             progress.update(done >> 20)
     if tail.strip():
-        tables.append(pj.read_json(io.BytesIO(tail)))
+        tables.append(_parse_json_lines(tail))
     # "permissive" only unifies null with a type and integers with floats; other conflicts raise
     table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
     frame = _with_row_index(pl.from_arrow(table, rechunk=False))

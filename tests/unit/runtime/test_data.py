@@ -139,6 +139,14 @@ def test_mixed_kinds_in_a_column_are_not_coerced_and_bad_lines_are_quarantined(t
     assert out["manifest"]["rejected_rows"] == 5
 
 
+def test_text_that_looks_like_dates_stays_text(tmp_path):
+    """pyarrow would read a column of ISO dates as timestamps; the answers here are text as written."""
+    write_jsonl(tmp_path / "train.jsonl", [{"prompt": "Moon landing?", "completion": "1969-07-20"},
+                                           {"prompt": "Wall fell?", "completion": "1989-11-09 23:00:00"}])
+    out = run(context(tmp_path, {"train": [{"source": "train.jsonl"}]}))
+    assert sorted(r["completion"] for r in out["train"]) == ["1969-07-20", "1989-11-09 23:00:00"]
+
+
 # --- formats ---------------------------------------------------------------------------------------
 
 
