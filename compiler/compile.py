@@ -87,9 +87,23 @@ def baseline_key(spec: Spec) -> str:
 
 
 def _eval_inputs(spec: Spec) -> list[str]:
-    deps = [t.source for t in spec.eval.target if _is_local(t.source)]
-    if spec.eval.general and spec.eval.general.include_path:
-        deps.append(spec.eval.general.include_path)
+    ev = spec.eval
+    deps = [t.source for t in ev.target if _is_local(t.source)]
+    if ev.general and ev.general.include_path:
+        deps.append(ev.general.include_path)
+    # Prompt files, judge templates and local reward/judge models: a change re-runs the eval stage.
+    models = []
+    if ev.reward:
+        deps.append(ev.reward.prompts)
+        models.append(ev.reward.model)
+    if ev.judge:
+        deps += [ev.judge.prompts] + ([ev.judge.template] if ev.judge.template else [])
+        models += [j.model for j in ev.judge.judges if j.kind == "hf"]
+    for m in models:
+        if model_dir(m):
+            deps.append(model_dir(m))
+        elif m.startswith((".", "/")) or Path(m).is_dir():
+            deps.append(m)
     return deps
 
 

@@ -144,18 +144,63 @@ class MethodSpec(Part):
 
 
 # --- eval ------------------------------------------------------------------------------------------
-class GeneralEval(Part):
-    """General-capability (forgetting) suite through lm-evaluation-harness."""
+# Seed 001's forgetting suite: ten lm-eval benchmarks, zero-shot, and the one metric that counts for
+# each (the rest are still recorded). `preset: forgetting-10` expands to exactly this.
+PRESETS: dict[str, dict[str, str]] = {
+    "forgetting-10": {
+        "arc_challenge": "acc_norm",
+        "arc_easy": "acc_norm",
+        "hellaswag": "acc_norm",
+        "winogrande": "acc",
+        "piqa": "acc_norm",
+        "boolq": "acc",
+        "openbookqa": "acc_norm",
+        "truthfulqa_mc2": "acc",
+        "mmlu": "acc",
+        "ifeval": "prompt_level_strict_acc",
+    },
+}
+# Cell names the eval stage uses for its own suites; a target task may not take one.
+RESERVED_CELLS = ("general", "loss", "reward", "judge")
+ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-    tasks: list[str] = Field(min_length=1)
+
+class GeneralEval(Part):
+    """General-capability (forgetting) suite through lm-evaluation-harness: standard tasks by name,
+    local task folders (`include_path`), or a named preset."""
+
+    preset: Literal["forgetting-10"] | None = Field(None, description="a named suite; its tasks come first, `tasks` adds more")
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task or group names")
+    primary_metrics: dict[str, str] = Field(default_factory=dict, description="task -> the metric that counts (a preset fills its own)")
     include_path: str | None = Field(None, description="folder of local lm-eval task YAMLs")
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(32, gt=0)
     num_fewshot: int = Field(0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data):
+        # Expand here, not at run time, so params.yaml (and so DVC and the record) shows every task
+        # and metric. Idempotent: validating the expanded form again changes nothing.
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            preset = PRESETS[data["preset"]]
+            extra = [t for t in data.get("tasks") or [] if t not in preset]
+            data = {**data, "tasks": [*preset, *extra], "primary_metrics": {**preset, **(data.get("primary_metrics") or {})}}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.tasks:
+            raise ValueError("give `tasks` or a `preset` (e.g. preset: forgetting-10)")
+        stray = sorted(set(self.primary_metrics) - set(self.tasks))
+        if stray:
+            raise ValueError(f"primary_metrics names tasks that are not in `tasks`: {stray}")
+        return self
+
 
 class TargetTask(Part):
-    """A generation task scored by answer extraction (the skill being trained)."""
+    """A generation task scored by answer extraction (the skill being trained). Greedy decoding
+    unless `temperature` > 0; sampling settings are recorded with the result."""
 
     name: str
     source: str
@@ -166,6 +211,83 @@ class TargetTask(Part):
     max_new_tokens: int = Field(32, gt=0)
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)
+    temperature: float = Field(0.0, ge=0, description="0 = greedy (deterministic); > 0 samples")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, only with temperature > 0")
+    num_samples: int = Field(1, gt=0, description="answers per prompt when sampling; an item scores the mean")
+    seed: int = Field(0, description="sampling seed")
+
+    @model_validator(mode="after")
+    def _sampling(self):
+        if self.temperature == 0 and (self.num_samples > 1 or self.top_p < 1):
+            raise ValueError("num_samples > 1 and top_p < 1 need sampling: set temperature > 0")
+        if self.name in RESERVED_CELLS:
+            raise ValueError(f"'{self.name}' is reserved for a suite; name the target task something else")
+        return self
+
+
+class PromptSet(Part):
+    """Prompts the checkpoints answer (generated greedily), for the reward model and the judges."""
+
+    prompts: str = Field(description="a local jsonl/json/csv/parquet file with one prompt per row")
+    prompt_field: str = "prompt"
+    limit: int | None = Field(None, gt=0)
+    chat: bool = Field(False, description="wrap each prompt in the evaluated model's chat template")
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(16, gt=0)
+
+
+class RewardEval(PromptSet):
+    """Mean score of a sequence-classification reward model (num_labels=1) on each checkpoint's answers
+    (seed 000's MT-Bench role). Scores are cached by (prompt, answer)."""
+
+    name: str = Field("reward", description="the task name in the record")
+    model: str = Field(description="a local folder or a Hugging Face repo id")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    max_length: int = Field(1024, gt=0, description="reward-model input tokens (longer inputs keep their end)")
+
+
+class JudgeModel(Part):
+    """One judge: a local causal LM prompted for a verdict, or an OpenAI-compatible chat endpoint."""
+
+    name: str
+    kind: Literal["hf", "openai"] = "hf"
+    model: str = Field(description="hf: 'builtin:tiny', a local folder or repo id; openai: the model name sent")
+    revision: str | None = None
+    url: str | None = Field(None, description="openai: base URL, e.g. http://127.0.0.1:8000/v1 (/chat/completions is added)")
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key (never the key)")
+    max_new_tokens: int = Field(64, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(4, ge=0, description="retries on connection errors, 429 and 5xx, with exponential backoff")
+    backoff_s: float = Field(1.0, ge=0, description="first wait; doubles each retry")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "openai" and not self.url:
+            raise ValueError(f"judge '{self.name}': kind openai needs `url` (e.g. http://127.0.0.1:8000/v1)")
+        if self.kind == "hf" and (self.url or self.api_key_env):
+            raise ValueError(f"judge '{self.name}': url and api_key_env are for kind openai")
+        if self.api_key_env is not None and not ENV_VAR_RE.match(self.api_key_env):
+            raise ValueError(f"judge '{self.name}': api_key_env must be the NAME of an environment variable "
+                             "(e.g. JUDGE_API_KEY), not the key itself; put the key in the environment")
+        return self
+
+
+class JudgeEval(PromptSet):
+    """Pairwise judging: each checkpoint's answer against the base model's, shown to every judge in both
+    orders (position bias cancels); win rate with a Wilson interval, position consistency, kappa."""
+
+    name: str = Field("judge", description="the judge set's task name in the record")
+    judges: list[JudgeModel] = Field(min_length=1)
+    template: str | None = Field(None, description="file with the judge prompt: {question}, {answer_a}, {answer_b}")
+
+    @field_validator("judges")
+    @classmethod
+    def _unique(cls, v):
+        names = [j.name for j in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"judge names must be unique: {names}")
+        return v
 
 
 class EveryK(Part):
@@ -176,6 +298,8 @@ class EvalSpec(Part):
     general: GeneralEval | None = None
     target: list[TargetTask] = Field(default_factory=list)
     loss: bool = Field(True, description="held-out loss and perplexity on data.validation")
+    reward: RewardEval | None = None
+    judge: JudgeEval | None = None
     checkpoints: Literal["all", "final"] | EveryK = "all"
     samples_per_task: int = Field(6, ge=0, description="outputs kept in the record for the log")
 

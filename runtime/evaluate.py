@@ -1,29 +1,41 @@
 """The eval and baseline stages: score checkpoints on the target tasks, the general (forgetting) suite
-through lm-eval, and held-out loss.
+through lm-eval, held-out loss, a reward model and pairwise judges.
 
     tunebook run baseline <key>    # the base model, once per (model, suite), shared by experiments
     tunebook run eval <exp>        # every selected checkpoint of <exp>
 
-One result file per (checkpoint, suite) — a *cell* — written atomically and keyed by a fingerprint of
-the checkpoint's weights and the suite's settings, so an interrupted sweep resumes where it stopped
-and never recomputes a finished cell, while a changed setting never reuses a stale one. LoRA
-checkpoints share one loaded base model: adapters are swapped, not reloaded.
+One result file per (checkpoint, suite) — a *cell*, `<out>/<checkpoint>/<cell>.json` — written
+atomically and keyed by a fingerprint of the checkpoint's weights, the suite's settings and its inputs
+(data, lm-eval version), so an interrupted sweep resumes where it stopped and never recomputes a
+finished cell, while a changed setting never reuses a stale one. A checkpoint whose cells are all
+finished is not even loaded. LoRA checkpoints share one loaded base model: adapters are swapped, not
+reloaded. Reward scores, judge verdicts and generated answers are cached below `<out>/_cache/` so a
+cell interrupted halfway resumes too. The reward model and the judges live in runtime/reward.py and
+runtime/judge.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 from compiler.errors import SpecError, SpecIssue, did_you_mean
-from compiler.schema import EvalSpec, GeneralEval, ModelSpec, TargetTask
+from compiler.schema import EvalSpec, GeneralEval, ModelSpec, PromptSet, TargetTask
 from runtime.progress import Progress
 from runtime.stages import StageContext
+
+
+class EvalCellError(Exception):
+    """One cell could not be computed (e.g. a judge endpoint stayed unreachable). The sweep finishes
+    the other cells, keeps everything finished, and fails at the end with all such messages."""
+
 
 # ---------------------------------------------------------------------------------------------------
 # cells
@@ -42,6 +54,23 @@ def dir_digest(path: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def files_digest(path: Path) -> str:
+    """Hash of every file below a folder (local lm-eval tasks: YAML and data), names included."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(root: Path, spec: ModelSpec) -> str:
+    """Weights hash for a local model folder; for a hub model its id and revision."""
+    from runtime.models import model_path
+
+    path, _ = model_path(root, spec)
+    return dir_digest(Path(path)) if Path(path).is_dir() else _digest(spec.model_dump(mode="json"))
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -63,61 +92,127 @@ def read_cell(path: Path, fp: str) -> dict | None:
     return cell if cell.get("fingerprint") == fp else None
 
 
+def lm_eval_version() -> str | None:
+    """Without importing lm_eval (5 s): a changed harness must change the general cell's fingerprint."""
+    try:
+        return metadata.version("lm_eval")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs
+
+
+def _read_rows(root: Path, source: str, key: str) -> list[dict]:
+    from runtime.data import read_local
+
+    path = root / source
+    if not path.is_file():
+        raise SpecError([SpecIssue("params.yaml", key, f"'{source}' does not exist")])
+    try:
+        return read_local(path)
+    except ValueError as e:
+        raise SpecError([SpecIssue("params.yaml", key, str(e))]) from None
+
+
+def _check_field(rows: list[dict], field: str, source: str, key: str) -> None:
+    if not rows:
+        raise SpecError([SpecIssue("params.yaml", key, f"'{source}' has no rows")])
+    if field not in rows[0]:
+        raise SpecError([SpecIssue("params.yaml", key, f"no field '{field}' in {source}",
+                                   hint=did_you_mean(field, rows[0].keys()) or f"fields: {', '.join(rows[0])}")])
+
+
+def _load_rows(root: Path, task: TargetTask) -> list[dict]:
+    from compiler.schema import Source
+    from runtime.data import read_source
+
+    key = f"eval.target.{task.name}.source"
+    if task.source.startswith("hf:") or (root / task.source).is_dir():
+        rows, _ = read_source(root, Source(source=task.source, split=task.split), key)
+    else:
+        rows = _read_rows(root, task.source, key)
+    for f in (task.prompt_field, task.answer_field):
+        _check_field(rows, f, task.source, f"eval.target.{task.name}")
+    return rows[: task.limit] if task.limit else rows
+
+
+def load_prompts(root: Path, ps: PromptSet, key: str) -> list[str]:
+    """The prompts of a reward/judge prompt set; an empty file or a blank prompt is a spec error."""
+    rows = _read_rows(root, ps.prompts, f"{key}.prompts")
+    _check_field(rows, ps.prompt_field, ps.prompts, f"{key}.prompt_field")
+    prompts = [str(r.get(ps.prompt_field) or "") for r in rows][: ps.limit or None]
+    blank = [i + 1 for i, p in enumerate(prompts) if not p.strip()]
+    if blank:
+        raise SpecError([SpecIssue("params.yaml", f"{key}.prompts", f"{ps.prompts}: empty prompt in row(s) {blank[:10]}")])
+    return prompts
+
+
+# ---------------------------------------------------------------------------------------------------
+# generation
+
+
+def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, *, chat: bool = False,
+             temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, seed: int = 0) -> list[list[str]]:
+    """`num_samples` answers per prompt: greedy unless temperature > 0 (then seeded sampling)."""
+    import torch
+
+    sampling = temperature > 0
+    if sampling:
+        torch.manual_seed(seed)
+    tok.padding_side = "left"
+    out: list[list[str]] = []
+    for i in range(0, len(prompts), batch_size):
+        batch = prompts[i : i + batch_size]
+        if chat:  # the template carries its own special tokens
+            texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+                     for p in batch]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        else:
+            enc = tok(batch, return_tensors="pt", padding=True)
+        enc = enc.to(model.device)
+        kw = dict(do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=num_samples) if sampling else dict(do_sample=False)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id, **kw)
+        texts = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out += [texts[j : j + num_samples] for j in range(0, len(texts), num_samples)]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # target tasks: generate, extract, score
 
 
-def _load_rows(root: Path, task: TargetTask) -> list[dict]:
-    from runtime.data import read_local, read_source
-    from compiler.schema import Source
-
-    if task.source.startswith("hf:") or (root / task.source).is_dir():
-        rows, _ = read_source(root, Source(source=task.source, split=task.split), f"eval.target.{task.name}")
-    else:
-        path = root / task.source
-        if not path.exists():
-            raise SpecError([SpecIssue("params.yaml", f"eval.target.{task.name}.source", f"'{task.source}' does not exist")])
-        rows = read_local(path)
-    if not rows:
-        raise SpecError([SpecIssue("params.yaml", f"eval.target.{task.name}.source", f"'{task.source}' has no rows")])
-    for f in (task.prompt_field, task.answer_field):
-        if f not in rows[0]:
-            raise SpecError([SpecIssue("params.yaml", f"eval.target.{task.name}", f"no field '{f}' in {task.source}",
-                                       hint=did_you_mean(f, rows[0].keys()) or f"fields: {', '.join(rows[0])}")])
-    return rows[: task.limit] if task.limit else rows
-
-
 def eval_target(model, tok, task: TargetTask, rows: list[dict], checkpoint: str, keep: int) -> dict:
-    import torch
-
     from runtime.extract import EXTRACTORS, score
 
     extract = EXTRACTORS[task.extract]
-    tok.padding_side = "left"
+    prompts = [str(r[task.prompt_field]) for r in rows]
+    answers = generate(model, tok, prompts, task.max_new_tokens, task.batch_size, temperature=task.temperature,
+                       top_p=task.top_p, num_samples=task.num_samples, seed=task.seed)
     scores, samples, failures = [], [], 0
-    for i in range(0, len(rows), task.batch_size):
-        batch = rows[i : i + task.batch_size]
-        enc = tok([str(r[task.prompt_field]) for r in batch], return_tensors="pt", padding=True).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=task.max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        for r, o in zip(batch, out):
-            text = tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            got = extract(text)
-            failures += got is None
-            ok = score(got, str(r[task.answer_field]))
-            scores.append(1.0 if ok else 0.0)
-            samples.append({"task": task.name, "checkpoint": checkpoint, "prompt": str(r[task.prompt_field]),
-                            "output": text, "target": str(r[task.answer_field]), "extracted": got, "correct": ok})
+    for r, prompt, outs in zip(rows, prompts, answers):
+        target = str(r[task.answer_field])
+        got = [extract(o) for o in outs]
+        failures += sum(g is None for g in got)
+        ok = [score(g, target) for g in got]
+        scores.append(sum(ok) / len(ok))  # with sampling, an item scores its share of right answers
+        samples.append({"task": task.name, "checkpoint": checkpoint, "prompt": prompt, "output": outs[0],
+                        "target": target, "extracted": got[0], "correct": ok[0]})
     n = len(scores)
     acc = sum(scores) / n
+    sd = math.sqrt(sum((s - acc) ** 2 for s in scores) / (n - 1)) if n > 1 else None
     right = [s for s in samples if s["correct"]][: (keep + 1) // 2]
     wrong = [s for s in samples if not s["correct"]][: keep // 2]
+    decoding = ({"mode": "sample", "temperature": task.temperature, "top_p": task.top_p,
+                 "num_samples": task.num_samples, "seed": task.seed} if task.temperature > 0 else {"mode": "greedy"})
     metric = {"suite": "target", "task": task.name, "metric": "accuracy", "checkpoint": checkpoint,
-              "value": acc, "stderr": math.sqrt(acc * (1 - acc) / n) if n > 1 else None, "n": n,
+              "value": acc, "stderr": sd / math.sqrt(n) if sd is not None else None, "n": n,
               "higher_is_better": True, "samples": scores,
-              "extra": {"extraction_failures": failures, "extraction_failure_rate": failures / n,
-                        "extract": task.extract, "decoding": "greedy", "max_new_tokens": task.max_new_tokens}}
+              "extra": {"extraction_failures": failures, "extraction_failure_rate": failures / (n * task.num_samples),
+                        "extract": task.extract, "decoding": decoding, "max_new_tokens": task.max_new_tokens}}
     return {"metrics": [metric], "samples": right + wrong}
 
 
@@ -146,13 +241,44 @@ def task_manager(root: Path, general: GeneralEval):
     from lm_eval.tasks import TaskManager
 
     include = str(_local_task_dir(root, general.include_path)) if general.include_path else None
-    tm = TaskManager(include_path=include)
-    unknown = [t for t in general.tasks if t not in tm.all_tasks]
-    if unknown:
-        issues = [SpecIssue("params.yaml", "eval.general.tasks", f"unknown lm-eval task '{t}'",
-                            hint=did_you_mean(t, tm.all_tasks)) for t in unknown]
-        raise SpecError(issues)
+    tm = TaskManager(include_path=include)  # indexing every task takes seconds: once per stage
+    check_tasks(tm, general.tasks)
     return tm
+
+
+def check_tasks(tm, tasks: list[str]) -> None:
+    unknown = [t for t in tasks if t not in tm.all_tasks]
+    if unknown:
+        raise SpecError([SpecIssue("params.yaml", "eval.general.tasks", f"unknown lm-eval task '{t}'",
+                                   hint=did_you_mean(t, tm.all_tasks)) for t in unknown])
+
+
+def _leaves(group_subtasks: dict, task: str) -> list[str]:
+    """A group (mmlu) has no samples of its own: its leaf tasks, in a stable order."""
+    subs = group_subtasks.get(task)
+    return [leaf for s in sorted(subs) for leaf in _leaves(group_subtasks, s)] if subs else [task]
+
+
+def _config_identity(cfg: dict) -> tuple[str, dict]:
+    """(sha256 of a task's config, its dataset and revision). The temp-folder path is dropped and
+    local data files are hashed by content, so the hash is the same on every machine."""
+    cfg = json.loads(json.dumps(cfg, default=str))
+    (cfg.get("metadata") or {}).pop("config_source", None)
+    kwargs = cfg.get("dataset_kwargs") or {}
+    files = kwargs.get("data_files")
+    if isinstance(files, dict):
+        kwargs["data_files"] = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest() if Path(v).is_file() else v
+                                for k, v in files.items()}
+    dataset = {"path": cfg.get("dataset_path"), "name": cfg.get("dataset_name"),
+               "revision": cfg.get("revision") or kwargs.get("revision")}
+    return _digest(cfg), dataset
+
+
+def general_inputs(root: Path, general: GeneralEval) -> dict:
+    """What decides a general cell besides its settings: the harness version (a new lm-eval may score
+    differently) and the content of local task files."""
+    local = files_digest(root / general.include_path) if general.include_path else None
+    return {"lm_eval": lm_eval_version(), "local_tasks": local}
 
 
 def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
@@ -166,28 +292,45 @@ def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
     res = lm_eval.simple_evaluate(model=lm, tasks=list(general.tasks), task_manager=tm, limit=general.limit,
                                   num_fewshot=general.num_fewshot, log_samples=True, verbosity="ERROR",
                                   bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
-    metrics = []
+    version = lm_eval_version()
+    metrics, tasks_info, warnings = [], {}, []
     for task in general.tasks:
         r = res["results"][task]
-        samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
-        higher = res.get("higher_is_better", {}).get(task, {})
+        leaves = _leaves(res.get("group_subtasks", {}), task)
+        samples = [s for t in leaves for s in sorted(res["samples"].get(t, []), key=lambda s: s["doc_id"])]
+        higher = {k: v for t in [task, *leaves] for k, v in res.get("higher_is_better", {}).get(t, {}).items()}
+        idents = [_config_identity(res["configs"][t]) for t in leaves if t in res.get("configs", {})]
+        config_sha = _digest([h for h, _ in idents])
+        first_cfg = res.get("configs", {}).get(leaves[0], {})
+        primary = general.primary_metrics.get(task) or next(iter(m["metric"] for m in first_cfg.get("metric_list") or []), None)
+        n_total = sum(res.get("n-samples", {}).get(t, {}).get("effective", 0) for t in leaves)
+        found = []
         for key, val in sorted(r.items()):
-            if not key.endswith(",none") or "_stderr" in key or not isinstance(val, (int, float)):
+            if "," not in key or "_stderr" in key or not isinstance(val, (int, float)):
                 continue
-            name = key.split(",")[0]
-            se = r.get(f"{name}_stderr,none")
-            per = [float(s[name]) for s in samples if name in s]
-            n = res.get("n-samples", {}).get(task, {}).get("effective", len(per))
-            if se in (None, "N/A") and per:
+            name, filt = key.split(",", 1)
+            metric = name if filt == "none" else f"{name}/{filt}"  # gsm8k's strict-match vs flexible-extract
+            # per-item scores; ifeval's instruction-level metrics are lists per item and have none
+            per = [float(s[name]) for s in samples if s.get("filter", "none") == filt and isinstance(s.get(name), (bool, int, float))]
+            se = r.get(f"{name}_stderr,{filt}")
+            if not isinstance(se, (int, float)) and len(per) > 1:
                 p = sum(per) / len(per)
-                se = math.sqrt(p * (1 - p) / len(per)) if len(per) > 1 else None
-            metrics.append({"suite": "general", "task": task, "metric": name, "checkpoint": checkpoint,
+                se = math.sqrt(sum((x - p) ** 2 for x in per) / (len(per) - 1) / len(per))
+            found.append(metric)
+            metrics.append({"suite": "general", "task": task, "metric": metric, "checkpoint": checkpoint,
                             "value": float(val), "stderr": float(se) if isinstance(se, (int, float)) else None,
-                            "n": int(n), "higher_is_better": bool(higher.get(name, True)), "samples": per or None})
-    versions = {t: res.get("versions", {}).get(t) for t in general.tasks}
-    hashes = {t: res.get("task_hashes", {}).get(t) for t in general.tasks}
-    return {"metrics": metrics, "lm_eval": {"version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
-                                             "task_versions": versions, "task_hashes": hashes}}
+                            "n": int(n_total or len(per)), "higher_is_better": bool(higher.get(name, True)),
+                            "samples": per or None,
+                            "extra": {"primary": metric == primary, "num_fewshot": general.num_fewshot,
+                                      "task_version": res.get("versions", {}).get(task), "config_sha256": config_sha,
+                                      "lm_eval_version": version}})
+        if primary and primary not in found:
+            warnings.append(f"{task}: primary metric '{primary}' not reported; it reports {', '.join(found) or 'nothing'}")
+            print(f"[eval] warning: {warnings[-1]}", flush=True)
+        tasks_info[task] = {"version": res.get("versions", {}).get(task), "config_sha256": config_sha, "primary": primary,
+                            "datasets": [d for _, d in idents], "n": n_total}
+    return {"metrics": metrics, "warnings": warnings,
+            "lm_eval": {"version": version, "tasks": tasks_info, "num_fewshot": general.num_fewshot}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,47 +381,229 @@ def eval_loss(model, tok, rows: list[dict], max_len: int, checkpoint: str, batch
 
 
 # ---------------------------------------------------------------------------------------------------
-# sweeps
+# models: the base, and each checkpoint in turn
+
+
+class Models:
+    """The model under evaluation. LoRA checkpoints are adapters on one loaded base model: when the
+    next adapter has the same shape (config) as the loaded one, its weights are copied into the loaded
+    adapter's tensors (milliseconds); otherwise it is injected anew and the old one deleted. Either
+    way the base is never reloaded (bench/bench_sweep.py measures what that saves). Full checkpoints
+    are loaded from disk."""
+
+    def __init__(self, root: Path, spec: ModelSpec, lora: bool):
+        from runtime.models import load_model, load_tokenizer
+
+        t0 = time.time()
+        self.root, self.spec, self.lora = root, spec, lora
+        self.base = load_model(root, spec).eval()
+        self.tok = load_tokenizer(root, spec)
+        self.model = self.base
+        self.name = "base"
+        self._layout = None  # (adapter name, {tensor: shape}) of the loaded LoRA adapter
+        self.base_fp = model_fingerprint(root, spec)
+        self.io_s = time.time() - t0
+
+    def load(self, path: Path, name: str) -> None:
+        from runtime.models import load_model
+
+        t0 = time.time()
+        if not self.lora:
+            self.model = load_model(self.root, self.spec.model_copy(update={"base": str(path)}))
+        elif self.model is self.base:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=name)
+        elif not self._copy_adapter(path):
+            old = self.model.active_adapter
+            self.model.load_adapter(str(path), adapter_name=name)
+            self.model.set_adapter(name)
+            self.model.delete_adapter(old)
+        self.model.eval()
+        self.name = name
+        self.io_s += time.time() - t0
+
+    def _copy_adapter(self, path: Path) -> bool:
+        """Overwrite the loaded adapter's tensors with the checkpoint's, if it has the same config and
+        exactly the same tensors (a partial copy would silently mix two checkpoints)."""
+        from peft import PeftConfig
+        from peft.utils import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+
+        def shape(cfg) -> dict:
+            return {k: v for k, v in cfg.to_dict().items() if k not in ("base_model_name_or_path", "revision", "inference_mode")}
+
+        active = self.model.active_adapter
+        if shape(PeftConfig.from_pretrained(str(path))) != shape(self.model.peft_config[active]):
+            return False
+        weights = load_peft_weights(str(path), device=str(self.base.device))
+        if self._layout is None or self._layout[0] != active:  # the loaded adapter's tensors, once per adapter
+            self._layout = (active, {k: v.shape for k, v in get_peft_model_state_dict(self.model, adapter_name=active).items()})
+        if {k: v.shape for k, v in weights.items()} != self._layout[1]:
+            return False
+        set_peft_model_state_dict(self.model, weights, adapter_name=active)
+        return True
+
+    @contextlib.contextmanager
+    def base_view(self):
+        """The base model, e.g. for the judges' reference answers. Adapters were injected into the
+        base modules in place, so with LoRA the base is the adapter disabled, not `self.base`."""
+        if self.model is not self.base and self.lora:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.base
+
+
+def check_checkpoint(path: Path, lora: bool, exp: str) -> None:
+    """Fail before any compute, with the fix, when a checkpoint or its adapter is missing."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is missing: rerun `dvc repro train-{exp}`")
+    config, weights = ("adapter_config.json", "adapter_model") if lora else ("config.json", "model")
+    has_weights = any(path.glob(f"{weights}*.safetensors")) or any(path.glob(f"{weights}*.bin"))
+    if not (path / config).exists() or not has_weights:
+        what = "LoRA adapter (adapter_config.json + adapter_model.safetensors)" if lora else "model (config.json + weights)"
+        raise FileNotFoundError(f"{path} has no {what}: incomplete checkpoint; delete it and rerun `dvc repro train-{exp}`")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the evaluator: which cells, their fingerprints, computing one
 
 
 class Evaluator:
-    """Runs the suites of one EvalSpec on a model, caching each (checkpoint, suite) cell on disk."""
+    """Runs the suites of one EvalSpec, caching each (checkpoint, cell) on disk under `out`."""
 
-    def __init__(self, root: Path, ev: EvalSpec, out: Path, label: str):
+    def __init__(self, root: Path, ev: EvalSpec, out: Path, label: str, validation: list[dict] | None = None,
+                 max_len: int = 512):
         self.root, self.ev, self.out, self.label = root, ev, out, label
-        self._tm = None
+        self.validation, self.max_len = validation or [], max_len
+        self._tm = self._scorer = self._judges = None
+        # Everything a cell reads is loaded (and checked) now, so bad input fails before any compute.
         self._rows = {t.name: _load_rows(root, t) for t in ev.target}
+        self._prompts = {k: load_prompts(root, ps, f"eval.{k}") for k, ps in (("reward", ev.reward), ("judge", ev.judge)) if ps}
+        self._template = None
+        if ev.judge:
+            from runtime.judge import load_template
+
+            self._template = load_template(root, ev.judge.template)
         if ev.general:
-            self._tm = task_manager(root, ev.general)  # fails fast on unknown tasks, before any compute
+            self._tm = task_manager(root, ev.general)  # fails fast on unknown tasks
 
-    def cells(self) -> list[str]:
-        return [t.name for t in self.ev.target] + (["general"] if self.ev.general else [])
+    def cells(self, checkpoint: str) -> list[str]:
+        cells = [t.name for t in self.ev.target] + ["general"] * bool(self.ev.general)
+        cells += ["loss"] * bool(self.validation) + ["reward"] * bool(self.ev.reward)
+        return cells + ["judge"] * bool(self.ev.judge and checkpoint != "base")  # base vs itself says nothing
 
-    def run_cell(self, model, tok, checkpoint: str, weights_fp: str, cell: str) -> tuple[dict, bool]:
-        """(result, cached?)"""
+    def fingerprint(self, cell: str, weights_fp: str, base_fp: str | None = None) -> str:
+        ev = self.ev
         if cell == "general":
-            settings = self.ev.general.model_dump(mode="json")
+            ident = {"settings": ev.general.model_dump(mode="json"), **general_inputs(self.root, ev.general)}
+        elif cell == "loss":
+            ident = {"loss": True, "max_len": self.max_len, "rows": _digest(self.validation)}
+        elif cell in ("reward", "judge"):
+            ps = ev.reward if cell == "reward" else ev.judge
+            ident = {"settings": ps.model_dump(mode="json"), "prompts": _digest(self._prompts[cell])}
+            if cell == "reward":
+                from runtime.reward import reward_model_fingerprint
+
+                ident["reward_model"] = reward_model_fingerprint(self.root, ev.reward)
+            else:
+                ident.update(template=self._template, reference=base_fp)
         else:
-            settings = next(t for t in self.ev.target if t.name == cell).model_dump(mode="json")
-        fp = _digest({"weights": weights_fp, "settings": settings, "keep": self.ev.samples_per_task})
-        path = self.out / checkpoint / f"{cell}.json"
+            task = next(t for t in ev.target if t.name == cell)
+            ident = {"settings": task.model_dump(mode="json"), "rows": _digest(self._rows[cell])}
+        return _digest({"weights": weights_fp, "keep": ev.samples_per_task, **ident})
+
+    def path(self, checkpoint: str, cell: str) -> Path:
+        return self.out / checkpoint / f"{cell}.json"
+
+    def is_done(self, checkpoint: str, cell: str, weights_fp: str, base_fp: str | None = None) -> bool:
+        return read_cell(self.path(checkpoint, cell), self.fingerprint(cell, weights_fp, base_fp)) is not None
+
+    def answers(self, model, tok, weights_fp: str, cell: str) -> list[str]:
+        """A prompt set's greedy answers, cached by (weights, generation settings, prompts): the reward
+        and judge cells share them, and a resumed judge cell sees exactly the answers it judged."""
+        ps = self.ev.reward if cell == "reward" else self.ev.judge
+        gen = ps.model_dump(mode="json", include={"chat", "max_new_tokens"})
+        path = self.out / "_cache" / "generations" / f"{_digest([weights_fp, gen, self._prompts[cell]])[:32]}.json"
+        cached = read_cell(path, "answers")
+        if cached:
+            return cached["answers"]
+        answers = [a[0] for a in generate(model, tok, self._prompts[cell], ps.max_new_tokens, ps.batch_size, chat=ps.chat)]
+        write_json_atomic(path, {"fingerprint": "answers", "answers": answers})
+        return answers
+
+    def run_cell(self, models: Models, checkpoint: str, weights_fp: str, cell: str) -> tuple[dict, bool]:
+        """(result, cached?) for one cell of the model `models` holds now."""
+        fp = self.fingerprint(cell, weights_fp, models.base_fp)
+        path = self.path(checkpoint, cell)
         cached = read_cell(path, fp)
         if cached:
             return cached, True
+        model, tok, keep = models.model, models.tok, self.ev.samples_per_task
         t0 = time.time()
         if cell == "general":
             result = eval_general(model, tok, self.ev.general, self._tm, checkpoint)
+        elif cell == "loss":
+            result = eval_loss(model, tok, self.validation, self.max_len, checkpoint)
+        elif cell == "reward":
+            from runtime.reward import RewardScorer, eval_reward
+
+            self._scorer = self._scorer or RewardScorer(self.root, self.ev.reward, self.out / "_cache" / "reward")
+            answers = self.answers(model, tok, weights_fp, "reward")
+            result = eval_reward(self._scorer, self.ev.reward, self._prompts["reward"], answers, checkpoint, keep)
+        elif cell == "judge":
+            from runtime.judge import eval_judge, make_judges
+
+            self._judges = self._judges or make_judges(self.root, self.ev.judge)
+            candidate = self.answers(model, tok, weights_fp, "judge")
+            with models.base_view() as base:
+                reference = self.answers(base, tok, models.base_fp, "judge")
+            result = eval_judge(self._judges, self.ev.judge, self._template, self._prompts["judge"], candidate,
+                                reference, checkpoint, self.out / "_cache" / "judge", keep)
         else:
             task = next(t for t in self.ev.target if t.name == cell)
-            result = eval_target(model, tok, task, self._rows[cell], checkpoint, self.ev.samples_per_task)
+            result = eval_target(model, tok, task, self._rows[cell], checkpoint, keep)
         result.update(fingerprint=fp, checkpoint=checkpoint, cell=cell, seconds=round(time.time() - t0, 3))
         write_json_atomic(path, result)
         return result, False
 
+    def sweep(self, models: Models, plan: list[tuple[str, Path | None, str, list[str]]]) -> list[str]:
+        """Evaluate `plan` = [(checkpoint, folder to load or None for the loaded model, weights fp,
+        cells)], skipping finished cells and loading a checkpoint only when one of its cells is not
+        finished. A cell that fails with EvalCellError is reported and the sweep goes on; returns
+        those messages."""
+        prog = Progress(self.label, sum(len(c) for *_, c in plan), "cells")
+        done, failed = 0, []
+        for checkpoint, folder, wfp, cells in plan:
+            todo = [c for c in cells if not self.is_done(checkpoint, c, wfp, models.base_fp)]
+            if todo and folder is not None:
+                models.load(folder, checkpoint)
+            for cell in cells:
+                note = "cached"
+                if cell in todo:
+                    try:
+                        self.run_cell(models, checkpoint, wfp, cell)
+                        note = ""
+                    except EvalCellError as e:
+                        failed.append(f"{checkpoint}/{cell}: {e}")
+                        note = "FAILED"
+                        print(f"[{self.label}] {checkpoint}/{cell} failed: {e}", flush=True)
+                done += 1
+                prog.update(done, f"{checkpoint}/{cell}" + (f" ({note})" if note else ""))
+        return failed
+
+
+# ---------------------------------------------------------------------------------------------------
+# stages
+
+
+def _fail_if(failed: list[str], rerun: str) -> None:
+    if failed:
+        raise EvalCellError(f"{len(failed)} cell(s) failed; every finished cell is kept and `{rerun}` resumes:\n  "
+                            + "\n  ".join(failed))
+
 
 def run_baseline(root: Path, key: str, params: dict) -> None:
-    from runtime.models import load_model, load_tokenizer
-
     b = (params.get("baselines") or {}).get(key)
     if b is None:
         raise SpecError([SpecIssue("params.yaml", f"baselines.{key}", "no such baseline; run `tunebook compile`")])
@@ -287,15 +612,11 @@ def run_baseline(root: Path, key: str, params: dict) -> None:
     out = root / "runs" / "_baselines" / key
     evaluator = Evaluator(root, ev, out, f"baseline {key}")
     t0 = time.time()
-    model, tok = load_model(root, mspec).eval(), load_tokenizer(root, mspec)
-    io_s = time.time() - t0
-    fp = _digest({"model": b["model"]}) if not mspec.base.startswith("builtin:") else dir_digest(root / "models" / mspec.base[8:])
-    prog = Progress(f"baseline {key}", len(evaluator.cells()), "cells")
-    for i, cell in enumerate(evaluator.cells()):
-        _, cached = evaluator.run_cell(model, tok, "base", fp, cell)
-        prog.update(i + 1, f"{cell}{' (cached)' if cached else ''}")
-    write_json_atomic(out / "summary.json", {"model": b["model"], "weights": fp, "timings": {"model_io": round(io_s, 2),
-                                                                                              "evaluation": round(time.time() - t0 - io_s, 2)}})
+    models = Models(root, mspec, lora=False)
+    failed = evaluator.sweep(models, [("base", None, models.base_fp, evaluator.cells("base"))])
+    write_json_atomic(out / "summary.json", {"model": b["model"], "weights": models.base_fp, "timings": {
+        "model_io": round(models.io_s, 2), "evaluation": round(time.time() - t0 - models.io_s, 2)}})
+    _fail_if(failed, f"tunebook run baseline {key}")
     print(f"[baseline {key}] done in {time.time() - t0:.1f}s -> runs/_baselines/{key}/", flush=True)
 
 
@@ -313,70 +634,32 @@ def select_checkpoints(summary: dict, mode) -> list[dict]:
 def run(ctx: StageContext) -> None:
     import torch
 
-    from runtime.models import load_model, load_tokenizer
     from runtime.train import read_jsonl
 
     train_dir = ctx.run_dir / "train"
-    summary = json.loads((train_dir / "summary.json").read_text())
+    summary_path = train_dir / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path} is missing: run `dvc repro train-{ctx.name}` first")
+    chosen = select_checkpoints(json.loads(summary_path.read_text()), ctx.spec.eval.checkpoints)
+    lora = ctx.spec.method.lora is not None
+    for c in chosen:
+        check_checkpoint(train_dir / c["name"], lora, ctx.name)
     out = ctx.run_dir / "eval"
     ev = ctx.spec.eval
-    evaluator = Evaluator(ctx.root, ev, out, f"eval {ctx.name}")
-    validation = read_jsonl(ctx.data_dir / "validation.jsonl") if ev.loss else []
-    chosen = select_checkpoints(summary, ev.checkpoints)
+    validation = read_jsonl(ctx.data_dir / "validation.jsonl") if ev.loss and (ctx.data_dir / "validation.jsonl").exists() else []
+    evaluator = Evaluator(ctx.root, ev, out, f"eval {ctx.name}", validation, ctx.spec.method.max_seq_length)
     t0 = time.time()
-    base = load_model(ctx.root, ctx.spec.model).eval()
-    tok = load_tokenizer(ctx.root, ctx.spec.model)
-    io_s = time.time() - t0
-    max_len = ctx.spec.method.max_seq_length
-    lora = ctx.spec.method.lora is not None
-    n_cells = len(chosen) * len(evaluator.cells()) + (len(chosen) + 1) * bool(validation)
-    prog = Progress(f"eval {ctx.name}", n_cells, "cells")
-    done = 0
-
-    def loss_cell(model, name: str, fp: str) -> None:
-        nonlocal done
-        cfp = _digest({"weights": fp, "loss": True, "max_len": max_len, "n": len(validation)})
-        path = out / name / "loss.json"
-        if read_cell(path, cfp) is None:
-            res = eval_loss(model, tok, validation, max_len, name)
-            res.update(fingerprint=cfp, checkpoint=name, cell="loss")
-            write_json_atomic(path, res)
-        done += 1
-        prog.update(done, f"{name}/loss")
-
-    if validation:  # the base model's held-out loss depends on this experiment's data: not shared
-        loss_cell(base, "base", dir_digest(Path(base.name_or_path)) if Path(base.name_or_path).is_dir() else base.name_or_path)
-
-    model = base
-    for c in chosen:
-        path = train_dir / c["name"]
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint {path} is missing: rerun `dvc repro train-{ctx.name}`")
-        wfp = dir_digest(path)
-        t_io = time.time()
-        if lora:
-            from peft import PeftModel
-
-            if model is base:
-                model = PeftModel.from_pretrained(base, str(path), adapter_name=c["name"])
-            else:
-                old = model.active_adapter
-                model.load_adapter(str(path), adapter_name=c["name"])
-                model.set_adapter(c["name"])
-                model.delete_adapter(old)
-        else:
-            model = load_model(ctx.root, ctx.spec.model.model_copy(update={"base": str(path)}))
-        model.eval()
-        io_s += time.time() - t_io
-        for cell in evaluator.cells():
-            _, cached = evaluator.run_cell(model, tok, c["name"], wfp, cell)
-            done += 1
-            prog.update(done, f"{c['name']}/{cell}{' (cached)' if cached else ''}")
-        if validation:
-            loss_cell(model, c["name"], wfp)
+    models = Models(ctx.root, ctx.spec.model, lora)
+    # The base model's target and general cells are the shared baseline stage's; its held-out loss and
+    # reward depend on this experiment's inputs, so they are computed here, first, before any adapter.
+    plan = [("base", None, models.base_fp, [c for c in evaluator.cells("base") if c in ("loss", "reward")])]
+    weights = {c["name"]: dir_digest(train_dir / c["name"]) for c in chosen}
+    plan += [(c["name"], train_dir / c["name"], weights[c["name"]], evaluator.cells(c["name"])) for c in chosen]
+    failed = evaluator.sweep(models, plan)
     write_json_atomic(out / "summary.json", {
-        "checkpoints": [{**c, "weights_sha256": dir_digest(train_dir / c["name"])} for c in chosen],
-        "timings": {"model_io": round(io_s, 2), "evaluation": round(time.time() - t0 - io_s, 2)},
+        "checkpoints": [{**c, "weights_sha256": weights[c["name"]]} for c in chosen],
+        "timings": {"model_io": round(models.io_s, 2), "evaluation": round(time.time() - t0 - models.io_s, 2)},
         "torch_threads": torch.get_num_threads(),
     })
+    _fail_if(failed, f"tunebook run eval {ctx.name}")
     print(f"[eval {ctx.name}] {len(chosen)} checkpoint(s) in {time.time() - t0:.1f}s -> runs/{ctx.name}/eval/. Next: report-{ctx.name}", flush=True)

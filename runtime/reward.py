@@ -1,0 +1,106 @@
+"""Reward-model scoring: a sequence-classification model with one output (num_labels=1) scores each
+checkpoint's answers to a prompt set; the cell reports the mean reward (seed 000 tracked MT-Bench
+scores this way across fine-tuning).
+
+Scores are cached by a hash of (prompt, answer) in one append-only file per reward model below
+`<eval>/_cache/reward/`: checkpoints that give the same answer are scored once, and a sweep killed
+midway loses at most the batch in flight (a torn last line is ignored when read back).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from compiler.errors import SpecError, SpecIssue
+from compiler.schema import ModelSpec, RewardEval
+from runtime.evaluate import _digest, model_fingerprint
+
+
+def _model_spec(spec: RewardEval) -> ModelSpec:
+    return ModelSpec(base=spec.model, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+
+
+def reward_model_fingerprint(root: Path, spec: RewardEval) -> str:
+    return _digest([model_fingerprint(root, _model_spec(spec)), spec.max_length])
+
+
+class RewardScorer:
+    def __init__(self, root: Path, spec: RewardEval, cache_dir: Path):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from runtime.models import model_path
+
+        path, rev = model_path(root, _model_spec(spec))
+        self.spec = spec
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, revision=rev, trust_remote_code=spec.trust_remote_code).eval()
+        if self.model.config.num_labels != 1:
+            raise SpecError([SpecIssue("params.yaml", "eval.reward.model", f"{spec.model} has {self.model.config.num_labels} "
+                                       "outputs; a reward model has one (num_labels=1)")])
+        self.tok = AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        # the classifier reads the last non-pad token, so it must know which id pads
+        self.model.config.pad_token_id = self.tok.pad_token_id
+        self.tok.padding_side, self.tok.truncation_side = "right", "left"  # an overlong input keeps its answer
+        self.calls = 0  # forward passes, so tests can see the cache work
+        self.cache_path = cache_dir / f"{reward_model_fingerprint(root, spec)[:32]}.jsonl"
+        self.cache: dict[str, float] = {}
+        if self.cache_path.exists():
+            for line in self.cache_path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    self.cache[row["key"]] = float(row["reward"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line torn by a kill
+
+    @staticmethod
+    def key(prompt: str, answer: str) -> str:
+        return _digest([prompt, answer])
+
+    def _text(self, prompt: str, answer: str) -> str:
+        if getattr(self.tok, "chat_template", None):
+            return self.tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+                                                tokenize=False)
+        return f"{prompt}\n{answer}"
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]:
+        import torch
+
+        todo = sorted({self.key(p, a): (p, a) for p, a in zip(prompts, answers) if self.key(p, a) not in self.cache}.items())
+        bs = self.spec.batch_size
+        limit = min(self.spec.max_length, getattr(self.model.config, "max_position_embeddings", None) or self.spec.max_length)
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        for i in range(0, len(todo), bs):
+            batch = todo[i : i + bs]
+            enc = self.tok([self._text(p, a) for _, (p, a) in batch], return_tensors="pt", padding=True,
+                           truncation=True, max_length=limit, add_special_tokens=not getattr(self.tok, "chat_template", None))
+            with torch.no_grad():
+                rewards = self.model(**enc.to(self.model.device)).logits[:, 0].float().tolist()
+            self.calls += 1
+            with self.cache_path.open("a") as f:
+                for (k, _), r in zip(batch, rewards):
+                    self.cache[k] = r
+                    f.write(json.dumps({"key": k, "reward": r}) + "\n")
+        return [self.cache[self.key(p, a)] for p, a in zip(prompts, answers)]
+
+
+def eval_reward(scorer: RewardScorer, spec: RewardEval, prompts: list[str], answers: list[str], checkpoint: str,
+                keep: int) -> dict:
+    rewards = scorer.score(prompts, answers)
+    n = len(rewards)
+    mean = sum(rewards) / n
+    sd = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (n - 1)) if n > 1 else None
+    metric = {"suite": "reward", "task": spec.name, "metric": "mean_reward", "checkpoint": checkpoint, "value": mean,
+              "stderr": sd / math.sqrt(n) if sd is not None else None, "n": n, "higher_is_better": True,
+              "samples": rewards,
+              "extra": {"model": spec.model, "revision": spec.revision, "max_new_tokens": spec.max_new_tokens,
+                        "chat": spec.chat, "decoding": {"mode": "greedy"}}}
+    # the best and the worst answers, which say more than random ones
+    order = sorted(range(n), key=lambda i: rewards[i])
+    picked = order[::-1][: (keep + 1) // 2] + order[: keep // 2]
+    samples = [{"task": spec.name, "checkpoint": checkpoint, "prompt": prompts[i], "output": answers[i],
+                "extracted": f"reward {rewards[i]:.4g}"} for i in dict.fromkeys(picked)]
+    return {"metrics": [metric], "samples": samples}

@@ -1,0 +1,355 @@
+"""The eval stage on the real tiny model: target accuracy with extraction failures, sampling settings,
+held-out loss, the lm-eval suite (preset, unknown tasks, fingerprints), checkpoint sweeps that resume,
+adapter swapping, and bad input that fails before any compute."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler.errors import SpecError
+from compiler.schema import PRESETS, EvalSpec, GeneralEval, ModelSpec, Spec, TargetTask
+from runtime import evaluate
+from runtime.stages import experiment_context
+
+REPO = Path(__file__).resolve().parents[3]
+TINY = REPO / "models" / "tiny"
+pytestmark = pytest.mark.skipif(not (TINY / "config.json").exists(), reason="run `tunebook run pretrain tiny` first")
+
+VALIDATION = [{"prompt": f"{a}-{b}=", "completion": str(a - b)} for a, b in [(27, 1), (10, 5), (49, 26), (31, 12), (40, 8), (33, 20)]]
+
+
+def make_project(root: Path, eval_spec: dict, steps=(2, 4), final_step: int = 6, seed: int = 0) -> Path:
+    """A project in `root` shaped like one after `dvc repro train-exp`: the tiny model, its data, and
+    LoRA checkpoints (random adapters, distinct per checkpoint, made with peft in a second) plus the
+    train summary the eval stage reads."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(TINY, root / "models" / "tiny", dirs_exist_ok=True)
+    shutil.copytree(REPO / "data" / "tiny", root / "data" / "tiny", dirs_exist_ok=True)
+    (root / "data" / "exp").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "exp" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VALIDATION))
+    train = root / "runs" / "exp" / "train"
+    for i, step in enumerate([*steps, final_step]):
+        torch.manual_seed(seed + i)
+        base = AutoModelForCausalLM.from_pretrained(TINY)
+        cfg = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+        model = get_peft_model(base, cfg)
+        with torch.no_grad():  # small, so the model still mostly subtracts
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.mul_(0.05)
+        model.save_pretrained(train / (f"checkpoint-{step}" if step != final_step else "final"))
+    summary = {"checkpoints": [{"name": f"checkpoint-{s}", "step": s} for s in steps], "final": {"name": "final", "step": final_step}}
+    (train / "summary.json").write_text(json.dumps(summary))
+    spec = Spec.model_validate({"name": "exp", "model": {"base": "builtin:tiny"},
+                                "data": {"train": [{"source": "data/tiny/subtraction_train.jsonl"}]},
+                                "method": {"lora": {"r": 4, "alpha": 8}, "max_seq_length": 32}, "eval": eval_spec})
+    params = {"exp": {"spec": "specs/exp.yaml", "baseline": "x", **spec.model_dump(mode="json", exclude={"name"})}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+SUBTRACTION = {"name": "subtraction", "source": "data/tiny/subtraction_test.jsonl", "max_new_tokens": 4, "limit": 30}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from runtime.models import load_model, load_tokenizer
+
+    spec = ModelSpec(base="builtin:tiny")
+    return load_model(REPO, spec).eval(), load_tokenizer(REPO, spec)
+
+
+# --- target accuracy, extraction failures, sampling -------------------------------------------------
+
+
+def test_target_accuracy_and_extraction_failures_on_svamp_sized_set(tiny):
+    model, tok = tiny
+    task = TargetTask(**SUBTRACTION)
+    rows = evaluate._load_rows(REPO, task)
+    res = evaluate.eval_target(model, tok, task, rows, "base", keep=4)
+    m = res["metrics"][0]
+    assert m["n"] == 30 and m["value"] == sum(m["samples"]) / 30
+    assert 0.4 <= m["value"] <= 1.0  # the tiny model subtracts (~74 %)
+    assert m["extra"]["decoding"] == {"mode": "greedy"}
+    assert m["extra"]["extraction_failure_rate"] == m["extra"]["extraction_failures"] / 30
+    assert len(res["samples"]) == 4 and {s["correct"] for s in res["samples"]} <= {True, False}
+    # deterministic by default: the same answers again
+    assert evaluate.eval_target(model, tok, task, rows, "base", keep=4)["metrics"][0]["samples"] == m["samples"]
+
+    # Seed 003's "X" predictions: a method that finds nothing is a counted failure beside accuracy.
+    mcq = task.model_copy(update={"extract": "mcq_word_boundary"})
+    m2 = evaluate.eval_target(model, tok, mcq, rows, "base", keep=0)["metrics"][0]
+    assert m2["value"] == 0.0
+    assert m2["extra"]["extraction_failures"] == 30 and m2["extra"]["extraction_failure_rate"] == 1.0
+
+
+def test_sampling_is_seeded_recorded_and_scores_each_item_by_its_share(tiny):
+    model, tok = tiny
+    task = TargetTask(**{**SUBTRACTION, "limit": 8}, temperature=1.0, top_p=0.9, num_samples=3, seed=7)
+    rows = evaluate._load_rows(REPO, task)
+    a = evaluate.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
+    b = evaluate.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
+    assert a["samples"] == b["samples"]
+    assert set(a["samples"]) <= {0.0, 1 / 3, 2 / 3, 1.0}
+    assert a["extra"]["decoding"] == {"mode": "sample", "temperature": 1.0, "top_p": 0.9, "num_samples": 3, "seed": 7}
+
+
+def test_sampling_settings_without_temperature_and_reserved_names_are_refused():
+    with pytest.raises(ValueError, match="temperature > 0"):
+        TargetTask(name="t", source="x.jsonl", num_samples=4)
+    with pytest.raises(ValueError, match="reserved"):
+        TargetTask(name="judge", source="x.jsonl")
+
+
+# --- held-out loss ----------------------------------------------------------------------------------
+
+
+def test_loss_on_a_trained_on_row_drops_below_the_untrained_one(tiny):
+    import copy
+
+    import torch
+
+    base, tok = tiny
+    trained_row, other_row = {"prompt": "7-3=", "completion": "9"}, {"prompt": "8-2=", "completion": "1"}
+    model = copy.deepcopy(base).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # the tokens eval_loss scores: prompt + completion + end of sequence
+    ids = torch.tensor([tok(trained_row["prompt"] + trained_row["completion"])["input_ids"] + [tok.eos_token_id]])
+    for _ in range(15):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    before = evaluate.eval_loss(base, tok, [trained_row, other_row], 32, "base")["metrics"]
+    after = evaluate.eval_loss(model, tok, [trained_row, other_row], 32, "ckpt")["metrics"]
+    assert after[0]["samples"][0] < before[0]["samples"][0]  # learned the row
+    assert after[0]["samples"][0] < after[0]["samples"][1]  # and it is lower than a row it never saw
+    assert before[1]["metric"] == "perplexity" and before[1]["value"] == pytest.approx(math.exp(before[0]["value"]))
+    assert before[0]["higher_is_better"] is False and before[0]["n"] == 2
+
+
+# --- the general suite ------------------------------------------------------------------------------
+
+
+def test_forgetting_10_preset_expands_with_primary_metrics_and_round_trips():
+    g = GeneralEval(preset="forgetting-10", tasks=["tiny_facts_color"], primary_metrics={"boolq": "acc_norm"})
+    assert g.tasks[:10] == list(PRESETS["forgetting-10"]) and g.tasks[10:] == ["tiny_facts_color"]
+    assert g.primary_metrics["ifeval"] == "prompt_level_strict_acc" and g.primary_metrics["mmlu"] == "acc"
+    assert g.primary_metrics["boolq"] == "acc_norm"  # the spec's choice wins over the preset's
+    assert g.num_fewshot == 0
+    assert GeneralEval.model_validate(g.model_dump(mode="json")) == g  # params.yaml re-validates unchanged
+    with pytest.raises(ValueError, match="tasks"):
+        GeneralEval()
+    with pytest.raises(ValueError, match="not in `tasks`"):
+        GeneralEval(tasks=["a"], primary_metrics={"b": "acc"})
+
+
+LOCAL = GeneralEval(tasks=["tiny_facts_color"], include_path="data/tiny/tasks", limit=12,
+                    primary_metrics={"tiny_facts_color": "acc_norm"})
+
+
+@pytest.fixture(scope="module")
+def tm():
+    return evaluate.task_manager(REPO, LOCAL)  # ~8 s of indexing: shared
+
+
+def test_unknown_task_says_did_you_mean_and_the_preset_tasks_are_all_known(tm):
+    g = GeneralEval(preset="forgetting-10", tasks=["arc_chalenge"])
+    with pytest.raises(SpecError) as e:
+        evaluate.check_tasks(tm, g.tasks)
+    issues = e.value.issues
+    assert len(issues) == 1  # the ten preset tasks resolve; only the typo is reported
+    assert "arc_chalenge" in issues[0].message and "arc_challenge" in (issues[0].hint or "")
+
+
+def test_general_suite_on_local_tasks_marks_primary_metric_and_records_harness(tiny, tm):
+    model, tok = tiny
+    res = evaluate.eval_general(model, tok, LOCAL, tm, "base")
+    by_metric = {m["metric"]: m for m in res["metrics"]}
+    assert set(by_metric) == {"acc", "acc_norm"}
+    assert by_metric["acc_norm"]["extra"]["primary"] is True and by_metric["acc"]["extra"]["primary"] is False
+    assert by_metric["acc"]["n"] == 12 and len(by_metric["acc"]["samples"]) == 12
+    assert res["lm_eval"]["version"] == evaluate.lm_eval_version() is not None
+    info = res["lm_eval"]["tasks"]["tiny_facts_color"]
+    assert info["datasets"][0]["path"] == "json" and len(info["config_sha256"]) == 64 and not res["warnings"]
+
+
+def test_config_hash_ignores_the_temp_folder_but_not_the_data(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": 1}\n')
+    cfg = {"task": "t", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+           "metadata": {"config_source": "/tmp/tunebook-tasks-abc/t.yaml"}}
+    moved = {**cfg, "metadata": {"config_source": "/tmp/tunebook-tasks-xyz/t.yaml"}}
+    assert evaluate._config_identity(cfg)[0] == evaluate._config_identity(moved)[0]
+    h = evaluate._config_identity(cfg)[0]
+    data.write_text('{"q": 2}\n')
+    assert evaluate._config_identity(cfg)[0] != h
+
+
+def test_general_cell_inputs_follow_lm_eval_version_and_local_task_files(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "data" / "tiny" / "tasks", tmp_path / "tasks")
+    g = GeneralEval(tasks=["tiny_facts_color"], include_path="tasks")
+    before = evaluate.general_inputs(tmp_path, g)
+    assert before["lm_eval"] == evaluate.lm_eval_version() is not None
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "lm_eval_version", lambda: "9.9.9")
+        assert evaluate.general_inputs(tmp_path, g) != before  # a new harness is never silently reused
+    assert evaluate.general_inputs(tmp_path, g) == before
+    with (tmp_path / "tasks" / "tiny_facts_color.jsonl").open("a") as f:
+        f.write('{"query": "q", "choices": ["a", "b"], "label": 0}\n')
+    assert evaluate.general_inputs(tmp_path, g) != before  # nor an edited local task
+
+
+# --- sweeps -----------------------------------------------------------------------------------------
+
+
+def test_select_checkpoints_all_every_k_final():
+    s = {"checkpoints": [{"name": f"checkpoint-{i}", "step": i} for i in (2, 4, 6)], "final": {"name": "final", "step": 6}}
+    names = lambda mode: [c["name"] for c in evaluate.select_checkpoints(s, mode)]  # noqa: E731
+    assert names("all") == ["checkpoint-2", "checkpoint-4", "final"]
+    assert names("final") == ["final"]
+    assert names(EvalSpec(checkpoints={"every": 4}).checkpoints) == ["checkpoint-4", "final"]
+
+
+def test_sweep_writes_a_cell_per_checkpoint_and_a_rerun_loads_and_computes_nothing(tmp_path, monkeypatch):
+    root = make_project(tmp_path, {"target": [{**SUBTRACTION, "limit": 8}], "samples_per_task": 2})
+    ctx = experiment_context(root, "exp")
+    evaluate.run(ctx)
+    out = root / "runs" / "exp" / "eval"
+    cells = sorted(str(p.relative_to(out)) for p in out.glob("*/*.json"))
+    assert cells == ["base/loss.json"] + [f"{c}/{s}.json" for c in ("checkpoint-2", "checkpoint-4", "final") for s in ("loss", "subtraction")]
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/*.json")}
+    # distinct adapters give distinct held-out losses: the swap really changed the model
+    losses = {c: json.loads((out / c / "loss.json").read_text())["metrics"][0]["value"] for c in ("base", "checkpoint-2", "final")}
+    assert len(set(losses.values())) == 3
+
+    loads = []
+    monkeypatch.setattr(evaluate.Models, "load", lambda self, path, name: loads.append(name))
+    monkeypatch.setattr(evaluate, "eval_target", lambda *a, **k: pytest.fail("recomputed a finished cell"))
+    evaluate.run(ctx)
+    assert loads == []  # every cell of every checkpoint was finished: no checkpoint was even loaded
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.json")} == mtimes
+
+
+def test_baseline_stage_evaluates_the_base_model_once_into_shared_cells(tmp_path):
+    from reports.record import Metric, Sample
+
+    root = make_project(tmp_path, {})
+    ev = {"general": None, "target": [{**SUBTRACTION, "limit": 6}]}
+    params = {"baselines": {"tiny-x": {"model": {"base": "builtin:tiny"}, "eval": ev}}}
+    evaluate.run_baseline(root, "tiny-x", params)
+    cell = json.loads((root / "runs" / "_baselines" / "tiny-x" / "base" / "subtraction.json").read_text())
+    assert cell["checkpoint"] == "base" and cell["metrics"][0]["n"] == 6
+    for m in cell["metrics"]:
+        Metric.model_validate(m)  # cells feed the run record as they are
+    for smp in cell["samples"]:
+        Sample.model_validate(smp)
+    with pytest.raises(SpecError, match="no such baseline"):
+        evaluate.run_baseline(root, "tiny-y", params)
+
+
+def test_adapter_swap_matches_loading_the_checkpoint_fresh(tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    root = make_project(tmp_path, {})
+    train = root / "runs" / "exp" / "train"
+    models = evaluate.Models(root, ModelSpec(base="builtin:tiny"), lora=True)
+    ids = models.tok("31-12=", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base_logits = models.model(ids).logits
+        models.load(train / "checkpoint-2", "checkpoint-2")
+        models.load(train / "final", "final")
+        swapped = models.model(ids).logits
+        with models.base_view() as b:
+            assert torch.allclose(b(ids).logits, base_logits)
+        fresh = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(TINY), str(train / "final")).eval()(ids).logits
+    assert torch.allclose(swapped, fresh, atol=1e-5) and not torch.allclose(swapped, base_logits)
+    assert len(models.model.peft_config) == 1  # one adapter in memory, whatever the sweep's length
+
+    # an adapter of another shape (r 8, not 4) cannot be copied in place: injected anew, still exact
+    other = tmp_path / "r8"
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(5)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(TINY), LoraConfig(r=8, target_modules=["q_proj"],
+                   init_lora_weights=False)).save_pretrained(other)
+    models.load(other, "r8")
+    with torch.no_grad():
+        fresh = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(TINY), str(other)).eval()(ids).logits
+        assert torch.allclose(models.model(ids).logits, fresh, atol=1e-5)
+    assert list(models.model.peft_config) == ["r8"]
+
+
+# --- bad input fails before any compute ---------------------------------------------------------------
+
+
+def test_missing_checkpoint_or_adapter_fails_before_any_cell(tmp_path):
+    root = make_project(tmp_path, {"target": [{**SUBTRACTION, "limit": 4}]})
+    ctx = experiment_context(root, "exp")
+    train = root / "runs" / "exp" / "train"
+    (train / "checkpoint-4" / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="checkpoint-4 has no LoRA adapter"):
+        evaluate.run(ctx)
+    shutil.rmtree(train / "checkpoint-4")
+    with pytest.raises(FileNotFoundError, match="checkpoint-4 is missing: rerun `dvc repro train-exp`"):
+        evaluate.run(ctx)
+    assert not list((root / "runs" / "exp").glob("eval/*/*.json"))
+
+
+def test_empty_prompt_file_and_missing_fields_are_spec_errors(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.jsonl").write_text('{"prompt": "hi"}\n{"prompt": "  "}\n')
+    (tmp_path / "q.jsonl").write_text('{"question": "hi"}\n')
+    judge = {"judges": [{"name": "j", "model": "builtin:tiny"}]}
+    for prompts, field, msg in [("empty.jsonl", "prompt", "has no rows"), ("blank.jsonl", "prompt", r"empty prompt in row\(s\) \[2\]"),
+                                ("nope.jsonl", "prompt", "does not exist"), ("q.jsonl", "prompt", "no field 'prompt'")]:
+        ev = EvalSpec(judge={**judge, "prompts": prompts, "prompt_field": field})
+        with pytest.raises(SpecError, match=msg):
+            evaluate.Evaluator(tmp_path, ev, tmp_path / "out", "t")
+
+
+# --- the kill-and-resume sweep through the real CLI -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sweep_killed_midway_resumes_without_recomputing_finished_cells(tmp_path, cli_env):
+    root = make_project(tmp_path, {"general": {"tasks": ["tiny_facts_color"], "include_path": "data/tiny/tasks", "limit": 40},
+                                   "target": [{**SUBTRACTION, "limit": 20}]}, steps=(2, 4, 6, 8), final_step=10)
+    out = root / "runs" / "exp" / "eval"
+    cmd = [sys.executable, "-m", "tunebook", "run", "eval", "exp"]
+    proc = subprocess.Popen(cmd, cwd=root, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("checkpoint-*/*.json")):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the sweep ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("*/*.json")}
+    assert finished and len(finished) < 1 + 5 * 3  # killed midway
+
+    done = subprocess.run(cmd, cwd=root, env=cli_env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was recomputed"
+    cells = {str(p.relative_to(out)) for p in out.glob("*/*.json")}
+    expected = {"base/loss.json"} | {f"{c}/{s}.json" for c in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8", "final")
+                                     for s in ("general", "subtraction", "loss")}
+    assert cells == expected
+    assert "(cached)" in done.stderr
