@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from compiler.load import LoadedSpec
-from compiler.schema import STAGE_PARTS, Spec
+from compiler.schema import STAGE_PARTS, ResourcesSpec, Spec
 
 BUILTIN_PREFIX = "builtin:"
 TINY_CONFIG = Path(__file__).with_name("tiny.yaml")
@@ -108,11 +108,57 @@ def _eval_inputs(spec: Spec) -> list[str]:
 
 
 def _model_deps(spec: Spec) -> list[str]:
-    d = model_dir(spec.model.base)
+    return _weights_deps(spec.model.base)
+
+
+def _weights_deps(base: str) -> list[str]:
+    """A base model that lives in the project (builtin or local folder) is a dependency; a hub id is not."""
+    d = model_dir(base)
     if d:
         return [d]
-    base = spec.model.base
     return [base] if (base.startswith((".", "/")) or Path(base).is_dir()) else []
+
+
+def launch_prefix(res: ResourcesSpec | None) -> str:
+    """How the train stage starts: plainly, or under `accelerate launch` with the spec's resources.
+
+    Flags, not a generated config file: the whole launch is visible in dvc.yaml, and a change of
+    resources is a change of the stage command (and its params), so DVC reruns it.
+    """
+    if res is None:
+        return ""
+    flags = ["accelerate launch", f"--num_processes {res.gpus}", "--num_machines 1",
+             f"--mixed_precision {res.mixed_precision}", "--dynamo_backend no"]
+    if res.strategy == "ddp" and res.gpus > 1:
+        flags.append("--multi_gpu")
+    elif res.strategy == "fsdp":
+        # full state dicts: checkpoints stay plain Hugging Face folders that the eval stage loads
+        flags += ["--use_fsdp", "--fsdp_sharding_strategy FULL_SHARD", "--fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP",
+                  "--fsdp_state_dict_type FULL_STATE_DICT"]
+    elif res.strategy == "deepspeed":
+        flags += ["--use_deepspeed", f"--zero_stage {res.zero_stage}"]
+    return " ".join(flags) + " -m "
+
+
+def _train_stages(s: Spec, run: str, p) -> list[Stage]:
+    """train-<exp>, preceded by teacher-<exp> for teacher-SFT (generation cached as its own stage)."""
+    e, m = s.name, s.method
+    deps, params, stages = [f"data/{e}"] + _model_deps(s), p("train"), []
+    if m.teacher:
+        stages.append(Stage(f"teacher-{e}", f"tunebook run teacher {e}", deps=[f"data/{e}"] + _weights_deps(m.teacher.base),
+                            params=[f"{e}.method.teacher"], outs=[f"{run}/teacher"],
+                            desc=f"sample teacher solutions for {e} and keep those the reward accepts"))
+        deps.append(f"{run}/teacher")
+    if m.early_stopping and m.early_stopping.on == "general":
+        params.append(f"{e}.eval.general")  # the suite measured during training: changing it retrains
+        if s.eval.general and s.eval.general.include_path:
+            deps.append(s.eval.general.include_path)
+    if s.resources:
+        params.append(f"{e}.resources")
+    stages.append(Stage(f"train-{e}", f"{launch_prefix(s.resources)}tunebook run train {e}",
+                        deps=deps, params=params, outs=[{f"{run}/train": {"persist": True}}],
+                        desc=f"{m.kind} training of {e} (resumes from its last checkpoint)"))
+    return stages
 
 
 def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
@@ -123,8 +169,9 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
 
     for ls in sorted(loaded, key=lambda x: x.spec.name):
         s, e = ls.spec, ls.spec.name
-        if s.model.base.startswith(BUILTIN_PREFIX):
-            builtins.add(s.model.base[len(BUILTIN_PREFIX):])
+        for base in [s.model.base] + ([s.method.teacher.base] if s.method.teacher else []):
+            if base.startswith(BUILTIN_PREFIX):
+                builtins.add(base[len(BUILTIN_PREFIX):])
         key = baseline_key(s)
         body = s.model_dump(mode="json", exclude={"name"})
         params[e] = {"spec": ls.file, "spec_sha256": ls.sha256, "baseline": key, **body}
@@ -144,8 +191,7 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         stages += [
             Stage(f"data-{e}", f"tunebook run data {e}", deps=data_deps, params=data_params,
                   outs=[f"data/{e}"], desc=f"prepare, validate, mix and sample the data of {e}"),
-            Stage(f"train-{e}", f"tunebook run train {e}", deps=[f"data/{e}"] + _model_deps(s), params=p("train"),
-                  outs=[{f"{run}/train": {"persist": True}}], desc=f"{s.method.kind} training of {e} (resumes from its last checkpoint)"),
+            *_train_stages(s, run, p),
             Stage(f"eval-{e}", f"tunebook run eval {e}", deps=[f"{run}/train", f"data/{e}"] + _model_deps(s) + _eval_inputs(s),
                   params=p("eval"), outs=[{f"{run}/eval": {"persist": True}}], desc=f"evaluate every selected checkpoint of {e} (one cached file per cell)"),
             Stage(f"report-{e}", f"tunebook run report {e}",
@@ -177,6 +223,6 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
     # Training curves live inside the persisted train output; a top-level plot definition lets
     # `dvc plots show` find them without declaring an overlapping output.
     plots = [{f"runs/{ls.spec.name}/train/dvclive/plots/metrics": {"x": "step"}} for ls in sorted(loaded, key=lambda x: x.spec.name)]
-    order = {"pretrain": 0, "baseline": 1, "data": 2, "train": 3, "eval": 4, "report": 5}
+    order = {"pretrain": 0, "baseline": 1, "data": 2, "teacher": 3, "train": 4, "eval": 5, "report": 6}
     stages.sort(key=lambda st: (order[st.name.split("-", 1)[0]], st.name))
     return Pipeline(stages=stages, params=params, plots=plots)

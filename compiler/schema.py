@@ -115,17 +115,106 @@ class LoraSpec(Part):
 
 
 class AnchorSpec(Part):
-    """Regularize toward the reference model (adapter disabled for LoRA, frozen copy otherwise)."""
+    """Pull the policy toward a reference while fine-tuning: loss = task loss + coef(step) x divergence.
 
-    type: Literal["kl", "kl_rev", "js"] = "kl"
+    The reference is the base model: the adapter disabled for LoRA, a frozen copy for full fine-tuning.
+    The divergence is averaged over completion tokens (prompt tokens never count).
+    """
+
+    type: Literal["kl", "kl_rev", "js"] = Field("kl", description="kl: KL(reference || policy), forward; kl_rev: KL(policy || reference); js: Jensen-Shannon")
     coef: float = Field(gt=0)
-    start_step: int = Field(0, ge=0)
+    start_step: int = Field(0, ge=0, description="no anchor before this optimizer step")
     warmup_steps: int = Field(0, ge=0, description="linear ramp of coef after start_step")
-    last_tokens: int | None = Field(None, gt=0, description="only the last N tokens of each sequence")
+    last_tokens: int | None = Field(None, gt=0, description="only the last N completion tokens of each sequence")
+
+
+class EarlyStoppingSpec(Part):
+    """Measure a score while training, keep the best checkpoint as the result, stop when it stalls."""
+
+    on: Literal["general", "loss"] = Field("general", description="general: eval.general on a subset (forgetting); loss: held-out loss on data.validation")
+    every: int = Field(gt=0, description="measure every N optimizer steps; a checkpoint is saved at each")
+    patience: int = Field(3, gt=0, description="measurements without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this counts as none")
+    limit: int | None = Field(50, gt=0, description="docs per general task, or validation rows, per measurement")
+    metric: str = Field("acc", description="general: the lm-eval metric averaged over eval.general.tasks")
+
+
+class WatchdogSpec(Part):
+    """Stop a run that is breaking down, keep its last good checkpoint, and write down why (seed 003).
+
+    Rules are checked at every logged step (log_every); checkpoints newer than the last weights the
+    rules vouched for are not trusted and are moved to `discarded/`.
+    """
+
+    enabled: bool = True
+    loss_spike: float = Field(10.0, gt=1, description="stop when the loss exceeds this multiple of the median of the previous spike_window logged losses")
+    spike_window: int = Field(5, gt=0, description="how many previous logged losses the spike rule takes the median of")
+    max_policy_ratio: float = Field(10.0, gt=1, description="RL: stop when the largest policy ratio exceeds this (clipping keeps it near 1 +- epsilon)")
+    min_logprob: float = Field(-15.0, lt=0, description="RL: stop when the mean log-prob of the sampled tokens falls below this")
+    min_distinct: float = Field(0.3, gt=0, le=1, description="a sample whose share of distinct character 3-grams is below this is repetitive ('4444...')")
+    max_repetitive: float = Field(0.5, ge=0, lt=1, description="stop when more than this share of the checked samples is repetitive")
+    samples_every: int | None = Field(50, gt=0, description="SFT/DPO: generate from a few training prompts every N steps to check for repetition; RL checks its own samples")
+    num_samples: int = Field(4, gt=0)
+    max_new_tokens: int = Field(32, gt=0)
+
+
+# The answer extractors of runtime/extract.py, by name (a reward or a teacher filter uses one).
+Extract = Literal["first_number", "last_number", "answer_anchor", "boxed", "mcq_word_boundary", "mcq_first_letter", "exact"]
+
+
+class GRPOSpec(Part):
+    """Online RL with verifiable rewards (trl GRPOTrainer). Data rows: {prompt, answer}."""
+
+    rewards: list[str] = Field(min_length=1, description="reward functions by name (runtime/rewards.py), e.g. [numeric_match, format]")
+    reward_weights: list[float] | None = Field(None, description="one weight per reward; default 1 each")
+    extract: Extract = Field("first_number", description="how answer-checking rewards read a completion")
+    num_generations: int = Field(8, ge=2, description="completions per prompt; batch_size x grad_accum must divide by it")
+    temperature: float = Field(1.0, gt=0)
+    max_completion_length: int = Field(64, gt=0)
+    beta: float = Field(0.0, ge=0, description="KL coefficient toward the reference; 0 loads no reference model")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = "dapo"
+    epsilon: float = Field(0.2, gt=0, description="clip range of the policy ratio: 1 +- epsilon")
+    epsilon_high: float | None = Field(None, gt=0, description="upper clip if different (DAPO uses 0.28)")
+    num_iterations: int = Field(1, ge=1, description="updates per generation batch; above 1 the ratio moves and clipping bites")
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.rewards)} rewards")
+        return self
+
+
+class DPOSpec(Part):
+    """Direct preference optimization (trl DPOTrainer). Data rows: {prompt, chosen, rejected}."""
+
+    beta: float = Field(0.1, gt=0, description="strength of the implicit KL toward the reference")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "apo_zero", "apo_down"] = "sigmoid"
+
+
+class TeacherSpec(Part):
+    """Teacher-SFT (seed 001's SF-SFT): sample solutions from a teacher, keep the ones the reward
+    accepts (rejection sampling), fine-tune on them. Data rows: {prompt, answer}."""
+
+    base: str = Field(description="the teacher: 'builtin:tiny', a Hugging Face repo id, or a local folder")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    reward: str = Field("numeric_match", description="reward function (runtime/rewards.py); a completion passes at reward >= 1")
+    extract: Extract = "first_number"
+    num_samples: int = Field(4, gt=0, description="completions sampled per prompt")
+    temperature: float = Field(0.7, ge=0, description="0 is greedy")
+    max_new_tokens: int = Field(64, gt=0)
+    keep_per_prompt: int | None = Field(1, gt=0, description="distinct passing completions kept per prompt; null keeps all")
+    batch_size: int = Field(32, gt=0)
+    seed: int = 0
+
+
+KIND_BLOCKS = {"grpo": ("grpo",), "dpo": ("dpo",), "teacher": ("teacher-sft",), "anchor": ("sft", "teacher-sft")}
 
 
 class MethodSpec(Part):
-    kind: Literal["sft"] = "sft"
+    """How to train. `kind` picks the trainer; the block named after it holds that trainer's settings."""
+
+    kind: Literal["sft", "grpo", "dpo", "teacher-sft"] = "sft"
     lora: LoraSpec | None = Field(default_factory=LoraSpec, description="null for full fine-tuning")
     lr: float = Field(1e-4, gt=0, lt=1)
     epochs: float = Field(1.0, gt=0)
@@ -137,10 +226,50 @@ class MethodSpec(Part):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    packing: bool = Field(False, description="SFT: pack several rows into each sequence (fewer pad tokens)")
     anchor: AnchorSpec | None = None
+    grpo: GRPOSpec | None = None
+    dpo: DPOSpec | None = None
+    teacher: TeacherSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
     save_every: int | None = Field(None, gt=0, description="checkpoint every N steps (final is always kept)")
     log_every: int = Field(10, gt=0)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dpo_defaults(cls, data):
+        # written out in params.yaml, so the values that ran are visible without reading code
+        if isinstance(data, dict) and data.get("kind") == "dpo" and data.get("dpo") is None:
+            data = {**data, "dpo": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _blocks_match_kind(self):
+        for block, kinds in KIND_BLOCKS.items():
+            if getattr(self, block) is not None and self.kind not in kinds:
+                raise ValueError(f"`{block}:` is used only when kind is {' or '.join(kinds)} (kind is {self.kind})")
+        if self.packing and self.kind not in ("sft", "teacher-sft"):
+            raise ValueError(f"packing is for SFT kinds only (kind is {self.kind})")
+        if self.kind == "grpo":
+            if self.grpo is None:
+                raise ValueError("kind grpo needs a `grpo:` block naming its rewards, e.g. grpo: {rewards: [numeric_match]}")
+            per_step = self.batch_size * self.grad_accum
+            if per_step % self.grpo.num_generations:
+                raise ValueError(f"batch_size x grad_accum ({per_step}) must be a multiple of grpo.num_generations ({self.grpo.num_generations})")
+        if self.kind == "teacher-sft" and self.teacher is None:
+            raise ValueError("kind teacher-sft needs a `teacher:` block, e.g. teacher: {base: builtin:tiny, num_samples: 4}")
+        return self
+
+
+class ResourcesSpec(Part):
+    """Where the train stage runs: more than one GPU compiles it to `accelerate launch`."""
+
+    gpus: int = Field(1, gt=0)
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    zero_stage: int = Field(2, ge=0, le=3, description="deepspeed only")
 
 
 # --- eval ------------------------------------------------------------------------------------------
@@ -339,6 +468,7 @@ class Spec(Part):
     method: MethodSpec = Field(default_factory=MethodSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     expect: ExpectSpec = Field(default_factory=ExpectSpec)
+    resources: ResourcesSpec | None = Field(None, description="GPUs for the train stage; unset: one process")
 
     @field_validator("name")
     @classmethod

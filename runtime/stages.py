@@ -83,6 +83,10 @@ def run_stage(root: Path, kind: str, name: str) -> None:
             from runtime import data
 
             data.run(ctx)
+        elif kind == "teacher":
+            from runtime import teacher
+
+            teacher.run(ctx)
         elif kind == "train":
             from runtime import train
 

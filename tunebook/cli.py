@@ -96,7 +96,7 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool) -> None
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["pretrain", "data", "train", "baseline", "eval", "report"]))
+@click.argument("kind", type=click.Choice(["pretrain", "data", "teacher", "train", "baseline", "eval", "report"]))
 @click.argument("name")
 @click.pass_obj
 @_guard
