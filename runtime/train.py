@@ -1,12 +1,29 @@
-"""The train stage: supervised fine-tuning through trl's SFTTrainer, LoRA (peft) or full.
+"""The train stage: one spec `method.kind` away from SFT, GRPO, DPO or teacher-SFT, all through trl.
 
     tunebook run train <exp>       # what the `train-<exp>` DVC stage runs
 
-Writes `runs/<exp>/train/`: trainer checkpoints (`checkpoint-<step>/`, adapter + optimizer state, so a
-killed run resumes), `final/` (the model at the last step), `history.json` (every logged step),
-`summary.json` (planned vs actual steps, dry-run flag, timings) and `dvclive/` (metrics and plots that
-`dvc plots show` finds). The folder is a persistent DVC output: `fingerprint.json` says which params
-produced it, and a folder from other params is set aside, never resumed into.
+| kind | trainer | rows |
+| --- | --- | --- |
+| `sft` | trl `SFTTrainer` (or runtime/anchor.py's `AnchoredSFTTrainer` with `anchor:`) | {prompt, completion} or {messages} |
+| `teacher-sft` | the same, on the solutions the `teacher-<exp>` stage kept (runtime/teacher.py) | {prompt, answer} |
+| `grpo` | trl `GRPOTrainer` with named rewards (runtime/grpo.py, runtime/rewards.py) | {prompt, answer} |
+| `dpo` | trl `DPOTrainer` (runtime/dpo.py) | {prompt, chosen, rejected} |
+
+LoRA (peft) unless `lora: null`. Writes `runs/<exp>/train/`: trainer checkpoints (`checkpoint-<step>/`
+with optimizer state, so a killed run resumes without redoing finished steps), `final/` (the model the
+run delivers: the last step, the best early-stopping checkpoint, or the last good one when the
+watchdog stopped the run), `history.json` (every logged step, rewritten as the run goes), `summary.json`
+(planned vs actual steps, dry run, why it stopped, watchdog findings, timings), `dvclive/` (for
+`dvc plots show`) and `fingerprint.json`.
+
+The folder belongs to one set of params (model, method, training data, and what early stopping
+measures). A run from other params is never resumed into and never deleted: it is moved to the shelf
+`runs/<exp>/train.shelf/<fingerprint>/`, and comes back from there when its params come back. So a
+short dry run (`max_steps`, seed 002) can never overwrite a full run, and it is marked as one in
+`summary.json`, the record and the report.
+
+Imported by the train stage only: transformers is imported at module level (`compile`, `report` and
+`review` never import this module).
 """
 
 from __future__ import annotations
@@ -14,41 +31,124 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+from transformers import TrainerCallback
+
+from compiler.errors import SpecError, SpecIssue
 from runtime.progress import Progress
 from runtime.stages import StageContext
 
+ROW_FIELDS = {"sft": ("prompt", "completion"), "teacher-sft": ("prompt", "completion"),
+              "grpo": ("prompt", "answer"), "dpo": ("prompt", "chosen", "rejected")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# which run this is
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train_rows_file(ctx: StageContext) -> Path:
+    """Teacher-SFT trains on what the teacher stage kept; every other kind on the data stage's rows."""
+    if ctx.spec.method.kind == "teacher-sft":
+        return ctx.run_dir / "teacher" / "train.jsonl"
+    return ctx.data_dir / "train.jsonl"
+
 
 def fingerprint(ctx: StageContext) -> str:
-    """What determines the training run: model, method, and the exact prepared data."""
-    manifest = json.loads((ctx.data_dir / "manifest.json").read_text())
-    ident = {"model": ctx.spec.model.model_dump(mode="json"), "method": ctx.spec.method.model_dump(mode="json"),
-             "data": manifest.get("sha256")}
+    """What determines the training run: model, method, the exact training rows, and the suite that
+    early stopping measures (it picks the delivered checkpoint) and the resources (they set the
+    effective batch)."""
+    s = ctx.spec
+    ident = {"model": s.model.model_dump(mode="json"), "method": s.method.model_dump(mode="json"),
+             "data": sha256_file(train_rows_file(ctx))}
+    if s.method.early_stopping and s.method.early_stopping.on == "general":
+        ident["early_stopping_suite"] = s.eval.general.model_dump(mode="json") if s.eval.general else None
+    if s.resources:
+        ident["resources"] = s.resources.model_dump(mode="json")
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def prepare_out_dir(out: Path, fp: str) -> None:
-    """Reuse `out` only if it was produced by the same params; otherwise move it aside whole."""
-    marker = out / "fingerprint.json"
-    if out.exists():
-        old = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
-        if old == fp:
-            return
-        if any(out.iterdir()):
-            aside = out.with_name(f"{out.name}.superseded-{(old or 'unknown')[:8]}")
-            shutil.rmtree(aside, ignore_errors=True)
-            out.rename(aside)
-            print(f"[train] earlier outputs from other params moved to {aside.name}/ (not resumed)", flush=True)
+def _read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic: other stages (and `tunebook status`) may read these files while training runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_out_dir(out: Path, fp: str) -> str:
+    """Make `out` the folder of the run with fingerprint `fp`, shelving whatever else is there.
+
+    Returns what happened: "continued" (same params: resume), "restored" (brought back from the
+    shelf) or "new".
+    """
+    shelf = out.with_name(f"{out.name}.shelf")
+    current = (_read_json(out / "fingerprint.json") or {}).get("fingerprint")
+    if current == fp:
+        return "continued"
+    if out.exists() and any(out.iterdir()):
+        name = (current or "unknown")[:16]
+        dest = shelf / name
+        if dest.exists():  # never overwrite a shelved run: keep both
+            dest = shelf / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+        shelf.mkdir(parents=True, exist_ok=True)
+        out.rename(dest)
+        print(f"[train] the run from other params was moved to {dest.relative_to(out.parents[2])}/ (kept, not resumed)", flush=True)
+    elif out.exists():
+        out.rmdir()
+    stored = shelf / fp[:16]
+    if stored.is_dir() and (_read_json(stored / "fingerprint.json") or {}).get("fingerprint") == fp:
+        stored.rename(out)
+        print(f"[train] these params ran before: restored {out.name}/ from the shelf", flush=True)
+        return "restored"
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": fp}) + "\n")
+    write_json(out / "fingerprint.json", {"fingerprint": fp})
+    return "new"
+
+
+def shelved_runs(out: Path) -> list[dict]:
+    """Runs from other params kept beside this one, for the summary (so a report can say so)."""
+    found = []
+    for d in sorted(out.with_name(f"{out.name}.shelf").glob("*/")):
+        s = _read_json(d / "summary.json") or {}
+        found.append({"path": str(d.relative_to(out.parents[2])), "dry_run": s.get("dry_run"),
+                      "actual_steps": s.get("actual_steps"), "complete": bool(s)})
+    return found
+
+
+def step_of(ckpt: Path) -> int:
+    return int(ckpt.name.split("-")[1])
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints, by step. The trainer writes trainer_state.json last, so a checkpoint
+    whose state file is missing or unreadable was cut short by a kill and is ignored."""
+    ok = [p for p in out.glob("checkpoint-*") if _read_json(p / "trainer_state.json") is not None]
+    return sorted(ok, key=step_of)
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    ckpts = [p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
+    found = checkpoints(out)
+    return found[-1] if found else None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -56,21 +156,197 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def build_trainer(ctx: StageContext, out: Path, train_rows: list[dict], callbacks: list):
+# ---------------------------------------------------------------------------------------------------
+# what the run logs
+
+
+class RunLog:
+    """Every logged step, in memory, in `history.json` (rewritten at each log, so a killed run keeps
+    what it logged) and in `dvclive/` (one .tsv per metric, for `dvc plots show`).
+
+    On resume, steps after the resumed checkpoint are dropped (they are about to be redone) and
+    dvclive is rebuilt from the history, so its x axis is always the optimizer step.
+    """
+
+    def __init__(self, out: Path, resume_step: int | None, writes: bool = True):
+        self.path, self.writes = out / "history.json", writes
+        before = _read_json(self.path, []) if resume_step is not None else []
+        self.history: list[dict] = [h for h in before if h["step"] <= resume_step] if resume_step is not None else []
+        self.live = None
+        if writes:
+            from dvclive import Live
+
+            # no dvc.yaml rewrite, no auto-committed experiment, no html report (see FIELD-NOTES)
+            self.live = Live(dir=str(out / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=None, report=None)
+            for h in self.history:
+                self._live(h["step"], h["values"])
+            self._flush()
+
+    def _live(self, step: int, values: dict) -> None:
+        self.live.step = step
+        for k, v in values.items():
+            self.live.log_metric(k, v)
+
+    def _flush(self) -> None:
+        write_json(self.path, self.history)
+        self.live.make_summary()
+
+    def add(self, step: int, values: dict) -> None:
+        values = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and math.isfinite(v)}  # non-finite values are the watchdog's evidence, not plot points
+        if not values:
+            return
+        if self.history and self.history[-1]["step"] == step:
+            self.history[-1]["values"].update(values)
+        else:
+            self.history.append({"step": step, "values": values})
+        if self.writes:
+            self._live(step, values)
+            self._flush()
+
+
+class LogCallback(TrainerCallback):
+    """Trainer logs -> RunLog, plus a progress line with time left."""
+
+    def __init__(self, runlog: RunLog, label: str):
+        self.runlog, self.label, self.progress = runlog, label, None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.progress = Progress(self.label, state.max_steps, "steps")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero or not logs:
+            return
+        self.runlog.add(state.global_step, logs)
+        loss = logs.get("loss")
+        if self.progress and isinstance(loss, (int, float)):
+            self.progress.update(state.global_step, f"loss {loss:.4f}")
+
+
+class Clock(TrainerCallback):
+    """Seconds spent writing checkpoints (model I/O, reported apart from training). Goes last, so
+    the save it times is the one every other callback agreed to."""
+
+    def __init__(self):
+        self.saving, self._t = 0.0, None
+
+    def on_step_end(self, args, state, control, **kw):
+        self._t = time.perf_counter() if control.should_save else None
+
+    def on_save(self, args, state, control, **kw):
+        if self._t is not None:
+            self.saving += time.perf_counter() - self._t
+            self._t = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# early stopping on a score measured during training
+
+
+class EarlyStopping(TrainerCallback):
+    """Every `every` steps: measure, save a checkpoint, remember the best; stop after `patience`
+    measurements without improvement. The train stage then delivers the best checkpoint.
+
+    `measure(model, tokenizer, step) -> float`. Measurements go into the history as
+    `early_stopping/score`, which is also how a resumed run recovers its best and its patience.
+    """
+
+    def __init__(self, es, measure, higher_is_better: bool, runlog: RunLog, what: str):
+        self.es, self.measure, self.higher, self.runlog, self.what = es, measure, higher_is_better, runlog, what
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad = 0
+        self.seconds = 0.0
+        self.stopped: str | None = None
+
+    def _update(self, step: int, score: float) -> None:
+        better = self.best is None or (score > self.best + self.es.min_delta if self.higher else score < self.best - self.es.min_delta)
+        if better:
+            self.best, self.best_step, self.bad = score, step, 0
+        else:
+            self.bad += 1
+        if self.bad >= self.es.patience:
+            self.stopped = (f"early stopping: {self.what} did not improve for {self.bad} measurements "
+                            f"(every {self.es.every} steps); best {self.best:.4g} at step {self.best_step}")
+
+    def on_train_begin(self, args, state, control, **kw):
+        for h in self.runlog.history:  # a resumed run: replay what was measured before the kill
+            if "early_stopping/score" in h["values"]:
+                self._update(h["step"], h["values"]["early_stopping/score"])
+        if self.stopped:
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kw):
+        step = state.global_step
+        if step % self.es.every or self.stopped:
+            return
+        t0 = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            score = float(self.measure(model, processing_class, step))
+        finally:
+            model.train(was_training)
+        self.seconds += time.perf_counter() - t0
+        self._update(step, score)
+        if state.is_world_process_zero:
+            self.runlog.add(step, {"early_stopping/score": score, "early_stopping/best": self.best})
+            print(f"[early stopping] step {step}: {self.what} {score:.4g} (best {self.best:.4g} at step {self.best_step}"
+                  f"{f', {self.bad}/{self.es.patience} without improvement' if self.bad else ''})", flush=True)
+        control.should_save = True  # the best checkpoint must exist to be delivered
+        if self.stopped:
+            control.should_training_stop = True
+
+
+def early_stopping_measure(ctx: StageContext):
+    """(measure, higher_is_better, description) for the spec's early_stopping, built from the eval
+    stage's own functions so a score during training means what it means in the report."""
+    from runtime import evaluate
+
+    es, s = ctx.spec.method.early_stopping, ctx.spec
+    if es.on == "loss":
+        path = ctx.data_dir / "validation.jsonl"
+        rows = read_jsonl(path) if path.exists() else []
+        rows = [r for r in rows if "completion" in r or "messages" in r][: es.limit]
+        if not rows:
+            raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.method.early_stopping.on",
+                                       "early stopping on loss needs data.validation with prompt/completion or messages rows")])
+
+        def loss(model, tok, step):
+            return evaluate.eval_loss(model, tok, rows, s.method.max_seq_length, f"checkpoint-{step}")["metrics"][0]["value"]
+
+        return loss, False, f"held-out loss ({len(rows)} rows)"
+    if s.eval.general is None:
+        raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.method.early_stopping.on",
+                                   "early stopping on 'general' needs eval.general (the suite it measures a subset of)")])
+    general = s.eval.general.model_copy(update={"limit": es.limit})
+    tm = evaluate.task_manager(ctx.root, general)  # fails on unknown tasks before training starts
+
+    def general_score(model, tok, step):
+        side = tok.padding_side
+        try:
+            res = evaluate.eval_general(model, tok, general, tm, f"checkpoint-{step}")
+        finally:
+            tok.padding_side = side
+        vals = [m["value"] for m in res["metrics"] if m["metric"] == es.metric]
+        if not vals:
+            have = sorted({m["metric"] for m in res["metrics"]})
+            raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.method.early_stopping.metric",
+                                       f"no metric '{es.metric}' in eval.general results; available: {', '.join(have)}")])
+        return sum(vals) / len(vals)
+
+    return general_score, True, f"general {es.metric} ({', '.join(general.tasks)}, limit {es.limit})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# trainers
+
+
+def trainer_args(m, out: Path) -> dict:
+    """TrainingArguments every tunebook trainer shares (SFTConfig, GRPOConfig and DPOConfig extend it)."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
 
-    from runtime.models import load_model, load_tokenizer
-
-    m = ctx.spec.method
-    torch.manual_seed(m.seed)
-    tok = load_tokenizer(ctx.root, ctx.spec.model)
-    model = load_model(ctx.root, ctx.spec.model)
-    steps_per_epoch = math.ceil(len(train_rows) / (m.batch_size * m.grad_accum))
-    planned = m.max_steps or math.ceil(steps_per_epoch * m.epochs)
-    cfg = SFTConfig(
+    return dict(
         output_dir=str(out),
         per_device_train_batch_size=m.batch_size,
         gradient_accumulation_steps=m.grad_accum,
@@ -82,107 +358,218 @@ def build_trainer(ctx: StageContext, out: Path, train_rows: list[dict], callback
         weight_decay=m.weight_decay,
         max_grad_norm=m.max_grad_norm,
         logging_steps=m.log_every,
+        logging_nan_inf_filter=False,  # the default hides a NaN loss from the logs (and the watchdog)
         save_strategy="steps",
-        save_steps=m.save_every or planned,
-        save_only_model=False,
+        save_steps=m.save_every or 10**9,  # without save_every: only the end-of-run checkpoint
+        save_only_model=False,  # optimizer state too: resuming must not change the trajectory
         report_to="none",
         seed=m.seed,
         data_seed=m.seed,
-        max_length=m.max_seq_length,
-        completion_only_loss=True,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    peft_config = None
-    if m.lora:
-        peft_config = LoraConfig(r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-                                 target_modules=m.lora.target_modules, task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(train_rows),
-                         processing_class=tok, peft_config=peft_config, callbacks=callbacks)
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints shorter lines
-    return trainer, planned
 
 
-class ProgressCallback:
-    """Progress lines with time left, and the step history kept for the record."""
+def lora_config(m):
+    if m.lora is None:
+        return None
+    from peft import LoraConfig
 
-    def __init__(self, label: str):
-        from transformers import TrainerCallback
-
-        self.label, self.history, self.progress = label, [], None
-
-        outer = self
-
-        class _CB(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kw):
-                outer.progress = Progress(outer.label, state.max_steps, "steps")
-
-            def on_log(self, args, state, control, logs=None, **kw):
-                vals = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
-                if vals:
-                    outer.history.append({"step": state.global_step, "values": vals})
-                loss = vals.get("loss")
-                if outer.progress:
-                    outer.progress.update(state.global_step, f"loss {loss:.4f}" if loss is not None else "")
-
-        self.callback = _CB()
+    return LoraConfig(r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
+                      target_modules=m.lora.target_modules, task_type="CAUSAL_LM")
 
 
-def _dvclive_callback(out: Path):
-    """dvclive without its defaults that hurt here: no dvc.yaml rewrite, no auto-committed experiment."""
-    from dvclive import Live
-    from transformers.integrations import DVCLiveCallback
+def build_sft(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
 
-    live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
-    return DVCLiveCallback(live=live, log_model=None)
+    m = ctx.spec.method
+    cfg = SFTConfig(**trainer_args(m, out), max_length=m.max_seq_length, completion_only_loss=True, packing=m.packing)
+    kw = dict(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
+              peft_config=lora_config(m), callbacks=callbacks)
+    if m.anchor is None:
+        return SFTTrainer(**kw)
+    from runtime.anchor import AnchoredSFTTrainer
+
+    reference = None if m.lora else AnchoredSFTTrainer.frozen_copy(model)  # copied before any update
+    return AnchoredSFTTrainer(**kw, anchor=m.anchor, reference=reference)
+
+
+def build_trainer(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list, watchdog):
+    kind = ctx.spec.method.kind
+    if kind == "grpo":
+        from runtime import grpo
+
+        return grpo.build(ctx, out, rows, model, tok, callbacks, watchdog)
+    if kind == "dpo":
+        from runtime import dpo
+
+        return dpo.build(ctx, out, rows, model, tok, callbacks)
+    return build_sft(ctx, out, rows, model, tok, callbacks)
+
+
+def check_rows(ctx: StageContext, rows: list[dict], path: Path) -> None:
+    kind = ctx.spec.method.kind
+    if not rows:
+        why = "the teacher kept no solutions (see runs/<exp>/teacher/manifest.json)" if kind == "teacher-sft" else "no rows"
+        raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.data", f"{path}: {why}")])
+    need = ROW_FIELDS[kind]
+    if kind in ("sft", "teacher-sft") and "messages" in rows[0]:
+        return
+    missing = [f for f in need if f not in rows[0]]
+    if missing:
+        fmt = {"grpo": "verifiable", "dpo": "preference"}.get(kind, "prompt_completion")
+        raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.data.train",
+                                   f"kind {kind} trains on {{{', '.join(need)}}} rows; {path.name} lacks {', '.join(missing)}",
+                                   hint=f"set `format: {fmt}` (and `fields:` to map columns) on the data source")])
+
+
+# ---------------------------------------------------------------------------------------------------
+# the stage
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def run(ctx: StageContext) -> None:
-    out = ctx.run_dir / "train"
-    fp = fingerprint(ctx)
-    prepare_out_dir(out, fp)
+    import datasets
+    from accelerate import PartialState
+    from transformers.trainer_callback import PrinterCallback
+
+    from runtime.models import load_model, load_tokenizer
+    from runtime.watchdog import WatchdogCallback, greedy_sampler
+
     t0 = time.time()
-    train_rows = read_jsonl(ctx.data_dir / "train.jsonl")
-    prog = ProgressCallback(f"train {ctx.name}")
-    t_io = time.time()
-    trainer, planned = build_trainer(ctx, out, train_rows, [prog.callback, _dvclive_callback(out)])
-    io_s = time.time() - t_io
+    datasets.disable_progress_bars()  # trl's per-map bars; LogCallback prints progress
+    m, out = ctx.spec.method, ctx.run_dir / "train"
+    if m.kind == "grpo":
+        from runtime.rewards import check_names
+
+        check_names(m.grpo.rewards, f"{ctx.name}.method.grpo.rewards")
+    rows_file = train_rows_file(ctx)
+    if not rows_file.exists():
+        raise FileNotFoundError(f"{rows_file} is missing: run `dvc repro {'teacher' if m.kind == 'teacher-sft' else 'data'}-{ctx.name}` first")
+    dist = PartialState()  # one process, or one of `accelerate launch`'s
+    main = dist.is_main_process
+    with dist.main_process_first():
+        how = prepare_out_dir(out, fingerprint(ctx)) if main else "continued"
+    rows = read_jsonl(rows_file)
+    check_rows(ctx, rows, rows_file)
     resume = last_checkpoint(out)
     if resume:
         print(f"[train {ctx.name}] resuming from {resume.name} (finished steps are not redone)", flush=True)
+
+    runlog = RunLog(out, step_of(resume) if resume else None, writes=main)
+    sampler = None
+    if m.kind != "grpo":  # GRPO hands the watchdog the completions it samples anyway
+        sampler = greedy_sampler([r["prompt"] for r in rows[: m.watchdog.num_samples] if "prompt" in r], m.watchdog.max_new_tokens)
+    watchdog = WatchdogCallback(m.watchdog, m.kind, sampler)
+    early = None
+    if m.early_stopping:
+        measure, higher, what = early_stopping_measure(ctx)
+        early = EarlyStopping(m.early_stopping, measure, higher, runlog, what)
+    clock = Clock()
+    callbacks = [LogCallback(runlog, f"train {ctx.name}")] + ([early] if early else []) + [watchdog, clock]
+
+    t_io = time.time()
+    tok = load_tokenizer(ctx.root, ctx.spec.model)
+    model = load_model(ctx.root, ctx.spec.model)
+    io_s = time.time() - t_io
+    import torch
+
+    torch.manual_seed(m.seed)
+    trainer = build_trainer(ctx, out, rows, model, tok, callbacks, watchdog)
+    trainer.remove_callback(PrinterCallback)  # LogCallback prints shorter lines
+
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_s = time.time() - t_train
-    t_io = time.time()
-    final = out / "final"
-    trainer.save_model(str(final))
-    io_s += time.time() - t_io
+    train_wall = time.time() - t_train
+    step = int(trainer.state.global_step)
 
-    m = ctx.spec.method
-    ckpts = sorted((int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")))
+    # What the run delivers as final/.
+    delivered, stopped, discarded = None, None, []
+    if watchdog.fired:
+        first = watchdog.events[0]
+        stopped = f"watchdog: {first['rule']} at step {first['step']}"
+        if main:
+            discarded = _discard_after(out, watchdog.trusted_step)
+        good = [c for c in checkpoints(out) if step_of(c) <= watchdog.trusted_step]
+        delivered = good[-1] if good else None
+        if delivered is None:
+            summary = _summary(ctx, trainer, result, final=None, resume=resume, how=how, early=early, stopped=stopped,
+                               watchdog=watchdog, discarded=discarded, timings={"training": round(train_wall, 2)})
+            if main:
+                write_json(out / "summary.json", summary)
+            raise RuntimeError(f"{stopped}: {first['message']}. No checkpoint was saved before it, so there is no "
+                               f"good model to keep; lower method.save_every (or fix the cause) and rerun. "
+                               f"Diagnosis in runs/{ctx.name}/train/summary.json")
+    elif early and early.best_step is not None:
+        stopped = early.stopped
+        delivered = out / f"checkpoint-{early.best_step}"
+    t_io = time.time()
+    if delivered is not None:
+        trainer._load_from_checkpoint(str(delivered))  # the trainer's own loader: adapters or full weights
+        print(f"[train {ctx.name}] final/ is {delivered.name} ({'last good' if watchdog.fired else 'best'} checkpoint)", flush=True)
+    trainer.save_model(str(out / "final"))
+    if main:
+        tok.save_pretrained(str(out / "final"))
+    io_s += time.time() - t_io + clock.saving
+    eval_s = early.seconds if early else 0.0
+    timings = {"training": round(train_wall - eval_s - clock.saving, 2), "evaluation": round(eval_s, 2),
+               "model_io": round(io_s, 2), "total": round(time.time() - t0, 2)}
+    final = {"name": "final", "step": step_of(delivered) if delivered is not None else step}
+    summary = _summary(ctx, trainer, result, final=final, resume=resume, how=how, early=early, stopped=stopped,
+                       watchdog=watchdog, discarded=discarded, timings=timings)
+    if main:
+        write_json(out / "summary.json", summary)
+    dry = " DRY RUN (max_steps set; the record and the report say so)." if summary["dry_run"] else ""
+    why = f" Stopped: {stopped}." if stopped else ""
+    loss = f", train loss {summary['train_loss']:.4f}" if summary["train_loss"] is not None else ""
+    print(f"[train {ctx.name}] {step}/{summary['planned_steps']} steps in {train_wall:.1f}s{loss}.{why}{dry} "
+          f"Next: eval-{ctx.name}", flush=True)
+
+
+def _discard_after(out: Path, trusted_step: int) -> list[str]:
+    """Checkpoints after the last step the watchdog vouched for are not trusted: move them out of the
+    way (never delete), so neither the eval stage nor a resume picks them up."""
+    moved = []
+    for c in checkpoints(out):
+        if step_of(c) > trusted_step:
+            dest = out / "discarded" / c.name
+            dest.parent.mkdir(exist_ok=True)
+            shutil.rmtree(dest, ignore_errors=True)
+            c.rename(dest)
+            moved.append(c.name)
+    return moved
+
+
+def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchdog, discarded, timings) -> dict:
+    """summary.json: what the eval stage and the record read (final, checkpoints, dry run, why it stopped)."""
+    m, out = ctx.spec.method, ctx.run_dir / "train"
     summary = {
         "method": m.kind,
-        "planned_steps": planned,
+        "planned_steps": int(trainer.state.max_steps),
         "actual_steps": int(trainer.state.global_step),
         "max_steps": m.max_steps,
         "dry_run": m.max_steps is not None,
         "resumed_from": resume.name if resume else None,
-        "checkpoints": [{"name": f"checkpoint-{s}", "step": s} for s in ckpts],
-        "final": {"name": "final", "step": int(trainer.state.global_step)},
-        "train_loss": float(result.training_loss) if result.training_loss is not None else None,
-        "timings": {"training": round(train_s, 2), "model_io": round(io_s, 2), "total": round(time.time() - t0, 2)},
+        "outputs": how,
+        "checkpoints": [{"name": c.name, "step": step_of(c)} for c in checkpoints(out)],
+        "final": final,
+        "train_loss": float(result.training_loss) if result and result.training_loss is not None and math.isfinite(result.training_loss) else None,
+        "stopped_early": stopped,
+        "watchdog": watchdog.events,
+        "discarded_checkpoints": discarded,
+        "evaluated_during_training": early is not None,
+        "timings": timings,
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "shelf": shelved_runs(out),
     }
-    history = prog.history
-    hist_path = out / "history.json"
-    if resume and hist_path.exists():  # keep the steps logged before the interruption
-        before = [h for h in json.loads(hist_path.read_text()) if h["step"] <= int(resume.name.split("-")[1])]
-        history = before + [h for h in history if h["step"] > int(resume.name.split("-")[1])]
-    hist_path.write_text(json.dumps(history, indent=1) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    dry = " (DRY RUN: max_steps set; the record and the log say so)" if summary["dry_run"] else ""
-    print(f"[train {ctx.name}] {summary['actual_steps']}/{planned} steps in {train_s:.1f}s, "
-          f"final loss {summary['train_loss']:.4f}{dry}. Next: eval-{ctx.name}", flush=True)
+    if early is not None:
+        summary["best_checkpoint"] = ({"name": f"checkpoint-{early.best_step}", "step": early.best_step, "score": early.best,
+                                       "measured": early.what} if early.best_step is not None else None)
+    if m.kind == "teacher-sft":
+        summary["teacher"] = _read_json(ctx.run_dir / "teacher" / "manifest.json")
+    return summary

@@ -1,0 +1,52 @@
+"""GRPO on the tiny model: named rewards, KL to the reference, the dynamics it logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from .test_train import history, lora_b_norm, one_thread, project, spec_text, train  # noqa: F401 - fixture
+
+VERIFIABLE = {"train": [{"source": "data/tiny/subtraction_train.jsonl", "limit": 64, "format": "verifiable",
+                         "fields": {"answer": "completion"}}]}
+
+
+def grpo_method(**grpo) -> dict:
+    return {"kind": "grpo", "lr": 1e-3, "max_steps": 4, "batch_size": 16, "log_every": 1,
+            "grpo": {"rewards": ["numeric_match", "format"], "num_generations": 4, "temperature": 1.2,
+                     "max_completion_length": 8, **grpo}}
+
+
+def test_grpo_trains_and_logs_rewards_kl_clipping_entropy_and_ratio(tmp_path):
+    ctx = project(tmp_path, spec_text(method=grpo_method(beta=0.04, num_iterations=2, loss_type="grpo"), data=VERIFIABLE))
+    s = train(ctx)
+    assert s["method"] == "grpo" and s["actual_steps"] == 4 and s["watchdog"] == []
+    assert lora_b_norm(ctx.run_dir / "train" / "final") > 0
+    logged = {k for h in history(ctx) for k in h["values"]}
+    assert {"reward", "reward_std", "rewards/numeric_match/mean", "rewards/format/mean", "kl", "entropy",
+            "clip_ratio/region_mean", "policy_ratio/mean", "policy_ratio/max", "logprobs/mean"} <= logged
+    ratios = [h["values"]["policy_ratio/max"] for h in history(ctx) if "policy_ratio/max" in h["values"]]
+    assert ratios[0] == 1.0 and max(ratios) > 1.0  # a reused batch (num_iterations 2) moves the ratio
+    assert all(h["values"]["logprobs/mean"] < 0 for h in history(ctx) if "logprobs/mean" in h["values"])
+
+
+def test_grpo_full_fine_tuning_with_default_beta_loads_no_reference(tmp_path):
+    ctx = project(tmp_path, spec_text(method={**grpo_method(), "lora": None, "lr": 1e-4, "max_steps": 2}, data=VERIFIABLE))
+    s = train(ctx)
+    assert s["actual_steps"] == 2 and s["trainable_params"] > 500_000
+    assert "kl" not in {k for h in history(ctx) for k in h["values"]}  # beta 0: no KL, no reference model
+
+
+def test_grpo_needs_verifiable_rows(tmp_path):
+    from compiler.errors import SpecError
+
+    data = {"train": [{"source": "data/tiny/subtraction_train.jsonl", "limit": 16}]}  # prompt/completion
+    ctx = project(tmp_path, spec_text(method=grpo_method(), data=data))
+    with pytest.raises(SpecError, match="kind grpo trains on \\{prompt, answer\\} rows.*format: verifiable"):
+        train(ctx)
+
+
+def test_grpo_batch_must_hold_whole_groups(tmp_path):
+    from compiler.errors import SpecError
+
+    with pytest.raises(SpecError, match="must be a multiple of grpo.num_generations"):
+        project(tmp_path, spec_text(method={**grpo_method(num_generations=3), "batch_size": 8}, data=VERIFIABLE))
