@@ -481,6 +481,10 @@ class Evaluator:
         self._rows = {t.name: _load_rows(root, t) for t in ev.target}
         self._prompts = {k: load_prompts(root, ps, f"eval.{k}") for k, ps in (("reward", ev.reward), ("judge", ev.judge)) if ps}
         self._template = None
+        if ev.reward:
+            from runtime.reward import check_reward_model
+
+            check_reward_model(root, ev.reward)
         if ev.judge:
             from runtime.judge import load_template
 

@@ -26,6 +26,22 @@ def reward_model_fingerprint(root: Path, spec: RewardEval) -> str:
     return _digest([model_fingerprint(root, _model_spec(spec)), spec.max_length])
 
 
+def check_reward_model(root: Path, spec: RewardEval) -> None:
+    """Before any compute: the reward model exists and has one output (its config says, cheaply)."""
+    from transformers import AutoConfig
+
+    from runtime.models import model_path
+
+    path, rev = model_path(root, _model_spec(spec))
+    try:
+        cfg = AutoConfig.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise SpecError([SpecIssue("params.yaml", "eval.reward.model", f"cannot read '{spec.model}': {str(e).splitlines()[0]}")]) from None
+    if cfg.num_labels != 1:
+        raise SpecError([SpecIssue("params.yaml", "eval.reward.model", f"{spec.model} has {cfg.num_labels} outputs; "
+                                   "a reward model has one (num_labels=1)")])
+
+
 class RewardScorer:
     def __init__(self, root: Path, spec: RewardEval, cache_dir: Path):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -34,11 +50,9 @@ class RewardScorer:
 
         path, rev = model_path(root, _model_spec(spec))
         self.spec = spec
+        check_reward_model(root, spec)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path, revision=rev, trust_remote_code=spec.trust_remote_code).eval()
-        if self.model.config.num_labels != 1:
-            raise SpecError([SpecIssue("params.yaml", "eval.reward.model", f"{spec.model} has {self.model.config.num_labels} "
-                                       "outputs; a reward model has one (num_labels=1)")])
         self.tok = AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token

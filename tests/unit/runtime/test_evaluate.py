@@ -108,6 +108,20 @@ def test_sampling_is_seeded_recorded_and_scores_each_item_by_its_share(tiny):
     assert a["extra"]["decoding"] == {"mode": "sample", "temperature": 1.0, "top_p": 0.9, "num_samples": 3, "seed": 7}
 
 
+def test_chat_prompts_go_through_the_template_and_nothing_else(tiny):
+    import torch
+
+    model, tok = tiny
+    got = evaluate.generate(model, tok, ["31-12=", "9-3="], 4, 2, chat=True)
+    for prompt, answers in zip(["31-12=", "9-3="], got):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])  # the template brings its own tokens
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        assert answers == [tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)]
+
+
 def test_sampling_settings_without_temperature_and_reserved_names_are_refused():
     with pytest.raises(ValueError, match="temperature > 0"):
         TargetTask(name="t", source="x.jsonl", num_samples=4)

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from compiler.errors import SpecError
-from compiler.schema import RewardEval
+from compiler.schema import EvalSpec, RewardEval
 from runtime import evaluate
 from runtime.reward import RewardScorer, eval_reward
 from runtime.stages import experiment_context
@@ -69,10 +69,13 @@ def test_reward_metric(rm, tmp_path):
     assert res["samples"][0]["output"] == ANSWERS[best] and len(res["samples"]) == 2
 
 
-def test_a_classifier_with_several_outputs_is_refused(tmp_path):
-    path = build_rm(tmp_path / "clf", num_labels=2)
+def test_a_classifier_with_several_outputs_or_no_model_is_refused_before_any_compute(tmp_path):
+    build_rm(tmp_path / "clf", num_labels=2)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
     with pytest.raises(SpecError, match="num_labels=1"):
-        RewardScorer(tmp_path, RewardEval(model=str(path), prompts="p.jsonl"), tmp_path / "cache")
+        evaluate.Evaluator(tmp_path, EvalSpec(reward={"model": "clf", "prompts": "p.jsonl"}), tmp_path / "out", "t")
+    with pytest.raises(SpecError, match="cannot read 'nowhere'"):
+        evaluate.Evaluator(tmp_path, EvalSpec(reward={"model": "nowhere", "prompts": "p.jsonl"}), tmp_path / "out", "t")
 
 
 def test_reward_cells_for_base_and_every_checkpoint(rm, tmp_path, monkeypatch):
