@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -429,10 +428,6 @@ def check_rows(ctx: StageContext, rows: list[dict], path: Path) -> None:
 # the stage
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def run(ctx: StageContext) -> None:
     import datasets
     from accelerate import PartialState
@@ -495,6 +490,7 @@ def run(ctx: StageContext) -> None:
         stopped = f"watchdog: {first['rule']} at step {first['step']}"
         if main:
             discarded = _discard_after(out, watchdog.trusted_step)
+        dist.wait_for_everyone()
         good = [c for c in checkpoints(out) if step_of(c) <= watchdog.trusted_step]
         delivered = good[-1] if good else None
         if delivered is None:
@@ -538,8 +534,9 @@ def _discard_after(out: Path, trusted_step: int) -> list[str]:
     for c in checkpoints(out):
         if step_of(c) > trusted_step:
             dest = out / "discarded" / c.name
+            if dest.exists():  # discarded before, by an earlier attempt of the same run: keep both
+                dest = dest.with_name(f"{c.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
             dest.parent.mkdir(exist_ok=True)
-            shutil.rmtree(dest, ignore_errors=True)
             c.rename(dest)
             moved.append(c.name)
     return moved
