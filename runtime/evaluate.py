@@ -477,6 +477,7 @@ class Evaluator:
         self.root, self.ev, self.out, self.label = root, ev, out, label
         self.validation, self.max_len = validation or [], max_len
         self._tm = self._scorer = self._judges = None
+        self._idents: dict[str, str] = {}  # cell -> digest of its inputs (see fingerprint)
         # Everything a cell reads is loaded (and checked) now, so bad input fails before any compute.
         self._rows = {t.name: _load_rows(root, t) for t in ev.target}
         self._prompts = {k: load_prompts(root, ps, f"eval.{k}") for k, ps in (("reward", ev.reward), ("judge", ev.judge)) if ps}
@@ -498,24 +499,29 @@ class Evaluator:
         return cells + ["judge"] * bool(self.ev.judge and checkpoint != "base")  # base vs itself says nothing
 
     def fingerprint(self, cell: str, weights_fp: str, base_fp: str | None = None) -> str:
+        """What a cell's result depends on: the weights, plus (judge) the reference model's, plus
+        everything `_inputs` lists."""
+        if cell not in self._idents:  # once per stage: hashing a reward model's weights is not free
+            self._idents[cell] = _digest(self._inputs(cell))
+        return _digest({"weights": weights_fp, "reference": base_fp if cell == "judge" else None,
+                        "keep": self.ev.samples_per_task, "inputs": self._idents[cell]})
+
+    def _inputs(self, cell: str) -> dict:
         ev = self.ev
         if cell == "general":
-            ident = {"settings": ev.general.model_dump(mode="json"), **general_inputs(self.root, ev.general)}
-        elif cell == "loss":
-            ident = {"loss": True, "max_len": self.max_len, "rows": _digest(self.validation)}
-        elif cell in ("reward", "judge"):
-            ps = ev.reward if cell == "reward" else ev.judge
-            ident = {"settings": ps.model_dump(mode="json"), "prompts": _digest(self._prompts[cell])}
-            if cell == "reward":
-                from runtime.reward import reward_model_fingerprint
+            return {"settings": ev.general.model_dump(mode="json"), **general_inputs(self.root, ev.general)}
+        if cell == "loss":
+            return {"loss": True, "max_len": self.max_len, "rows": _digest(self.validation)}
+        if cell == "reward":
+            from runtime.reward import reward_model_fingerprint
 
-                ident["reward_model"] = reward_model_fingerprint(self.root, ev.reward)
-            else:
-                ident.update(template=self._template, reference=base_fp)
-        else:
-            task = next(t for t in ev.target if t.name == cell)
-            ident = {"settings": task.model_dump(mode="json"), "rows": _digest(self._rows[cell])}
-        return _digest({"weights": weights_fp, "keep": ev.samples_per_task, **ident})
+            return {"settings": ev.reward.model_dump(mode="json"), "prompts": _digest(self._prompts[cell]),
+                    "reward_model": reward_model_fingerprint(self.root, ev.reward)}
+        if cell == "judge":
+            return {"settings": ev.judge.model_dump(mode="json"), "prompts": _digest(self._prompts[cell]),
+                    "template": self._template}
+        task = next(t for t in ev.target if t.name == cell)
+        return {"settings": task.model_dump(mode="json"), "rows": _digest(self._rows[cell])}
 
     def path(self, checkpoint: str, cell: str) -> Path:
         return self.out / checkpoint / f"{cell}.json"
