@@ -87,19 +87,21 @@ def test_target_accuracy_and_extraction_failures_on_svamp_sized_set(tiny):
     assert m["extra"]["decoding"] == {"mode": "greedy"}
     assert m["extra"]["extraction_failure_rate"] == m["extra"]["extraction_failures"] / 30
     assert len(res["samples"]) == 4 and {s["correct"] for s in res["samples"]} <= {True, False}
-    # deterministic by default: the same answers again
-    assert evaluate.eval_target(model, tok, task, rows, "base", keep=4)["metrics"][0]["samples"] == m["samples"]
 
     # Seed 003's "X" predictions: a method that finds nothing is a counted failure beside accuracy.
     mcq = task.model_copy(update={"extract": "mcq_word_boundary"})
-    m2 = evaluate.eval_target(model, tok, mcq, rows, "base", keep=0)["metrics"][0]
+    res2 = evaluate.eval_target(model, tok, mcq, rows, "base", keep=30)
+    m2 = res2["metrics"][0]
     assert m2["value"] == 0.0
     assert m2["extra"]["extraction_failures"] == 30 and m2["extra"]["extraction_failure_rate"] == 1.0
+    # greedy by default, so deterministic: the second run generated exactly the same outputs
+    first = {s["prompt"]: s["output"] for s in res["samples"]}
+    assert all(s["output"] == first[s["prompt"]] for s in res2["samples"] if s["prompt"] in first)
 
 
 def test_sampling_is_seeded_recorded_and_scores_each_item_by_its_share(tiny):
     model, tok = tiny
-    task = TargetTask(**{**SUBTRACTION, "limit": 8}, temperature=1.0, top_p=0.9, num_samples=3, seed=7)
+    task = TargetTask(**{**SUBTRACTION, "limit": 6}, temperature=1.0, top_p=0.9, num_samples=3, seed=7)
     rows = evaluate._load_rows(REPO, task)
     a = evaluate.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
     b = evaluate.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
