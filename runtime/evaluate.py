@@ -73,6 +73,13 @@ def model_fingerprint(root: Path, spec: ModelSpec) -> str:
     return dir_digest(Path(path)) if Path(path).is_dir() else _digest(spec.model_dump(mode="json"))
 
 
+def device() -> str:
+    """Where evaluation runs: the GPU when there is one (from_pretrained loads onto the CPU)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -396,7 +403,7 @@ class Models:
 
         t0 = time.time()
         self.root, self.spec, self.lora = root, spec, lora
-        self.base = load_model(root, spec).eval()
+        self.base = load_model(root, spec).to(device()).eval()
         self.tok = load_tokenizer(root, spec)
         self.model = self.base
         self.name = "base"
@@ -409,7 +416,7 @@ class Models:
 
         t0 = time.time()
         if not self.lora:
-            self.model = load_model(self.root, self.spec.model_copy(update={"base": str(path)}))
+            self.model = load_model(self.root, self.spec.model_copy(update={"base": str(path)})).to(device())
         elif self.model is self.base:
             from peft import PeftModel
 

@@ -219,10 +219,11 @@ class HFJudge:
     """A local causal LM asked for a verdict (greedy). The tiny model makes a fine dumb judge for tests."""
 
     def __init__(self, root: Path, spec: JudgeModel):
+        from runtime.evaluate import device
         from runtime.models import load_model, load_tokenizer
 
         mspec = ModelSpec(base=spec.model, revision=spec.revision)
-        self.spec, self.model, self.tok = spec, load_model(root, mspec).eval(), load_tokenizer(root, mspec)
+        self.spec, self.model, self.tok = spec, load_model(root, mspec).to(device()).eval(), load_tokenizer(root, mspec)
 
     def ask(self, prompt: str) -> str:
         from runtime.evaluate import generate

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from compiler.errors import SpecError, SpecIssue
 from compiler.schema import ModelSpec, RewardEval
-from runtime.evaluate import _digest, model_fingerprint
+from runtime.evaluate import _digest, device, model_fingerprint
 
 
 def _model_spec(spec: RewardEval) -> ModelSpec:
@@ -52,7 +52,7 @@ class RewardScorer:
         self.spec = spec
         check_reward_model(root, spec)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, revision=rev, trust_remote_code=spec.trust_remote_code).eval()
+            path, revision=rev, trust_remote_code=spec.trust_remote_code).to(device()).eval()
         self.tok = AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
