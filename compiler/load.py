@@ -2,14 +2,19 @@
 
 Inheritance is a deep merge where the child wins; lists are replaced, not concatenated (a variant that
 lists its data sources means exactly those). `extends` paths are relative to the file that names them;
-cycles are errors. Every key remembers the file and line it came from, so an error in an inherited
-value points at the parent file.
+cycles are errors, and so is a parent outside the project. Every key remembers the file and line it
+came from, so an error in an inherited value points at the parent file.
+
+Paths in a spec are inputs (data, eval sets, task folders, templates, local models) and stay inside
+the project, symlinks resolved, unless the spec sets `allow_external_inputs: true`; outputs are named
+after the experiment (`data/<name>`, `runs/<name>`), whose pattern keeps them inside.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +55,17 @@ def _merge(base: dict, child: dict, base_org: dict, child_org: dict) -> tuple[di
     return merged, org
 
 
-def _read_tree(path: Path, root: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
-    display = _display(path, root)
+MAX_EXTENDS_DEPTH = 32
+
+
+def _read_tree(given: Path, root: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
+    display = _display(given, root)  # as named (a symlinked spec shows as the link, not its target)
+    try:
+        path = given.resolve()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise SpecError([SpecIssue(display, "", f"cannot be read: {e}")]) from None
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise SpecError([SpecIssue(display, "extends", f"inheritance is more than {MAX_EXTENDS_DEPTH} files deep")])
     if path in chain:
         cycle = " -> ".join(_display(p, root) for p in chain + (path,))
         raise SpecError([SpecIssue(display, "extends", f"inheritance cycle: {cycle}")])
@@ -68,21 +82,35 @@ def _read_tree(path: Path, root: Path, chain: tuple[Path, ...]) -> tuple[dict, d
     parents = parent if isinstance(parent, list) else [parent]
     merged, morg = {}, {}
     for ref in parents:
-        if not isinstance(ref, str):
-            raise SpecError([SpecIssue(display, "extends", "must be a file path or a list of file paths", lines.get(("extends",)))])
-        ppath = (path.parent / ref).resolve()
-        if not ppath.exists():
-            raise SpecError([SpecIssue(display, "extends", f"'{ref}' not found (paths are relative to this file)", lines.get(("extends",)))])
+        line = lines.get(("extends",))
+        if not isinstance(ref, str) or not ref.strip():
+            raise SpecError([SpecIssue(display, "extends", "must be a file path or a list of file paths", line)])
+        try:
+            ppath = (path.parent / ref).resolve()
+            found = ppath.is_file()
+        except (OSError, ValueError) as e:  # a NUL byte, a name too long, a symlink loop
+            raise SpecError([SpecIssue(display, "extends", f"'{ref}' is not a usable path ({e})", line)]) from None
+        if not found:
+            raise SpecError([SpecIssue(display, "extends", f"'{ref}' not found (paths are relative to this file)", line)])
+        home = chain[0].parent if chain else path.parent  # the spec named on the command line
+        if not (_inside(ppath, root) or _inside(ppath, home)):
+            raise SpecError([SpecIssue(display, "extends", f"'{ref}' is outside the project ({ppath}); "
+                                       "a parent spec must be versioned with the project", line)])
         pdata, porg = _read_tree(ppath, root, chain + (path,))
         merged, morg = _merge(merged, pdata, morg, porg)
     return _merge(merged, data, morg, origins)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.is_relative_to(folder.resolve())
+
+
 def _display(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
+    path = Path(os.path.abspath(path))
+    for base in (Path(os.path.abspath(root)), root.resolve()):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return str(path)
 
 
 def _locate(loc: tuple, origins: dict, default_file: str) -> tuple[str, int | None]:
@@ -95,9 +123,7 @@ def _locate(loc: tuple, origins: dict, default_file: str) -> tuple[str, int | No
 def _issues_from(e: ValidationError, origins: dict, file: str, data: dict) -> list[SpecIssue]:
     issues = []
     for err in e.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
-        # pydantic puts union member names in loc ("EveryK"); they mean nothing to a user
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()) and p not in ("literal['all', 'final']",))
+        loc = _user_loc(err["loc"], data)
         path = ".".join(str(p) for p in loc)
         f, line = _locate(loc, origins, file)
         hint, msg = None, err["msg"]
@@ -118,6 +144,39 @@ def _issues_from(e: ValidationError, origins: dict, file: str, data: dict) -> li
             seen.add((i.path, i.message))
             uniq.append(i)
     return uniq
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
+def _is_union_member(part) -> bool:
+    import compiler.schema as schema
+    from pydantic import BaseModel
+
+    if not isinstance(part, str):
+        return False
+    if part in _TYPE_TAGS or "[" in part or part.startswith("function-"):  # 'list[str]', 'literal[...]'
+        return True
+    cls = getattr(schema, part, None)
+    return isinstance(cls, type) and issubclass(cls, BaseModel)
+
+
+def _user_loc(loc: tuple, data) -> tuple:
+    """pydantic's error location as the user's key path: union members ('EveryK', 'list[str]',
+    'literal[...]') are dropped. Parts are matched against the data first, so a user's key is kept
+    whatever it looks like ('A', 'str')."""
+    out, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif _is_union_member(part):
+            continue
+        else:
+            node = None  # a missing key, or one a validator added: kept, nothing below it to match
+        out.append(part)
+    return tuple(out)
 
 
 def _model_fields_at(loc: tuple) -> set[str] | None:
@@ -154,7 +213,7 @@ def _find_model(ann):
 def load_spec(path: Path, root: Path | None = None, overrides: dict | None = None) -> LoadedSpec:
     """Read, inherit and validate one spec file. Raises SpecError listing every problem."""
     root = root or Path.cwd()
-    data, origins = _read_tree(Path(path).resolve(), root, ())
+    data, origins = _read_tree(Path(os.path.abspath(path)), root, ())
     file = _display(Path(path), root)
     if overrides:
         data, origins = _merge(data, overrides, origins, {})
@@ -162,6 +221,13 @@ def load_spec(path: Path, root: Path | None = None, overrides: dict | None = Non
         spec = Spec.model_validate(data)
     except ValidationError as e:
         raise SpecError(_issues_from(e, origins, file, data)) from None
+    except (TypeError, KeyError, AttributeError, IndexError) as e:
+        # a validator that did not expect this value's type (a bug to fix there): still the spec's
+        # fault as far as the user can tell, so exit 2 naming the file, never a crash
+        raise SpecError([SpecIssue(file, "", f"a value has a type the schema did not expect ({type(e).__name__}: {e})")]) from None
+    outside = [(loc, msg, *_locate(loc, origins, file)) for loc, msg in path_problems(spec, root)]
+    if outside:
+        raise SpecError([SpecIssue(f, ".".join(map(str, loc)), msg, line) for loc, msg, f, line in outside])
     canon = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     return LoadedSpec(spec=spec, file=file, sha256=hashlib.sha256(canon.encode()).hexdigest())
 
@@ -187,3 +253,56 @@ def load_specs(paths: list[Path], root: Path) -> list[LoadedSpec]:
 def discover(specs_dir: Path) -> list[Path]:
     """Experiment specs in a folder. Files starting with '_' are bases for `extends:` only."""
     return sorted(p for p in specs_dir.glob("*.yaml") if not p.name.startswith("_"))
+
+
+# --- paths -----------------------------------------------------------------------------------------
+_NOT_PATHS = ("hf:", "builtin:")
+
+
+def input_paths(spec: Spec) -> list[tuple[tuple, str]]:
+    """Every local path a spec reads, with its key path. Model fields may hold hub ids ('org/name'),
+    which are checked like relative paths: they cannot start with '/', '~' or contain '..'."""
+    out: list[tuple[tuple, str]] = [(("model", "base"), spec.model.base)]
+    d, m, ev = spec.data, spec.method, spec.eval
+    out += [(("data", "train", i, "source"), s.source) for i, s in enumerate(d.train)]
+    if d.validation:
+        out.append((("data", "validation", "source"), d.validation.source))
+    if m.teacher:
+        out.append((("method", "teacher", "base"), m.teacher.base))
+    out += [(("eval", "target", i, "source"), t.source) for i, t in enumerate(ev.target)]
+    if ev.general and ev.general.include_path:
+        out.append((("eval", "general", "include_path"), ev.general.include_path))
+    if ev.reward:
+        out += [(("eval", "reward", "prompts"), ev.reward.prompts), (("eval", "reward", "model"), ev.reward.model)]
+    if ev.judge:
+        out.append((("eval", "judge", "prompts"), ev.judge.prompts))
+        if ev.judge.template:
+            out.append((("eval", "judge", "template"), ev.judge.template))
+        out += [(("eval", "judge", "judges", i, "model"), j.model) for i, j in enumerate(ev.judge.judges) if j.kind == "hf"]
+    return [(loc, p) for loc, p in out if not p.startswith(_NOT_PATHS)]
+
+
+def path_problems(spec: Spec, root: Path) -> list[tuple[tuple, str]]:
+    """(key path, message) for each input path that is unusable, or outside `root` without the opt-in."""
+    root = root.resolve()
+    problems = []
+    for loc, raw in input_paths(spec):
+        if not raw.strip() or any(ord(c) < 32 for c in raw):
+            problems.append((loc, f"{raw!r} is not a usable path (empty, or a control character such as NUL)"))
+            continue
+        if spec.allow_external_inputs:
+            continue
+        p = Path(raw).expanduser()
+        lexical = Path(os.path.normpath(p if p.is_absolute() else root / p))
+        try:
+            resolved = lexical.resolve()
+        except (OSError, RuntimeError) as e:  # a name too long, a symlink loop
+            problems.append((loc, f"'{raw}' is not a usable path ({e})"))
+            continue
+        if not lexical.is_relative_to(root):
+            problems.append((loc, f"'{raw}' is outside the project ({lexical}); inputs stay inside it unless "
+                                  "the spec sets `allow_external_inputs: true`"))
+        elif not resolved.is_relative_to(root):
+            problems.append((loc, f"'{raw}' is a symlink to {resolved}, outside the project; inputs stay inside it "
+                                  "unless the spec sets `allow_external_inputs: true`"))
+    return problems

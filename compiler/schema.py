@@ -469,13 +469,27 @@ class Spec(Part):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     expect: ExpectSpec = Field(default_factory=ExpectSpec)
     resources: ResourcesSpec | None = Field(None, description="GPUs for the train stage; unset: one process")
+    allow_external_inputs: bool = Field(
+        False, description="let input paths (data, eval sets, templates, local models) point outside the project, "
+                            "symlinks included; off: such a path is an error. Outputs always stay inside")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError(f"'{v}' is not a valid name: use lowercase letters, digits, '_' and '-' (e.g. 'twix-kl-warmup')")
+        # fullmatch: `$` alone would also accept a trailing newline, which ends up in stage names and paths
+        if not NAME_RE.fullmatch(v) or len(v) > MAX_NAME:
+            raise ValueError(f"{v[:80]!r} is not a valid name: use lowercase letters, digits, '_' and '-', at most "
+                             f"{MAX_NAME} characters (e.g. 'twix-kl-warmup')")
+        if v in RESERVED_NAMES:
+            raise ValueError(f"'{v}' is reserved ({RESERVED_NAMES[v]}); pick another experiment name")
         return v
+
+
+# The name becomes params.yaml's top-level key and the folders data/<name>, runs/<name>,
+# reports/<name>.md: these would collide with what tunebook writes there itself.
+MAX_NAME = 64
+RESERVED_NAMES = {"baselines": "params.yaml key of the shared baselines", "builtin": "params.yaml key of the builtin models",
+                  "tiny": "data/tiny and models/tiny belong to builtin:tiny", "review": "reports/review.md is `tunebook review`'s log"}
 
 
 # The parts each stage reads: a stage's DVC params are exactly these keys, so changing an eval

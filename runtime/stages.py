@@ -48,6 +48,12 @@ def experiment_context(root: Path, name: str) -> StageContext:
         spec = Spec.model_validate({"name": name, **body})
     except Exception as e:  # a `dvc exp run -S` value of the wrong type lands here
         raise SpecError([SpecIssue("params.yaml", name, f"invalid parameters: {e}")]) from None
+    # `-S` and hand edits bypass the compiler: paths are checked again where they are read
+    from compiler.load import path_problems
+
+    problems = path_problems(spec, root)
+    if problems:
+        raise SpecError([SpecIssue("params.yaml", ".".join(map(str, (name, *loc))), msg) for loc, msg in problems])
     return StageContext(root=root, name=name, spec=spec, params=raw)
 
 
