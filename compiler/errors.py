@@ -6,7 +6,18 @@ The CLI prints them all at once and exits 2; a traceback appears only with --ver
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
+
+# Control characters and lone surrogates, as they may come from a spec (YAML "\e" escapes) or a file
+# name: echoed raw, they could rewrite the user's terminal or fail to encode.
+_UNPRINTABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: object, keep_newlines: bool = False) -> str:
+    """Text safe to print to a terminal: control characters and lone surrogates shown escaped."""
+    out = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), str(text))
+    return out if keep_newlines else out.replace("\n", "\\n")
 
 
 @dataclass(frozen=True)
@@ -21,7 +32,7 @@ class SpecIssue:
         where = self.file + (f":{self.line}" if self.line else "")
         key = f" {self.path}:" if self.path else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}:{key} {self.message}{hint}"
+        return printable(f"{where}:{key} {self.message}{hint}")
 
 
 class SpecError(Exception):

@@ -24,10 +24,14 @@ class Ctx:
 
 
 def _fail(ctx: Ctx, exc: BaseException) -> None:
-    code = getattr(exc, "exit_code", 1)
+    from compiler.errors import printable
+    from reports.record import RecordError
+
+    code = 2 if isinstance(exc, RecordError) else getattr(exc, "exit_code", 1)  # a bad record is bad input
     if ctx.verbose:
         traceback.print_exception(exc)
-    msg = str(exc) or type(exc).__name__
+
+    msg = printable(str(exc) or type(exc).__name__, keep_newlines=True)
     click.echo(("error: " if code != 3 else "") + msg, err=True)
     if code == 1 and not ctx.verbose:
         click.echo("(rerun with `tunebook -v ...` for the traceback)", err=True)
