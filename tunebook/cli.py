@@ -80,12 +80,19 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
 @click.argument("specs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--check", is_flag=True, help="fail (exit 3) if dvc.yaml/params.yaml are not what the specs compile to")
 @click.option("--force", is_flag=True, help="overwrite dvc.yaml/params.yaml even if they were edited by hand")
+@click.option("--smoke", is_flag=True, help="write the specs' miniatures on builtin:tiny as their own project in --out")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="with --smoke: the smoke project (default .smoke)")
 @click.pass_obj
 @_guard
-def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool) -> None:
+def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: bool, out: Path | None) -> None:
     """Validate specs and write dvc.yaml and params.yaml (all specs in specs/ by default)."""
     from compiler import compile_specs, discover, load_specs, write_pipeline
 
+    if smoke:
+        if check:
+            raise click.UsageError("--check compares the full pipeline; it does not combine with --smoke")
+        _compile_smoke(ctx, specs, out)
+        return
     paths = [Path(p) for p in specs] or discover(ctx.root / "specs")
     if not paths:
         raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
@@ -97,6 +104,81 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool) -> None
     else:
         what = ", ".join(changed) if changed else "nothing changed"
         click.echo(f"compiled {len(loaded)} spec(s) ({names}): {what}. Next: `dvc repro`")
+
+
+def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None) -> Path:
+    """Write the smoke project (compiler/smoke.py) and return its folder. It is a git and DVC project of
+    its own: DVC refuses a dvc.yaml inside a git-ignored folder, and the study's committed full-scale
+    dvc.yaml and params.yaml must stay as they are."""
+    from compiler import discover, load_specs
+    from compiler.smoke import build
+
+    paths = [Path(p) for p in specs] or discover(ctx.root / "specs")
+    if not paths:
+        raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
+    loaded = load_specs(paths, ctx.root)  # the full specs first: an error there is the study's, not smoke's
+    out = (out or ctx.root / ".smoke").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / ".git").exists():
+        _tool(["git", "init", "-q"], out)
+    if not (out / ".dvc").exists():
+        _tool([_dvc(), "init", "-q"], out)
+    names, files = build(loaded, ctx.root, out)
+    # Committed, like any project tunebook runs in: dvclive (training curves) refuses a git repo
+    # without a commit, and `dvc exp show` (the review) needs one to compare against. Only the
+    # generated inputs: stage outputs are DVC's to track.
+    _tool(["git", "add", "-A", "--", ".dvc", ".dvcignore", *files], out)
+    _tool(["git", "-c", "user.name=tunebook smoke", "-c", "user.email=smoke@tunebook.invalid", "commit", "-q",
+           "--allow-empty", "-m", f"smoke project of {ctx.root.name}"], out)
+    click.echo(f"smoke project {_rel(out, ctx.root)}: {len(names)} experiment(s) ({', '.join(names)}); "
+               f"what each miniature changed: {_rel(out / 'SMOKE.md', ctx.root)}. Next: `dvc repro` there")
+    return out
+
+
+def _dvc() -> str:
+    dvc = Path(sys.executable).with_name("dvc")
+    return str(dvc) if dvc.exists() else "dvc"
+
+
+def _tool(cmd: list[str], cwd: Path) -> None:
+    import subprocess
+
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed in {cwd}: {(res.stderr or res.stdout).strip()[:500]}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="the smoke project (default .smoke)")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="DVC cache to use (share one between studies: the tiny model is then pre-trained once)")
+@click.pass_obj
+@_guard
+def smoke(ctx: Ctx, out: Path | None, cache: Path | None) -> None:
+    """Run every spec of this project as a miniature on builtin:tiny: `compile --smoke`, then `dvc repro`
+    and `tunebook review` in the smoke project. Its log: smoke.log, reports/*.md, reports/review.md."""
+    import subprocess
+    import time
+
+    out = _compile_smoke(ctx, (), out)
+    if cache:
+        _tool([_dvc(), "cache", "dir", str(cache.resolve())], out)
+    t0 = time.time()
+    # the stage commands call `tunebook`: the one next to this Python, whatever PATH says
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+           "DVC_NO_ANALYTICS": "1"}
+    with (out / "smoke.log").open("w") as log:
+        proc = subprocess.Popen([_dvc(), "repro"], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            click.echo(line, nl=False)
+            log.write(line)
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"`dvc repro` failed in {_rel(out, ctx.root)} (exit {code}); its output is in "
+                           f"{_rel(out / 'smoke.log', ctx.root)}")
+    _tool([sys.executable, "-m", "tunebook", "-C", str(out), "review"], out)
+    click.echo(f"smoke run of {ctx.root.name} passed in {time.time() - t0:.0f}s. Logs: {_rel(out / 'reports', ctx.root)}/*.md, "
+               f"review: {_rel(out / 'reports' / 'review.md', ctx.root)}, replacements: {_rel(out / 'SMOKE.md', ctx.root)}")
 
 
 @main.command()
