@@ -208,8 +208,11 @@ def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path
         if not experiment:
             raise click.UsageError("give an EXPERIMENT name or --record PATH")
         record_path = ctx.root / "runs" / experiment / "record.json"
+    from reports.markdown import safe_name
+
     rec = load_record(record_path)
-    out = out or ctx.root / "reports" / f"{rec.experiment}.md"
+    # a record is input, not trusted: its name must not steer the output path
+    out = out or ctx.root / "reports" / f"{safe_name(rec.experiment)}.md"
     write_report(record_path, out)
     click.echo(f"wrote {_rel(out, ctx.root)}")
 
