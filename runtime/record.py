@@ -23,7 +23,11 @@ from pathlib import Path
 from reports.record import Record, dump_record
 from runtime.stages import StageContext
 
-PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "dvc", "dvclive"]
+PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "tokenizers",
+            "safetensors", "numpy", "dvc", "dvclive"]
+# Settings that change numbers between machines: thread counts change the order of CPU reductions.
+# Only these names are recorded; the environment is never copied wholesale (it holds tokens).
+THREAD_VARS = ["TUNEBOOK_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG"]
 
 
 def _json(path: Path, default=None):
@@ -86,21 +90,38 @@ def _cells(folder: Path) -> list[dict]:
 
 
 def environment(ctx: StageContext) -> dict:
+    """What could explain a different number elsewhere: versions, threads, device, the project commit and
+    which tracked files differed from it (the spec's own hash is the record's spec_sha256)."""
     versions = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg.replace("_", "-") if pkg == "lm_eval" else pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ctx.root, capture_output=True, text=True, timeout=5).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "specs"], cwd=ctx.root, capture_output=True, text=True, timeout=5).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
+    commit, dirty, changed = _git_state(ctx.root)
     eval_summary = _json(ctx.run_dir / "eval" / "summary.json", {})
+    train_summary = _json(ctx.run_dir / "train" / "summary.json", {})
     return {"python": platform.python_version(), "platform": platform.platform(terse=True), "packages": versions,
-            "torch_threads": eval_summary.get("torch_threads"), "device": "cuda" if _cuda() else "cpu",
-            "git_commit": commit, "specs_dirty": dirty}
+            "torch_threads": eval_summary.get("torch_threads") or train_summary.get("torch_threads"),
+            "thread_settings": {k: os.environ[k] for k in THREAD_VARS if k in os.environ}, "cpu_count": os.cpu_count(),
+            "device": eval_summary.get("device") or ("cuda" if _cuda() else "cpu"),
+            "git_commit": commit, "specs_dirty": dirty, "uncommitted": changed}
+
+
+def _git_state(root: Path) -> tuple[str | None, bool | None, list[str] | None]:
+    """(HEAD, specs/ differs from it (new spec files included), tracked files that differ from it: at
+    most 20, dvc.lock left out since DVC rewrites it during every run)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip() or None
+        if commit is None:
+            return None, None, None
+        changed = [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no").splitlines() if ln[3:] != "dvc.lock"]
+        return commit, bool(git("status", "--porcelain", "--", "specs").strip()), changed[:20]
+    except (OSError, subprocess.SubprocessError):
+        return None, None, None
 
 
 def _cuda() -> bool:
