@@ -39,7 +39,7 @@ from compiler.schema import FORMAT_FIELDS, Source, Spec
 
 TINY = "builtin:tiny"
 # The miniature's sizes. Training: TRAIN_ROWS rows in batches of BATCH, at most MAX_EPOCHS epochs, so a
-# dozen optimizer steps with a checkpoint (and an early-stopping measurement) every EVERY steps.
+# dozen optimizer steps with a checkpoint every EVERY steps.
 TRAIN_ROWS = 48
 GRPO_PROMPTS = 16  # GRPO samples num_generations completions per prompt: fewer prompts, same steps
 EVAL_ROWS = 16
@@ -183,7 +183,11 @@ def miniature(ls: LoadedSpec, study: Path) -> Miniature:
     data = dict(d["data"])
     style = _answer_style(s)
     json_every = 4 if s.data.standardize else 0
-    kept = (1 - (s.data.validation_split or 0)) * s.data.sample_ratio
+    if s.data.validation_split and s.data.validation_split < 0.2:
+        # 1 % of a few hundred rows is two rows: too few to compute a held-out loss worth a look
+        data["validation_split"] = 0.2
+        notes.append(f"data.validation_split {s.data.validation_split} -> 0.2 (enough held-out rows for a loss)")
+    kept = (1 - (data["validation_split"] or 0)) * s.data.sample_ratio
     sources = []
     for i, src in enumerate(s.data.train):
         fmt = _format_of(src, m.kind)
@@ -236,7 +240,8 @@ def miniature(ls: LoadedSpec, study: Path) -> Miniature:
             a["last_tokens"] = min(m.anchor.last_tokens, NEW_TOKENS)
         meth["anchor"] = a
     if m.early_stopping:
-        meth["early_stopping"] = {**meth["early_stopping"], "every": EVERY,
+        # measured every 2 steps: a dozen steps then hold several measurements, so patience can run out
+        meth["early_stopping"] = {**meth["early_stopping"], "every": 2,
                                   "limit": _capped(m.early_stopping.limit, GENERAL_LIMIT)}
     wd = dict(meth["watchdog"])
     wd["num_samples"], wd["max_new_tokens"] = min(m.watchdog.num_samples, 2), min(m.watchdog.max_new_tokens, NEW_TOKENS)
@@ -249,7 +254,9 @@ def miniature(ls: LoadedSpec, study: Path) -> Miniature:
         meth["batch_size"] = 2 * g  # two prompts per step; a multiple of num_generations, as GRPO requires
     if m.teacher:
         t = m.teacher
-        teacher = {**meth["teacher"], "base": TINY, "num_samples": min(t.num_samples, 4),
+        # four samples a prompt whatever the full teacher draws: the tiny teacher gets few sums right,
+        # and a teacher that keeps nothing leaves nothing to train on
+        teacher = {**meth["teacher"], "base": TINY, "num_samples": 4,
                    "max_new_tokens": min(t.max_new_tokens, NEW_TOKENS), "batch_size": min(t.batch_size, 16)}
         teacher.update(revision=None, trust_remote_code=False)
         notes.append(f"teacher {t.base} -> {TINY}")
@@ -334,6 +341,42 @@ def miniatures(loaded: list[LoadedSpec], study: Path) -> list[Miniature]:
 
 
 # --------------------------------------------------------------------------------------------------
+# which experiments the smoke run runs
+
+
+def code_path(spec: Spec) -> tuple:
+    """What decides which code an experiment runs, without the values: method kind and blocks, reward
+    and extraction names, data formats and policies, eval suites. Two experiments with the same code
+    path differ only in numbers and datasets (a learning rate, a CoT length, GSM8K vs SVAMP)."""
+    m, d, ev = spec.method, spec.data, spec.eval
+    a, g, t = m.anchor, m.grpo, m.teacher
+    return (
+        m.kind, m.lora is None, m.packing, m.max_steps is not None, m.save_every is not None,
+        a and (a.type, a.start_step > 0, a.warmup_steps > 0, a.last_tokens is not None),
+        m.early_stopping and m.early_stopping.on,
+        g and (tuple(g.rewards), g.extract, g.loss_type, g.num_iterations > 1, g.beta > 0, g.epsilon_high is not None),
+        t and (t.reward, t.extract, t.temperature > 0),
+        m.dpo and m.dpo.loss_type,
+        m.watchdog.enabled, m.watchdog.samples_every is None,
+        tuple((src.format, bool(src.fields)) for src in d.train), d.validation is not None, d.validation_split is not None,
+        d.sample_ratio < 1, d.limit is not None, d.stratify is not None, d.standardize, d.on_invalid,
+        ev.general is not None, tuple((x.extract, x.temperature > 0) for x in ev.target), ev.loss,
+        ev.reward and ev.reward.chat, ev.judge and (len(ev.judge.judges), ev.judge.template is not None, ev.judge.chat),
+        ev.checkpoints if isinstance(ev.checkpoints, str) else "every",
+    )
+
+
+def representatives(minis: list[Miniature]) -> dict[str, str]:
+    """{experiment: the experiment whose smoke run covers it}: the first by name of each code path
+    covers itself and the rest of its group."""
+    first: dict[tuple, str] = {}
+    out = {}
+    for mini in sorted(minis, key=lambda x: x.name):
+        out[mini.name] = first.setdefault(code_path(Spec.model_validate(mini.spec)), mini.name)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # writing the smoke project
 
 
@@ -348,11 +391,20 @@ def spec_text(mini: Miniature) -> str:
 
 
 def notes_text(study: str, minis: list[Miniature]) -> str:
+    reps = representatives(minis)
+    run = sorted(set(reps.values()))
+    covered = sorted(n for n, r in reps.items() if n != r)
     lines = [f"# Smoke run of {study}", "",
-             "Generated by `tunebook compile --smoke`. Every experiment of the study runs here as a miniature: "
+             "Generated by `tunebook compile --smoke`. Every experiment of the study is here as a miniature: "
              f"`{TINY}` in every model role (pre-trained {BUILTIN_OVERLAY['pretrain']['steps']} steps), stand-in data "
              f"in the real formats and column names under `{STANDINS}/`, a dozen optimizer steps. The numbers "
-             "say the pipeline works, not how the real run will go. Replacements per experiment:", ""]
+             "say the pipeline works, not how the real run will go.", "",
+             f"`tunebook smoke` runs one experiment per code path: {', '.join(run)}."]
+    if covered:
+        lines.append("These differ from the one named only in values and datasets, so they are compiled and "
+                     "validated but not run (`tunebook smoke --all`, or `dvc repro` here, runs them too): "
+                     + ", ".join(f"{n} (as {reps[n]})" for n in covered) + ".")
+    lines += ["", "Replacements per experiment:", ""]
     for mini in minis:
         lines.append(f"## {mini.name} (from {mini.source_file})")
         lines += [f"- {n}" for n in mini.notes] or ["- nothing: it already runs on the tiny model"]
@@ -389,10 +441,16 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def build(loaded: list[LoadedSpec], study: Path, out: Path) -> tuple[list[str], list[str]]:
+@dataclass
+class Built:
+    names: list[str]  # every experiment of the smoke project
+    run: list[str]  # one per code path: what `tunebook smoke` runs
+    files: list[str]  # everything written, relative to the smoke project
+
+
+def build(loaded: list[LoadedSpec], study: Path, out: Path) -> Built:
     """Write the smoke project of `loaded` (full specs of `study`) into `out`: specs, stand-ins,
-    SMOKE.md, dvc.yaml and params.yaml. `out` must already be a DVC project (the CLI makes it one).
-    Returns (experiment names, the files written, relative to `out`)."""
+    SMOKE.md, dvc.yaml and params.yaml. `out` must already be a DVC project (the CLI makes it one)."""
     from compiler.compile import compile_specs
     from compiler.load import load_specs
     from compiler.write import write_pipeline
@@ -405,4 +463,5 @@ def build(loaded: list[LoadedSpec], study: Path, out: Path) -> tuple[list[str], 
     overlay_builtin(pipeline.params)
     # generated from the full specs every time: a hand edit of the smoke project is not worth keeping
     write_pipeline(out, pipeline, force=True)
-    return [m.name for m in minis], sorted(files) + ["dvc.yaml", "params.yaml"]
+    return Built(names=[m.name for m in minis], run=sorted(set(representatives(minis).values())),
+                 files=sorted(files) + ["dvc.yaml", "params.yaml"])

@@ -106,7 +106,7 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
         click.echo(f"compiled {len(loaded)} spec(s) ({names}): {what}. Next: `dvc repro`")
 
 
-def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None) -> Path:
+def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None):
     """Write the smoke project (compiler/smoke.py) and return its folder. It is a git and DVC project of
     its own: DVC refuses a dvc.yaml inside a git-ignored folder, and the study's committed full-scale
     dvc.yaml and params.yaml must stay as they are."""
@@ -123,16 +123,17 @@ def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None) -> Path:
         _tool(["git", "init", "-q"], out)
     if not (out / ".dvc").exists():
         _tool([_dvc(), "init", "-q"], out)
-    names, files = build(loaded, ctx.root, out)
+    built = build(loaded, ctx.root, out)
     # Committed, like any project tunebook runs in: dvclive (training curves) refuses a git repo
     # without a commit, and `dvc exp show` (the review) needs one to compare against. Only the
     # generated inputs: stage outputs are DVC's to track.
-    _tool(["git", "add", "-A", "--", ".dvc", ".dvcignore", *files], out)
+    _tool(["git", "add", "-A", "--", ".dvc", ".dvcignore", *built.files], out)
     _tool(["git", "-c", "user.name=tunebook smoke", "-c", "user.email=smoke@tunebook.invalid", "commit", "-q",
            "--allow-empty", "-m", f"smoke project of {ctx.root.name}"], out)
-    click.echo(f"smoke project {_rel(out, ctx.root)}: {len(names)} experiment(s) ({', '.join(names)}); "
-               f"what each miniature changed: {_rel(out / 'SMOKE.md', ctx.root)}. Next: `dvc repro` there")
-    return out
+    click.echo(f"smoke project {_rel(out, ctx.root)}: {len(built.names)} experiment(s), {len(built.run)} code path(s) "
+               f"({', '.join(built.run)}); what each miniature changed and which runs cover which: "
+               f"{_rel(out / 'SMOKE.md', ctx.root)}. Next: `dvc repro` there")
+    return out, built
 
 
 def _dvc() -> str:
@@ -152,15 +153,19 @@ def _tool(cmd: list[str], cwd: Path) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="the smoke project (default .smoke)")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="DVC cache to use (share one between studies: the tiny model is then pre-trained once)")
+@click.option("--all", "run_all", is_flag=True, help="run every experiment, not one per code path")
 @click.pass_obj
 @_guard
-def smoke(ctx: Ctx, out: Path | None, cache: Path | None) -> None:
-    """Run every spec of this project as a miniature on builtin:tiny: `compile --smoke`, then `dvc repro`
-    and `tunebook review` in the smoke project. Its log: smoke.log, reports/*.md, reports/review.md."""
+def smoke(ctx: Ctx, out: Path | None, cache: Path | None, run_all: bool) -> None:
+    """Run this project's specs as miniatures on builtin:tiny: `compile --smoke`, then `dvc repro` and
+    `tunebook review` in the smoke project. Experiments that differ only in values (a learning rate, a
+    dataset) share a code path: one of each runs unless --all; SMOKE.md says which covers which.
+    Its log: smoke.log, reports/*.md, reports/review.md."""
     import subprocess
     import time
 
-    out = _compile_smoke(ctx, (), out)
+    out, built = _compile_smoke(ctx, (), out)
+    targets = [] if run_all else [f"report-{name}" for name in built.run]  # DVC runs what they need
     if cache:
         _tool([_dvc(), "cache", "dir", str(cache.resolve())], out)
     t0 = time.time()
@@ -168,7 +173,8 @@ def smoke(ctx: Ctx, out: Path | None, cache: Path | None) -> None:
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
            "DVC_NO_ANALYTICS": "1"}
     with (out / "smoke.log").open("w") as log:
-        proc = subprocess.Popen([_dvc(), "repro"], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen([_dvc(), "repro", *targets], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
         for line in proc.stdout:
             click.echo(line, nl=False)
             log.write(line)
@@ -177,7 +183,9 @@ def smoke(ctx: Ctx, out: Path | None, cache: Path | None) -> None:
         raise RuntimeError(f"`dvc repro` failed in {_rel(out, ctx.root)} (exit {code}); its output is in "
                            f"{_rel(out / 'smoke.log', ctx.root)}")
     _tool([sys.executable, "-m", "tunebook", "-C", str(out), "review"], out)
-    click.echo(f"smoke run of {ctx.root.name} passed in {time.time() - t0:.0f}s. Logs: {_rel(out / 'reports', ctx.root)}/*.md, "
+    ran = len(built.names) if run_all else len(built.run)
+    click.echo(f"smoke run of {ctx.root.name} passed in {time.time() - t0:.0f}s ({ran} of {len(built.names)} experiments). "
+               f"Logs: {_rel(out / 'reports', ctx.root)}/*.md, "
                f"review: {_rel(out / 'reports' / 'review.md', ctx.root)}, replacements: {_rel(out / 'SMOKE.md', ctx.root)}")
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from compiler import compile_specs, discover, load_spec, load_specs, render_pipeline, write_pipeline
 from compiler.schema import Spec
-from compiler.smoke import STANDINS, TINY, build, miniature, overlay_builtin
+from compiler.smoke import STANDINS, TINY, build, miniature, miniatures, overlay_builtin, representatives
 from tests.conftest import ROOT
 
 STUDIES = sorted(p for p in (ROOT / "studies").iterdir() if (p / "specs").is_dir())
@@ -74,8 +74,10 @@ def test_smoke_project_compiles_to_a_valid_dvc_pipeline(study: Path, tmp_path: P
     from dvc.schema import COMPILED_MULTI_STAGE_SCHEMA  # the schema dvc itself validates dvc.yaml with
 
     loaded = load_specs(discover(study / "specs"), study)
-    names, files = build(loaded, study, tmp_path)
+    built = build(loaded, study, tmp_path)
+    names, files = built.names, built.files
     assert sorted(names) == sorted(ls.spec.name for ls in loaded)
+    assert set(built.run) <= set(names) and built.run
     assert all((tmp_path / f).is_file() for f in files)
     dvc = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
     COMPILED_MULTI_STAGE_SCHEMA(dvc)
@@ -116,3 +118,17 @@ def test_a_source_of_unknown_format_is_refused_by_name(tmp_path: Path):
         miniature(load_spec(spec, tmp_path), tmp_path)
     issue = e.value.issues[0]
     assert issue.path == "data.train.0.format" and "set `format:`" in str(issue)
+
+
+def test_one_experiment_runs_per_code_path():
+    """Experiments that differ only in values share a smoke run; every method, extraction and suite
+    still runs in one of them."""
+    runs = {}
+    for study in STUDIES:
+        minis = miniatures(load_specs(discover(study / "specs"), study), study)
+        runs[study.name[:3]] = sorted(set(representatives(minis).values()))
+    assert runs["000"] == ["twix-exp1-aggressive", "twix-exp2-conservative", "twix-exp3-kl", "twix-exp4-mix-kl-warmup"]
+    # GT-SFT is one path; SF-SFT and GRPO differ by how answers are read (GSM8K and MATH's smoke teacher both anchor)
+    assert runs["001"] == ["grpo-gsm8k", "grpo-math", "grpo-triviaqa", "gt-sft-gsm8k", "sf-sft-gsm8k", "sf-sft-triviaqa"]
+    assert runs["003"] == ["aqua-cot50", "arc-cot50-ppo", "gsm8k-cot100"]  # letters, letters with PPO, numbers
+    assert runs["004"] == ["brie-in-domain"]
