@@ -10,7 +10,7 @@ TORCH   ?= torch==2.13.0
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast bench compile clean
+.PHONY: setup demo test test-fast bench compile smoke clean
 
 # The venv is made once; the stamp file is rebuilt when pyproject.toml changes.
 $(VENV)/.stamp: pyproject.toml
@@ -44,6 +44,11 @@ bench: setup
 
 compile: setup
 	$(BIN)/tunebook compile
+
+# The five seed studies (studies/*/) as miniatures on the tiny model, one after the other, sharing one
+# DVC cache so the tiny model is pre-trained once. Logs: studies/*/.smoke/reports/ (see docs/studies.md).
+smoke: setup
+	@for s in studies/*/; do $(BIN)/tunebook -C $$s smoke --cache $(CURDIR)/.tunebook/smoke-cache || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache
