@@ -243,6 +243,9 @@ def miniature(ls: LoadedSpec, study: Path) -> Miniature:
         # measured every 2 steps: a dozen steps then hold several measurements, so patience can run out
         meth["early_stopping"] = {**meth["early_stopping"], "every": 2,
                                   "limit": _capped(m.early_stopping.limit, GENERAL_LIMIT)}
+        if m.early_stopping.on == "general" and m.early_stopping.metric not in ("acc", "acc_norm"):
+            meth["early_stopping"]["metric"] = "acc"  # all the tiny fact tasks report
+            notes.append(f"early_stopping.metric {m.early_stopping.metric} -> acc (what the tiny fact tasks report)")
     wd = dict(meth["watchdog"])
     wd["num_samples"], wd["max_new_tokens"] = min(m.watchdog.num_samples, 2), min(m.watchdog.max_new_tokens, NEW_TOKENS)
     if m.watchdog.samples_every:
@@ -311,8 +314,10 @@ def miniature(ls: LoadedSpec, study: Path) -> Miniature:
                 path = study / ps.template
                 if not path.is_file():
                     issues.append(SpecIssue(file, "eval.judge.template", f"'{ps.template}' is not a file in {study}"))
-                else:
-                    files[ps.template] = path.read_text()
+                else:  # copied into the smoke project, at the same place when that place is inside it
+                    inside = not Path(ps.template).is_absolute() and ".." not in Path(ps.template).parts
+                    block["template"] = ps.template if inside else f"templates/{Path(ps.template).name}"
+                    files[block["template"]] = path.read_text()
         ev[key] = block
     if not isinstance(s.eval.checkpoints, str):  # every k steps of the full run would never match a dozen
         ev["checkpoints"] = {"every": EVERY}

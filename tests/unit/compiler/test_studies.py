@@ -132,3 +132,32 @@ def test_one_experiment_runs_per_code_path():
     assert runs["001"] == ["grpo-gsm8k", "grpo-math", "grpo-triviaqa", "gt-sft-gsm8k", "sf-sft-gsm8k", "sf-sft-triviaqa"]
     assert runs["003"] == ["aqua-cot50", "arc-cot50-ppo", "gsm8k-cot100"]  # letters, letters with PPO, numbers
     assert runs["004"] == ["brie-in-domain"]
+
+
+def test_a_dpo_spec_on_gpus_with_a_stratified_mix_gets_a_miniature(tmp_path: Path):
+    """Paths the five studies do not take: DPO (preference stand-ins), resources, stratify, an
+    early-stopping metric the tiny tasks do not report."""
+    spec = tmp_path / "x.yaml"
+    spec.write_text("""\
+name: x
+model: {base: org/model, revision: main}
+data:
+  train:
+    - {source: hf:org/prefs, weight: 0.5, fields: {prompt: q, chosen: good, rejected: bad}}
+    - {source: hf:org/prefs2, weight: 0.5, format: preference}
+  stratify: topic
+  sample_ratio: 0.5
+method:
+  kind: dpo
+  early_stopping: {"on": general, every: 100, metric: prompt_level_strict_acc}
+eval: {general: {preset: forgetting-10}, checkpoints: {every: 500}}
+resources: {gpus: 8, strategy: fsdp}
+""")
+    mini = miniature(load_spec(spec, tmp_path), tmp_path)
+    smoke = Spec.model_validate(mini.spec)
+    assert [s.format for s in smoke.data.train] == ["preference", "preference"]
+    rows = [__import__("json").loads(line) for line in mini.files[smoke.data.train[0].source].splitlines()]
+    assert set(rows[0]) == {"q", "good", "bad", "topic"}  # the source's own columns, and the strata column
+    assert len(rows) == 48  # 48 rows x weight 0.5 / sample ratio 0.5
+    assert smoke.resources is None and any("8 GPU(s)" in n for n in mini.notes)
+    assert smoke.method.early_stopping.metric == "acc" and smoke.eval.checkpoints.every == 4
