@@ -71,6 +71,7 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
     dvc repro                 run what changed (stages call `tunebook run ...`)
     tunebook report <exp>     render reports/<exp>.md from runs/<exp>/record.json
     tunebook review           one log across experiments and `dvc exp` variants
+    tunebook smoke            every spec as a miniature on builtin:tiny, run end to end (docs/studies.md)
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     cc.obj = Ctx(root.resolve(), verbose)
