@@ -282,9 +282,27 @@ def input_paths(spec: Spec) -> list[tuple[tuple, str]]:
     return [(loc, p) for loc, p in out if not p.startswith(_NOT_PATHS)]
 
 
+def _dvc_cache_dirs(root: Path) -> list[Path]:
+    """The project's DVC cache, wherever it is configured to live: with `cache.type: symlink` every
+    DVC-tracked input is a symlink into it, and that is not leaving the project."""
+    import configparser
+
+    dirs = [root / ".dvc" / "cache"]
+    for name in ("config", "config.local"):
+        cfg = configparser.ConfigParser()
+        try:
+            cfg.read(root / ".dvc" / name)
+            if cfg.has_option("cache", "dir"):
+                dirs.append((root / ".dvc" / cfg.get("cache", "dir")).resolve())
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            pass
+    return dirs
+
+
 def path_problems(spec: Spec, root: Path) -> list[tuple[tuple, str]]:
     """(key path, message) for each input path that is unusable, or outside `root` without the opt-in."""
     root = root.resolve()
+    caches = None
     problems = []
     for loc, raw in input_paths(spec):
         if not raw.strip() or any(ord(c) < 32 for c in raw):
@@ -303,6 +321,9 @@ def path_problems(spec: Spec, root: Path) -> list[tuple[tuple, str]]:
             problems.append((loc, f"'{raw}' is outside the project ({lexical}); inputs stay inside it unless "
                                   "the spec sets `allow_external_inputs: true`"))
         elif not resolved.is_relative_to(root):
+            caches = caches if caches is not None else _dvc_cache_dirs(root)
+            if any(resolved.is_relative_to(c) for c in caches):
+                continue
             problems.append((loc, f"'{raw}' is a symlink to {resolved}, outside the project; inputs stay inside it "
                                   "unless the spec sets `allow_external_inputs: true`"))
     return problems

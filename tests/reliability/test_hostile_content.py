@@ -251,3 +251,20 @@ def test_an_echoing_judge_endpoint_cannot_put_the_key_in_a_verdict(fake_judge, m
     assert fake_judge.keys_seen[-1] == FAKE_JUDGE_KEY  # the key was sent...
     tried("hostile inputs")
     assert FAKE_JUDGE_KEY not in answer  # ...and does not come back into what is stored
+
+
+def test_a_symlink_into_the_projects_own_dvc_cache_is_not_leaving_it(tmp_path):
+    """With `dvc cache dir /shared` and `cache.type symlink`, every DVC-tracked input is a symlink out
+    of the project into the cache: that is the project's own data, not an escape."""
+    root, cache = tmp_path / "proj", tmp_path / "shared-cache"
+    (root / ".dvc").mkdir(parents=True)
+    (root / ".dvc/config").write_text(f"[cache]\n    dir = {cache}\n    type = symlink\n")
+    (cache / "files/md5/ab").mkdir(parents=True)
+    (cache / "files/md5/ab/cdef").write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    (root / "data").mkdir()
+    (root / "data/train.jsonl").symlink_to(cache / "files/md5/ab/cdef")
+    result = compile_spec(root, SPEC.format(name="x", base="builtin:tiny", source="data/train.jsonl", target="data/train.jsonl"))
+    assert result.exit_code == 0, result.output
+    (root / "data/other.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")  # but anywhere else still is
+    result = compile_spec(root, SPEC.format(name="x", base="builtin:tiny", source="data/other.jsonl", target="data/train.jsonl"))
+    assert result.exit_code == 2 and "is a symlink to" in result.stderr, result.output
