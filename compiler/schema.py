@@ -311,7 +311,7 @@ class GeneralEval(Part):
     def _expand_preset(cls, data):
         # Expand here, not at run time, so params.yaml (and so DVC and the record) shows every task
         # and metric. Idempotent: validating the expanded form again changes nothing.
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in PRESETS:
             preset = PRESETS[data["preset"]]
             extra = [t for t in data.get("tasks") or [] if t not in preset]
             data = {**data, "tasks": [*preset, *extra], "primary_metrics": {**preset, **(data.get("primary_metrics") or {})}}

@@ -960,9 +960,14 @@ def run(ctx: StageContext) -> None:
     t0 = time.time()
     prepared = prepare(ctx)
     m = prepared.manifest
-    m["seconds"] = round(time.time() - t0, 2)
     write_outputs(ctx.data_dir, prepared)
+    # The duration stays out of data/<exp>/: DVC hashes that folder, and a timing inside it would make
+    # every identical rerun look like new data and retrain everything downstream.
+    seconds = round(time.time() - t0, 2)
+    timing = ctx.run_dir / "timings" / "data.json"
+    timing.parent.mkdir(parents=True, exist_ok=True)
+    timing.write_text(json.dumps({"data": seconds}) + "\n")
     for w in _warnings(m):
         print(f"[data {ctx.name}] warning: {w}", flush=True)
     print(f"[data {ctx.name}] {m['train_rows']} train / {m['validation_rows']} validation rows, {m['rejected_rows']} quarantined, "
-          f"sample ratio {m['actual_sample_ratio']} (planned {m['planned_sample_ratio']}) in {m['seconds']}s -> data/{ctx.name}/", flush=True)
+          f"sample ratio {m['actual_sample_ratio']} (planned {m['planned_sample_ratio']}) in {seconds}s -> data/{ctx.name}/", flush=True)

@@ -46,9 +46,15 @@ def _digest(obj) -> str:
 
 
 def dir_digest(path: Path) -> str:
-    """Hash of a checkpoint's weight files (adapter or full), to key its cells."""
+    """Hash of a checkpoint's weight files (adapter or full), to key its cells.
+
+    Only weights: trainer state files such as training_args.bin or optimizer.pt hold paths and
+    dates, and would give identical weights different fingerprints.
+    """
     h = hashlib.sha256()
-    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+    not_weights = ("training_args", "optimizer", "scheduler", "rng_state", "scaler")
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    for f in (f for f in weights if not f.name.startswith(not_weights)):
         h.update(f.name.encode())
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):

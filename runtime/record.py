@@ -146,7 +146,7 @@ def build_record(ctx: StageContext) -> Record:
 
     t = summary.get("timings", {})
     timings = {
-        "data": manifest.get("seconds", 0.0),
+        "data": (_json(run / "timings" / "data.json", {}) or {}).get("data", manifest.get("seconds", 0.0)),
         "training": t.get("training", 0.0),
         "evaluation": eval_summary.get("timings", {}).get("evaluation", 0.0) + base_summary.get("timings", {}).get("evaluation", 0.0),
         "model_io": t.get("model_io", 0.0) + eval_summary.get("timings", {}).get("model_io", 0.0) + base_summary.get("timings", {}).get("model_io", 0.0),

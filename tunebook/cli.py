@@ -60,7 +60,7 @@ def _guard(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="show tracebacks")
-@click.option("-C", "--root", type=click.Path(file_okay=False, path_type=Path), default=".", help=ROOT_HELP)
+@click.option("-C", "--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=".", help=ROOT_HELP)
 @click.version_option(package_name="tunebook")
 @click.pass_context
 def main(cc: click.Context, verbose: bool, root: Path) -> None:
@@ -74,7 +74,9 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
     tunebook smoke            every spec as a miniature on builtin:tiny, run end to end (docs/studies.md)
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    cc.obj = Ctx(root.resolve(), verbose)
+    # like `git -C`: run as if started there, so relative paths in specs resolve against the project
+    os.chdir(root)
+    cc.obj = Ctx(Path.cwd(), verbose)
 
 
 @main.command()

@@ -233,8 +233,6 @@ def test_error_messages_cannot_rewrite_the_terminal(tmp_path):
     tried("hostile inputs")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/judge.py HTTPJudge.ask returns the reply content as is; "
-                   "_safe() cuts the key out of error texts only (reported to the evaluation engineer)")
 def test_an_echoing_judge_endpoint_cannot_put_the_key_in_a_verdict(fake_judge, monkeypatch):
     """A judge endpoint that echoes the Authorization header back in its reply: the answer that is
     cached and recorded must not carry the key."""
