@@ -1,6 +1,6 @@
 # tunebook — the two commands that matter:
 #   make demo    set up, then run the quickstart (`dvc repro`): the log is reports/quickstart.md
-#   make test    set up, then the test suite (what CI runs)
+#   make test    set up, then the test suite (fast tier; CI also runs `make test-slow`)
 # On a GPU machine, install the torch build for your CUDA first (see README), then `make demo`.
 
 PY      ?= python3
@@ -10,7 +10,7 @@ TORCH   ?= torch==2.13.0
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast bench compile smoke clean
+.PHONY: setup demo test test-slow bench compile smoke clean
 
 # The venv is made once; the stamp file is rebuilt when pyproject.toml changes.
 $(VENV)/.stamp: pyproject.toml
@@ -34,10 +34,12 @@ demo: setup
 	@echo "Next: dvc exp run -S 'quickstart.method.lr=1e-2' && tunebook review   (see README)"
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow and not studies"
 
-test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+# The slow tier: the quickstart end to end through real dvc, kill-and-resume of real runs, the
+# secrets and reproducibility checks. CI runs it after `make test` (.ci/run).
+test-slow: setup
+	$(BIN)/python -m pytest -q -m "slow and not studies"
 
 bench: setup
 	$(BIN)/python -m bench

@@ -24,7 +24,6 @@ from runtime.stages import experiment_context
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = REPO / "models" / "tiny"
-pytestmark = pytest.mark.skipif(not (TINY / "config.json").exists(), reason="run `tunebook run pretrain tiny` first")
 
 VALIDATION = [{"prompt": f"{a}-{b}=", "completion": str(a - b)} for a, b in [(27, 1), (10, 5), (49, 26), (31, 12), (40, 8), (33, 20)]]
 
