@@ -61,6 +61,28 @@ def compile_1000() -> None:
     line("compile_1000_specs_s", t, "s", "<=", 5.0)
 
 
+def review_1000() -> None:
+    """`tunebook review` over 1,000 records (variants of the rich fixture record), in-process."""
+    import json
+
+    from reports.review import write_review
+
+    base = json.loads((ROOT / "tests/fixtures/records/quickstart_like.json").read_text())
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i in range(1000):
+            rec = dict(base, experiment=f"exp-{i:04d}")
+            rec["planned"] = {**base.get("planned", {}), "method.lr": 1e-4 * (1 + i % 7)}
+            p = Path(d) / f"exp-{i:04d}" / "record.json"
+            p.parent.mkdir()
+            p.write_text(json.dumps(rec))
+            paths.append(p)
+        t0 = time.perf_counter()
+        write_review(paths, Path(d) / "review.md")
+        t = time.perf_counter() - t0
+    line("review_1000_records_s", t, "s", "<=", 3.0)
+
+
 def repro() -> None:
     """Full `dvc repro` of the quickstart from a clean clone, then the no-op repro."""
     with tempfile.TemporaryDirectory() as d:
@@ -81,6 +103,7 @@ def main() -> None:
     compile_cold()
     report_cold()
     compile_1000()
+    review_1000()
     repro()
 
 
