@@ -361,8 +361,9 @@ def eval_loss(model, tok, rows: list[dict], max_len: int, checkpoint: str, batch
         ids, labels = [], []
         for r in batch:
             if "messages" in r:
-                p_ids = tok.apply_chat_template(r["messages"][:-1], tokenize=True)
-                full = tok.apply_chat_template(r["messages"], tokenize=True)
+                # return_dict=False: transformers 5 otherwise returns a BatchEncoding, not token ids
+                p_ids = list(tok.apply_chat_template(r["messages"][:-1], tokenize=True, return_dict=False))
+                full = list(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=False))
             else:
                 p_ids = tok(r["prompt"])["input_ids"]
                 full = tok(r["prompt"] + r["completion"])["input_ids"] + [tok.eos_token_id]

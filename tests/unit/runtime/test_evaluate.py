@@ -368,3 +368,18 @@ def test_sweep_killed_midway_resumes_without_recomputing_finished_cells(tmp_path
                                      for s in ("general", "subtraction", "loss")}
     assert cells == expected
     assert "(cached)" in done.stderr
+
+
+def test_held_out_loss_on_chat_rows():
+    """transformers 5 returns a BatchEncoding from apply_chat_template unless told not to; chat
+    validation data used to crash the loss cell (found by the seed studies in smoke mode)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from runtime.evaluate import eval_loss
+
+    tok, model = AutoTokenizer.from_pretrained(TINY), AutoModelForCausalLM.from_pretrained(TINY).eval()
+    rows = [{"messages": [{"role": "user", "content": f"{a}-{b}="}, {"role": "assistant", "content": str(a - b)}]}
+            for a, b in [(12, 5), (30, 7), (9, 9)]]
+    [loss, ppl] = eval_loss(model, tok, rows, 32, "base")["metrics"]
+    assert loss["n"] == 3 and loss["value"] > 0 and len(loss["samples"]) == 3
+    assert abs(ppl["value"] - math.exp(loss["value"])) < 1e-6
