@@ -138,6 +138,14 @@ class EarlyStoppingSpec(Part):
     limit: int | None = Field(50, gt=0, description="docs per general task, or validation rows, per measurement")
     metric: str = Field("acc", description="general: the lm-eval metric averaged over eval.general.tasks")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_on(cls, data):
+        # YAML 1.1 reads an unquoted `on:` key as the boolean true; take it as the user meant it
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
 
 class WatchdogSpec(Part):
     """Stop a run that is breaking down, keep its last good checkpoint, and write down why (seed 003).

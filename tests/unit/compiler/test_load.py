@@ -114,3 +114,10 @@ def test_underscore_files_are_bases_not_experiments(tmp_path):
     write(tmp_path, "_base.yaml", MINIMAL)
     write(tmp_path, "real.yaml", MINIMAL)
     assert [p.name for p in discover(tmp_path)] == ["real.yaml"]
+
+
+def test_unquoted_on_key_means_on(tmp_path):
+    """YAML 1.1 reads `on:` as the boolean true; early_stopping takes it as the user meant it."""
+    text = MINIMAL + "method:\n  early_stopping: {on: loss, every: 5}\n"
+    s = load_spec(write(tmp_path, "exp.yaml", text), tmp_path).spec
+    assert s.method.early_stopping.on == "loss" and s.method.early_stopping.every == 5
