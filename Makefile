@@ -10,7 +10,7 @@ TORCH   ?= torch==2.13.0
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-slow bench compile smoke clean
+.PHONY: setup demo test test-slow test-studies bench compile smoke clean
 
 # The venv is made once; the stamp file is rebuilt when pyproject.toml changes.
 $(VENV)/.stamp: pyproject.toml
@@ -40,6 +40,10 @@ test: setup
 # secrets and reproducibility checks. CI runs it after `make test` (.ci/run).
 test-slow: setup
 	$(BIN)/python -m pytest -q -m "slow and not studies"
+
+# The five seed studies end to end in smoke mode on the tiny model (~8-10 min here); CI runs it last.
+test-studies: setup
+	$(BIN)/python -m pytest -q -m studies tests/e2e/test_studies_smoke.py
 
 bench: setup
 	$(BIN)/python -m bench
