@@ -27,8 +27,6 @@ import difflib
 import hashlib
 import io
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ import yaml
 
 from compiler.errors import SpecError, SpecIssue, did_you_mean
 from compiler.schema import FORMAT_FIELDS, DataSpec, Source
+from runtime.folders import replacing
 from runtime.progress import Progress
 from runtime.stages import StageContext
 
@@ -916,10 +915,7 @@ def sha256_file(path: Path) -> str:
 def write_outputs(out_dir: Path, prepared: Prepared) -> None:
     """Write everything into a temporary sibling folder, then swap it in: an interrupted or failed write
     leaves the previous data/<exp>/ as it was."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.new."))
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    try:
+    with replacing(out_dir) as tmp:
         prepared.train.write_ndjson(tmp / "train.jsonl")
         prepared.validation.write_ndjson(tmp / "validation.jsonl")
         with (tmp / "quarantine.jsonl").open("w") as f:
@@ -929,14 +925,6 @@ def write_outputs(out_dir: Path, prepared: Prepared) -> None:
         manifest["files"] = {name: sha256_file(tmp / name) for name in ("train.jsonl", "validation.jsonl", "quarantine.jsonl")}
         manifest["sha256"] = manifest["files"]["train.jsonl"]  # what training fingerprints
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False, default=str) + "\n")
-        shutil.rmtree(old, ignore_errors=True)
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _warnings(m: dict) -> list[str]:

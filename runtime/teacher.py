@@ -21,13 +21,12 @@ an SFT setting retrains without sampling again.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from compiler.errors import SpecError, SpecIssue
 from compiler.schema import ModelSpec
+from runtime.folders import replacing
 from runtime.progress import Progress
 from runtime.stages import StageContext
 
@@ -98,21 +97,12 @@ def run(ctx: StageContext) -> None:
                 "pass_rate": round(passed / n_samples, 6) if n_samples else None,
                 "prompts_with_a_pass": prompts_passed, "kept_rows": len(kept),
                 "seconds": {"generation": round(time.time() - t0 - io_s, 2), "model_io": round(io_s, 2)}}
-    out = ctx.run_dir / "teacher"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".teacher."))
-    try:
+    with replacing(ctx.run_dir / "teacher") as tmp:
         for name, items in (("train", kept), ("samples", log)):
             with (tmp / f"{name}.jsonl").open("w") as f:
                 for r in items:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"[teacher {ctx.name}] {passed}/{n_samples} samples passed '{t.reward}' (pass rate {manifest['pass_rate']}), "
           f"{prompts_passed}/{len(rows)} prompts solved, {len(kept)} rows kept -> runs/{ctx.name}/teacher/. "
           f"Next: train-{ctx.name}", flush=True)
