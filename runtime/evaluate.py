@@ -492,6 +492,7 @@ class Evaluator:
         self.validation, self.max_len = validation or [], max_len
         self._tm = self._scorer = self._judges = None
         self._idents: dict[str, str] = {}  # cell -> digest of its inputs (see fingerprint)
+        self.cell_seconds: dict[str, float] = {}  # "checkpoint/cell" -> seconds, for cells computed now
         # Everything a cell reads is loaded (and checked) now, so bad input fails before any compute.
         self._rows = {t.name: _load_rows(root, t) for t in ev.target}
         self._prompts = {k: load_prompts(root, ps, f"eval.{k}") for k, ps in (("reward", ev.reward), ("judge", ev.judge)) if ps}
@@ -587,8 +588,11 @@ class Evaluator:
         else:
             task = next(t for t in self.ev.target if t.name == cell)
             result = eval_target(model, tok, task, self._rows[cell], checkpoint, keep)
-        result.update(fingerprint=fp, checkpoint=checkpoint, cell=cell, seconds=round(time.time() - t0, 3))
+        # No duration inside the cell: DVC hashes this folder, and a timing would make every identical
+        # rerun a new output. Durations go to a timings file beside it (write_timings).
+        result.update(fingerprint=fp, checkpoint=checkpoint, cell=cell)
         write_json_atomic(path, result)
+        self.cell_seconds[f"{checkpoint}/{cell}"] = round(time.time() - t0, 3)
         return result, False
 
     def sweep(self, models: Models, plan: list[tuple[str, Path | None, str, list[str]]]) -> list[str]:
@@ -621,10 +625,21 @@ class Evaluator:
 # stages
 
 
+def write_timings(path: Path, models: Models, evaluator: Evaluator, t0: float) -> None:
+    """Durations of an evaluation stage, outside its DVC output (runs/<exp>/timings/eval.json, or
+    runs/_baselines/<key>.timings.json): measured seconds differ on every run, results must not."""
+    write_json_atomic(path, {"model_io": round(models.io_s, 2), "evaluation": round(time.time() - t0 - models.io_s, 2),
+                             "cells": evaluator.cell_seconds})
+
+
 def _fail_if(failed: list[str], rerun: str) -> None:
     if failed:
         raise EvalCellError(f"{len(failed)} cell(s) failed; every finished cell is kept and `{rerun}` resumes:\n  "
                             + "\n  ".join(failed))
+
+
+def baseline_timings(root: Path, key: str) -> Path:
+    return root / "runs" / "_baselines" / f"{key}.timings.json"
 
 
 def run_baseline(root: Path, key: str, params: dict) -> None:
@@ -638,8 +653,8 @@ def run_baseline(root: Path, key: str, params: dict) -> None:
     t0 = time.time()
     models = Models(root, mspec, lora=False)
     failed = evaluator.sweep(models, [("base", None, models.base_fp, evaluator.cells("base"))])
-    write_json_atomic(out / "summary.json", {"model": b["model"], "weights": models.base_fp, "timings": {
-        "model_io": round(models.io_s, 2), "evaluation": round(time.time() - t0 - models.io_s, 2)}})
+    write_json_atomic(out / "summary.json", {"model": b["model"], "weights": models.base_fp})
+    write_timings(baseline_timings(root, key), models, evaluator, t0)
     _fail_if(failed, f"tunebook run baseline {key}")
     print(f"[baseline {key}] done in {time.time() - t0:.1f}s -> runs/_baselines/{key}/", flush=True)
 
@@ -682,8 +697,8 @@ def run(ctx: StageContext) -> None:
     failed = evaluator.sweep(models, plan)
     write_json_atomic(out / "summary.json", {
         "checkpoints": [{**c, "weights_sha256": weights[c["name"]]} for c in chosen],
-        "timings": {"model_io": round(models.io_s, 2), "evaluation": round(time.time() - t0 - models.io_s, 2)},
         "torch_threads": torch.get_num_threads(),
     })
+    write_timings(ctx.run_dir / "timings" / "eval.json", models, evaluator, t0)
     _fail_if(failed, f"tunebook run eval {ctx.name}")
     print(f"[eval {ctx.name}] {len(chosen)} checkpoint(s) in {time.time() - t0:.1f}s -> runs/{ctx.name}/eval/. Next: report-{ctx.name}", flush=True)

@@ -144,12 +144,16 @@ def build_record(ctx: StageContext) -> Record:
             metrics.append({**m, "step": 0 if m["checkpoint"] == "base" else steps.get(m["checkpoint"])})
         samples += cell.get("samples", [])
 
+    # Durations live beside the DVC outputs, not in them (see runtime/evaluate.write_timings); older
+    # runs kept them inside the summaries, still read as a fallback.
     t = summary.get("timings", {})
+    ev_t = _json(run / "timings" / "eval.json", None) or eval_summary.get("timings", {})
+    base_t = _json(ctx.root / "runs" / "_baselines" / f"{key}.timings.json", None) or base_summary.get("timings", {})
     timings = {
         "data": (_json(run / "timings" / "data.json", {}) or {}).get("data", manifest.get("seconds", 0.0)),
         "training": t.get("training", 0.0),
-        "evaluation": eval_summary.get("timings", {}).get("evaluation", 0.0) + base_summary.get("timings", {}).get("evaluation", 0.0),
-        "model_io": t.get("model_io", 0.0) + eval_summary.get("timings", {}).get("model_io", 0.0) + base_summary.get("timings", {}).get("model_io", 0.0),
+        "evaluation": ev_t.get("evaluation", 0.0) + base_t.get("evaluation", 0.0),
+        "model_io": t.get("model_io", 0.0) + ev_t.get("model_io", 0.0) + base_t.get("model_io", 0.0),
     }
     sources = [{k: s.get(k) for k in ("source", "revision", "resolved_revision", "sha256", "split", "rows_read",
                                       "rows_used", "planned_weight", "actual_weight", "rejected")} for s in manifest.get("sources", [])]

@@ -379,6 +379,17 @@ def lora_config(m):
                       target_modules=m.lora.target_modules, task_type="CAUSAL_LM")
 
 
+def portable_adapter_config(model, spec) -> None:
+    """What every saved adapter_config.json records: the spec's base model (`builtin:tiny`, a hub id
+    at its revision, or the project-relative folder) instead of this machine's absolute path, and the
+    target modules sorted (peft keeps a set, whose order changes with the hash seed). The same
+    training then writes the same files in any checkout."""
+    for cfg in (getattr(model, "peft_config", None) or {}).values():
+        cfg.base_model_name_or_path, cfg.revision = spec.base, spec.revision
+        if isinstance(cfg.target_modules, (set, list, tuple)):
+            cfg.target_modules = sorted(cfg.target_modules)
+
+
 def build_sft(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -476,6 +487,7 @@ def run(ctx: StageContext) -> None:
 
     torch.manual_seed(m.seed)
     trainer = build_trainer(ctx, out, rows, model, tok, callbacks, watchdog)
+    portable_adapter_config(trainer.model, ctx.spec.model)
     trainer.remove_callback(PrinterCallback)  # LogCallback prints shorter lines
 
     t_train = time.time()

@@ -97,6 +97,10 @@ def test_lora_sft_trains_logs_and_marks_dry_run(tmp_path):
     assert lora_b_norm(out / "final") > 0
     assert s["actual_steps"] == s["planned_steps"] == 6 and s["dry_run"] is True
     assert [c["name"] for c in s["checkpoints"]] == ["checkpoint-3", "checkpoint-6"]
+    for folder in ("checkpoint-3", "final"):  # no machine path, no hash-seed order: same files in any checkout
+        adapter = json.loads((out / folder / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == "builtin:tiny", adapter["base_model_name_or_path"]
+        assert adapter["target_modules"] == sorted(adapter["target_modules"])
     assert set(s["timings"]) >= {"training", "evaluation", "model_io"} and s["timings"]["training"] > 0
     steps = [h["step"] for h in history(ctx) if "loss" in h["values"]]
     assert steps == [2, 4, 6]
