@@ -470,7 +470,7 @@ def run(ctx: StageContext) -> None:
     runlog = RunLog(out, step_of(resume) if resume else None, writes=main)
     sampler = None
     if m.kind != "grpo":  # GRPO hands the watchdog the completions it samples anyway
-        sampler = greedy_sampler([r["prompt"] for r in rows[: m.watchdog.num_samples] if "prompt" in r], m.watchdog.max_new_tokens)
+        sampler = greedy_sampler(rows[: m.watchdog.num_samples], m.watchdog.max_new_tokens)
     watchdog = WatchdogCallback(m.watchdog, m.kind, sampler)
     early = None
     if m.early_stopping:

@@ -165,23 +165,46 @@ class WatchdogCallback(TrainerCallback):
         self.trusted_step = max(self.trusted_step, state.global_step - 1)
 
 
-def greedy_sampler(prompts: list[str], max_new_tokens: int):
-    """Greedy continuations of a few fixed training prompts: collapse shows first under greedy decoding."""
+def sampler_inputs(rows: list[dict], tok) -> list[list[int]]:
+    """Token ids of the watchdog's prompts: a prompt row's `prompt` as the model reads it in training
+    (with the tokenizer's special tokens); a chat row's conversation up to its last assistant turn,
+    through the chat template with the generation prompt (the template carries its special tokens)."""
+    ids = []
+    for r in rows:
+        if "messages" in r:
+            msgs = r["messages"]
+            cut = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=len(msgs))
+            if cut == 0:
+                continue  # nothing before the first answer to continue from
+            text = tok.apply_chat_template(msgs[:cut], tokenize=False, add_generation_prompt=True)
+            ids.append(tok(text, add_special_tokens=False)["input_ids"])
+        elif "prompt" in r:
+            ids.append(tok(r["prompt"])["input_ids"])
+    return ids
+
+
+def greedy_sampler(rows: list[dict], max_new_tokens: int):
+    """Greedy continuations of a few fixed training prompts (prompt or chat rows): collapse shows
+    first under greedy decoding."""
 
     def sample(model, tok) -> list[str]:
         import torch
 
-        was_training, side = model.training, tok.padding_side
+        ids = sampler_inputs(rows, tok)
+        if not ids:
+            return []
+        was_training = model.training
         model.eval()
-        tok.padding_side = "left"
+        width = max(len(x) for x in ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=model.device)  # left-padded
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
         try:
-            enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
             with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            return [tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True) for o in out]
+                out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, pad_token_id=pad, eos_token_id=tok.eos_token_id)
+            return [tok.decode(o[width:], skip_special_tokens=True) for o in out]
         finally:
-            tok.padding_side = side
             model.train(was_training)
 
     return sample

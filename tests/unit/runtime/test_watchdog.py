@@ -132,6 +132,39 @@ def test_sft_collapse_into_repetition(tmp_path):
     assert s["final"]["step"] < ev["step"]  # the weights that produced the samples are not the result
 
 
+def test_sft_collapse_into_repetition_on_chat_rows(tmp_path):
+    """Chat rows: the watchdog continues each conversation up to its last assistant turn, through the
+    chat template (seeds 000 and 004 train on chat data)."""
+    rows = tmp_path / "fours.jsonl"
+    rows.parent.mkdir(parents=True, exist_ok=True)
+    rows.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"{a}-{b}="},
+                                                     {"role": "assistant", "content": "4" * 24}]}) + "\n"
+                            for a in range(10, 30) for b in range(5)))
+    method = {"lr": 5e-3, "max_steps": 30, "log_every": 1, "save_every": 2, "max_seq_length": 48,
+              "watchdog": {"samples_every": 4, "max_new_tokens": 16}}
+    ctx = project(tmp_path, spec_text(method=method, data={"train": [{"source": "fours.jsonl", "format": "messages"}]}))
+    s = train(ctx)
+    ev = s["watchdog"][0]
+    assert ev["rule"] == "repetition" and "4444" in ev["evidence"]["examples"][0]
+    assert s["final"]["step"] < ev["step"]
+
+
+def test_sampler_inputs_cut_chats_before_the_last_answer():
+    from runtime.models import load_tokenizer
+    from compiler.schema import ModelSpec
+    from pathlib import Path
+    from runtime.watchdog import sampler_inputs
+
+    tok = load_tokenizer(Path(__file__).resolve().parents[3], ModelSpec(base="builtin:tiny"))
+    chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "12-5="},
+                         {"role": "assistant", "content": "7"}]}
+    ids = sampler_inputs([chat, {"prompt": "12-5="}, {"messages": [{"role": "assistant", "content": "x"}]}], tok)
+    assert len(ids) == 2  # a chat that opens with the answer has nothing to continue from
+    text = tok.decode(ids[0])
+    assert "12-5=" in text and "be brief" in text and "7" not in text.split("12-5=")[-1]
+    assert text == tok.apply_chat_template(chat["messages"][:2], tokenize=False, add_generation_prompt=True)
+
+
 def test_grpo_policy_ratio_explodes(tmp_path):
     """Seed 003's failure, reproduced: a high LR with batches reused (num_iterations 2) pushes the
     ratio far outside 1 +- epsilon within a few steps."""
