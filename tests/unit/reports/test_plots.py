@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reports.compute import compute
-from reports.plots import dvc_plots, write_plot_data, write_plots
+from reports.plots import KEY, dvc_plots, png_text, write_plot_data, write_plots
 
 from .conftest import make, metric
 
@@ -14,6 +14,21 @@ def test_pngs_carry_no_software_or_date_metadata(quickstart, tmp_path):
     for _, path in drawn:
         data = path.read_bytes()
         assert data.startswith(b"\x89PNG") and b"matplotlib" not in data and b"tIME" not in data
+
+
+def test_an_unchanged_plot_is_not_redrawn_and_a_changed_one_is(quickstart, tmp_path):
+    computed = compute(quickstart)
+    first = {p.name: p for _, p in write_plots(quickstart, computed, tmp_path)}
+    digests = {n: png_text(p, KEY) for n, p in first.items()}
+    assert all(d and len(d) == 64 for d in digests.values())
+    stamps = {n: p.stat().st_mtime_ns for n, p in first.items()}
+    (tmp_path / "target.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # damaged: no digest, so redrawn
+    write_plots(quickstart, computed, tmp_path)
+    assert first["general.png"].stat().st_mtime_ns == stamps["general.png"]  # untouched
+    assert png_text(first["target.png"], KEY) == digests["target.png"]
+    changed = quickstart.model_copy(update={"expect": {**quickstart.expect, "forgetting": {"warn": -0.5, "fail": -0.9}}})
+    write_plots(changed, compute(changed), tmp_path)
+    assert png_text(first["general.png"], KEY) != digests["general.png"]  # thresholds moved: redrawn
 
 
 def test_only_what_has_two_points_on_the_step_axis_is_drawn(tmp_path):
