@@ -10,7 +10,10 @@ atomically and keyed by a fingerprint of the checkpoint's weights, the suite's s
 finished cell, while a changed setting never reuses a stale one. A checkpoint whose cells are all
 finished is not even loaded. LoRA checkpoints share one loaded base model: adapters are swapped, not
 reloaded. Reward scores, judge verdicts and generated answers are cached below `<out>/_cache/` so a
-cell interrupted halfway resumes too. The reward model and the judges live in runtime/reward.py and
+cell interrupted halfway resumes too. A cell file about to be replaced by another result (a 5-step
+dry run after the real run), or left from a checkpoint the current run does not have, is moved to
+`<out>/_cache/cells/<fingerprint>.json` rather than lost, and comes back when its weights and
+settings do: `<out>/<checkpoint>/` always holds exactly the current run's cells. The reward model and the judges live in runtime/reward.py and
 runtime/judge.py.
 """
 
@@ -97,12 +100,13 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def read_cell(path: Path, fp: str) -> dict | None:
+def read_cell(path: Path, fp: str | None) -> dict | None:
+    """The cell at `path` if it has fingerprint `fp` (any fingerprint when fp is None)."""
     try:
         cell = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return cell if cell.get("fingerprint") == fp else None
+    return cell if isinstance(cell, dict) and (fp is None or cell.get("fingerprint") == fp) else None
 
 
 def lm_eval_version() -> str | None:
@@ -541,8 +545,43 @@ class Evaluator:
     def path(self, checkpoint: str, cell: str) -> Path:
         return self.out / checkpoint / f"{cell}.json"
 
+    def shelf(self, fp: str) -> Path:
+        return self.out / "_cache" / "cells" / f"{fp[:32]}.json"
+
+    def _shelve(self, path: Path) -> None:
+        """Move a cell file aside, under its own fingerprint, before another result takes its place."""
+        old = read_cell(path, None) if path.exists() else None
+        if old and old.get("fingerprint"):
+            dest = self.shelf(old["fingerprint"])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+
+    def lookup(self, checkpoint: str, cell: str, fp: str) -> dict | None:
+        """The finished cell with fingerprint `fp`: in place, or brought back from the shelf."""
+        path = self.path(checkpoint, cell)
+        found = read_cell(path, fp)
+        if found is None and (found := read_cell(self.shelf(fp), fp)) is not None:
+            self._shelve(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.shelf(fp), path)
+        return found
+
+    def retire(self, keep: set[tuple[str, str]]) -> list[str]:
+        """Shelve every cell file that is not a (checkpoint, cell) of the current plan: checkpoints
+        of an earlier run with other params, cells of suites removed from the spec. Returns them."""
+        moved = []
+        for path in sorted(self.out.glob("*/*.json")) if self.out.exists() else []:
+            checkpoint = path.parent.name
+            if checkpoint.startswith("_") or (checkpoint, path.stem) in keep:
+                continue
+            self._shelve(path)
+            moved.append(f"{checkpoint}/{path.stem}")
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # once empty
+        return moved
+
     def is_done(self, checkpoint: str, cell: str, weights_fp: str, base_fp: str | None = None) -> bool:
-        return read_cell(self.path(checkpoint, cell), self.fingerprint(cell, weights_fp, base_fp)) is not None
+        return self.lookup(checkpoint, cell, self.fingerprint(cell, weights_fp, base_fp)) is not None
 
     def answers(self, model, tok, weights_fp: str, cell: str) -> list[str]:
         """A prompt set's greedy answers, cached by (weights, generation settings, prompts): the reward
@@ -561,7 +600,7 @@ class Evaluator:
         """(result, cached?) for one cell of the model `models` holds now."""
         fp = self.fingerprint(cell, weights_fp, models.base_fp)
         path = self.path(checkpoint, cell)
-        cached = read_cell(path, fp)
+        cached = self.lookup(checkpoint, cell, fp)
         if cached:
             return cached, True
         model, tok, keep = models.model, models.tok, self.ev.samples_per_task
@@ -591,6 +630,7 @@ class Evaluator:
         # No duration inside the cell: DVC hashes this folder, and a timing would make every identical
         # rerun a new output. Durations go to a timings file beside it (write_timings).
         result.update(fingerprint=fp, checkpoint=checkpoint, cell=cell)
+        self._shelve(path)  # another run's result for this name is kept, not overwritten
         write_json_atomic(path, result)
         self.cell_seconds[f"{checkpoint}/{cell}"] = round(time.time() - t0, 3)
         return result, False
@@ -600,6 +640,10 @@ class Evaluator:
         cells)], skipping finished cells and loading a checkpoint only when one of its cells is not
         finished. A cell that fails with EvalCellError is reported and the sweep goes on; returns
         those messages."""
+        retired = self.retire({(checkpoint, c) for checkpoint, _, _, cells in plan for c in cells})
+        if retired:
+            print(f"[{self.label}] {len(retired)} cell(s) of checkpoints or suites this run does not have moved to "
+                  f"{self.out.name}/_cache/cells/ (kept; they come back if their weights and settings do)", flush=True)
         prog = Progress(self.label, sum(len(c) for *_, c in plan), "cells")
         done, failed = 0, []
         for checkpoint, folder, wfp, cells in plan:

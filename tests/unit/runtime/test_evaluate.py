@@ -261,6 +261,36 @@ def test_sweep_writes_a_cell_per_checkpoint_and_a_rerun_loads_and_computes_nothi
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.json")} == mtimes
 
 
+def test_a_dry_run_after_the_real_run_shelves_its_cells_and_they_come_back(tmp_path, monkeypatch):
+    """Seed 001's bug class: a 5-step dry run must not clobber the real run's evaluation, and the eval
+    folder must never mix two runs' checkpoints (the record reads every cell in it)."""
+    spec = {"target": [{**SUBTRACTION, "limit": 6}]}
+    root = make_project(tmp_path / "p", spec, steps=(2, 4), final_step=6)
+    ctx = experiment_context(root, "exp")
+    evaluate.run(ctx)
+    out = root / "runs" / "exp" / "eval"
+    real = {p.relative_to(out): p.read_bytes() for p in out.glob("*/*.json")}
+
+    # the dry run: other weights (seed), one checkpoint fewer, the same names for final/
+    train = root / "runs" / "exp" / "train"
+    shutil.move(train, tmp_path / "real-train")
+    make_project(tmp_path / "dry", spec, steps=(2,), final_step=3, seed=7)
+    shutil.copytree(tmp_path / "dry" / "runs" / "exp" / "train", train)
+    evaluate.run(ctx)
+    now = sorted(str(p.relative_to(out)) for p in out.glob("*/*.json"))
+    assert now == ["base/loss.json", "checkpoint-2/loss.json", "checkpoint-2/subtraction.json", "final/loss.json", "final/subtraction.json"]
+    assert (out / "final" / "subtraction.json").read_bytes() != real[Path("final/subtraction.json")]
+    assert not (out / "checkpoint-4").exists()  # the real run's checkpoint is shelved, not in the record's way
+
+    # the real run again: every cell comes back from the shelf, nothing is computed
+    shutil.rmtree(train)
+    shutil.move(tmp_path / "real-train", train)
+    monkeypatch.setattr(evaluate, "eval_target", lambda *a, **k: pytest.fail("recomputed a shelved cell"))
+    monkeypatch.setattr(evaluate, "eval_loss", lambda *a, **k: pytest.fail("recomputed a shelved cell"))
+    evaluate.run(ctx)
+    assert {p.relative_to(out): p.read_bytes() for p in out.glob("*/*.json")} == real
+
+
 def test_baseline_stage_evaluates_the_base_model_once_into_shared_cells(tmp_path):
     from reports.record import Metric, Sample
 
