@@ -682,6 +682,25 @@ def _fail_if(failed: list[str], rerun: str) -> None:
                             + "\n  ".join(failed))
 
 
+def _baseline_specs(root: Path, key: str, b: dict, params: dict) -> tuple[ModelSpec, EvalSpec]:
+    """The baseline's model and suite, validated, with its paths checked like an experiment's: a hand
+    edit or `dvc exp run -S baselines...` bypasses the compiler. Paths outside the project are allowed
+    only if an experiment sharing this baseline opts in (`allow_external_inputs: true`)."""
+    from compiler.load import path_problems
+    from compiler.schema import Spec
+
+    allow = any(isinstance(v, dict) and v.get("baseline") == key and v.get("allow_external_inputs") for v in params.values())
+    try:
+        probe = Spec.model_validate({"name": "x", "model": b["model"], "data": {"train": [{"source": "x"}]},
+                                     "eval": {**b["eval"], "loss": False}, "allow_external_inputs": allow})
+    except Exception as e:
+        raise SpecError([SpecIssue("params.yaml", f"baselines.{key}", f"invalid parameters: {e}")]) from None
+    problems = [(loc, msg) for loc, msg in path_problems(probe, root) if loc[0] != "data"]
+    if problems:
+        raise SpecError([SpecIssue("params.yaml", ".".join(map(str, ("baselines", key, *loc))), msg) for loc, msg in problems])
+    return probe.model, probe.eval
+
+
 def baseline_timings(root: Path, key: str) -> Path:
     return root / "runs" / "_baselines" / f"{key}.timings.json"
 
@@ -690,8 +709,7 @@ def run_baseline(root: Path, key: str, params: dict) -> None:
     b = (params.get("baselines") or {}).get(key)
     if b is None:
         raise SpecError([SpecIssue("params.yaml", f"baselines.{key}", "no such baseline; run `tunebook compile`")])
-    mspec = ModelSpec.model_validate(b["model"])
-    ev = EvalSpec.model_validate({**b["eval"], "loss": False})
+    mspec, ev = _baseline_specs(root, key, b, params)
     out = root / "runs" / "_baselines" / key
     evaluator = Evaluator(root, ev, out, f"baseline {key}")
     t0 = time.time()

@@ -308,6 +308,23 @@ def test_baseline_stage_evaluates_the_base_model_once_into_shared_cells(tmp_path
         evaluate.run_baseline(root, "tiny-y", params)
 
 
+def test_baseline_paths_are_confined_like_an_experiments(tmp_path):
+    """`dvc exp run -S baselines...` or a hand edit bypasses the compiler: the stage checks again."""
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"prompt": "1-1=", "answer": "0"}\n')
+    root = tmp_path / "p"
+    root.mkdir()
+    ev = {"general": None, "target": [{**SUBTRACTION, "source": "../outside.jsonl"}]}
+    params = {"baselines": {"tiny-x": {"model": {"base": "builtin:tiny"}, "eval": ev}}, "exp": {"baseline": "tiny-x"}}
+    with pytest.raises(SpecError) as e:
+        evaluate.run_baseline(root, "tiny-x", params)
+    assert "baselines.tiny-x.eval.target.0.source" in str(e.value) and "outside the project" in str(e.value)
+    assert not (root / "runs").exists()
+    params["exp"]["allow_external_inputs"] = True  # an experiment sharing the baseline opts in
+    with pytest.raises(FileNotFoundError, match="models/tiny"):  # past the path check, on to loading
+        evaluate.run_baseline(root, "tiny-x", params)
+
+
 def test_adapter_swap_matches_loading_the_checkpoint_fresh(tmp_path):
     import torch
     from peft import PeftModel
