@@ -362,6 +362,7 @@ def data_manifest(record: Record) -> dict | None:
     return {
         "sources": [s.model_dump() for s in d.sources],
         "train_rows": d.train_rows, "validation_rows": d.validation_rows, "rejected_rows": d.rejected_rows,
+        "converted_rows": d.converted_rows,
         "quarantine": d.quarantine, "sha256": d.sha256,
         "type_census": sorted(d.type_census.items()),
         "contamination": sorted(d.contamination.items()),

@@ -62,6 +62,8 @@ class SourceManifest(_M):
     planned_weight: float | None = None
     actual_weight: float | None = None
     rejected: int = 0
+    pin: str | None = Field(None, description="hub sources: 'pinned in spec' (a commit) or 'not pinned in spec'")
+    dvc: dict[str, Any] | None = Field(None, description="a DVC-tracked local file: its .dvc file, md5 and whether the file matches it")
 
 
 class DataManifest(_M):
@@ -71,6 +73,7 @@ class DataManifest(_M):
     train_rows: int | None = None
     validation_rows: int | None = None
     rejected_rows: int = 0
+    converted_rows: int = Field(0, description="rows kept after a value was converted to the expected type (standardize)")
     quarantine: str | None = None
     type_census: dict[str, dict[str, int]] = Field(default_factory=dict)
     contamination: dict[str, Any] = Field(default_factory=dict)

@@ -539,6 +539,9 @@ def unpinned_inputs(record: Record, computed: Computed) -> Finding | None:
     for s in record.data.sources if record.data else []:
         if not (s.resolved_revision or s.revision or s.sha256):
             evidence[f"data {s.source}"] = "no revision or hash"
+        elif s.pin == "not pinned in spec":
+            evidence[f"data {s.source}"] = (f"the spec names '{s.revision or 'main'}', a branch or tag: this run read "
+                                            f"{s.resolved_revision or '?'} (recorded), a rerun of the spec may read another")
     if not evidence:
         return None
     return Finding(
@@ -547,3 +550,18 @@ def unpinned_inputs(record: Record, computed: Computed) -> Finding | None:
         "reproduce these numbers.",
         ["Pin revision: in the spec (tunebook resolves it to a commit and records it).",
          "For a record written by hand, add the revision or sha256 if it is still known."])
+
+
+@rule("data_differs_from_dvc")
+def data_differs_from_dvc(record: Record, computed: Computed) -> Finding | None:
+    """A DVC-tracked data file was read while it differed from its .dvc record (edited after `dvc add`)."""
+    evidence = {f"data {s.source}": f"differs from {s.dvc.get('file', 'its .dvc file')} (md5 {s.dvc.get('md5', '?')})"
+                for s in (record.data.sources if record.data else []) if s.dvc and s.dvc.get("matches") is False}
+    if not evidence:
+        return None
+    return Finding(
+        "warn", "Data differs from its DVC record", evidence,
+        "The file was changed after `dvc add` (or not checked out): the run used rows that DVC's record, and "
+        "so the next `dvc checkout` or a collaborator's copy, do not have.",
+        ["If the edit is intended: `dvc add` the file and commit the .dvc file, then rerun.",
+         "If not: `dvc checkout` the file and rerun `dvc repro`."])

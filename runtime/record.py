@@ -156,10 +156,12 @@ def build_record(ctx: StageContext) -> Record:
         "model_io": t.get("model_io", 0.0) + ev_t.get("model_io", 0.0) + base_t.get("model_io", 0.0),
     }
     sources = [{k: s.get(k) for k in ("source", "revision", "resolved_revision", "sha256", "split", "rows_read",
-                                      "rows_used", "planned_weight", "actual_weight", "rejected")} for s in manifest.get("sources", [])]
+                                      "rows_used", "planned_weight", "actual_weight", "rejected", "pin", "dvc")
+                if s.get(k) is not None} for s in manifest.get("sources", [])]
     data = {"sources": sources, "planned_sample_ratio": manifest.get("planned_sample_ratio"),
             "actual_sample_ratio": manifest.get("actual_sample_ratio"), "train_rows": manifest.get("train_rows"),
             "validation_rows": manifest.get("validation_rows"), "rejected_rows": manifest.get("rejected_rows", 0),
+            "converted_rows": manifest.get("converted_rows", 0),
             "quarantine": f"data/{ctx.name}/quarantine.jsonl" if manifest.get("rejected_rows") else None,
             "type_census": manifest.get("type_census", {}), "contamination": manifest.get("contamination", {}),
             "sha256": manifest.get("sha256")} if manifest else None

@@ -216,3 +216,18 @@ def test_unpinned_inputs(seed000, quickstart):
     found, _ = check("unpinned_inputs", seed000)
     assert set(found.evidence) == {"model", "data hf:t-tech/T-Wix"}
     assert check("unpinned_inputs", quickstart)[0] is None
+    branch = {"source": "hf:org/set", "revision": "main", "resolved_revision": "a" * 40, "pin": "not pinned in spec"}
+    found, _ = check("unpinned_inputs", make(model={"base": "x", "revision": "b" * 40}, data={"sources": [branch]}))
+    assert "'main', a branch or tag" in found.evidence["data hf:org/set"] and "a" * 40 in found.evidence["data hf:org/set"]
+    pinned = {**branch, "revision": "a" * 40, "pin": "pinned in spec"}
+    assert check("unpinned_inputs", make(model={"base": "x", "revision": "b" * 40}, data={"sources": [pinned]}))[0] is None
+
+
+def test_data_differs_from_dvc():
+    edited = {"source": "data/train.jsonl", "sha256": "c" * 64, "dvc": {"file": "data/train.jsonl.dvc", "md5": "d" * 32, "matches": False}}
+    found, _ = check("data_differs_from_dvc", make(data={"sources": [edited]}))
+    assert found.severity == "warn" and "data/train.jsonl.dvc" in found.evidence["data data/train.jsonl"]
+    assert "dvc add" in found.actions[0]
+    clean = {**edited, "dvc": {**edited["dvc"], "matches": True}}
+    assert check("data_differs_from_dvc", make(data={"sources": [clean]}))[0] is None
+    assert check("data_differs_from_dvc", make(data={"sources": [{"source": "x.jsonl", "sha256": "e" * 64}]}))[0] is None

@@ -96,6 +96,14 @@ def test_dvc_tracked_file_records_its_md5_and_notices_an_edit(tmp_path, capsys):
     [src] = run(ctx)["manifest"]["sources"]
     assert src["dvc"]["matches"] is False
     assert "differs from its DVC record (train.jsonl.dvc)" in capsys.readouterr().out
+    # the record carries it, so the report says it too (rule data_differs_from_dvc), not only the stage log
+    from reports.compute import compute
+    from reports.rules import run_rule
+    from runtime.record import build_record
+
+    record = build_record(ctx)
+    assert record.data.sources[0].dvc["matches"] is False
+    assert run_rule("data_differs_from_dvc", record, compute(record)) is not None
 
 
 def test_a_file_inside_a_pipeline_output_records_the_dvc_lock_entry(tmp_path):
