@@ -159,6 +159,21 @@ def read_jsonl(path: Path) -> list[dict]:
 # what the run logs
 
 
+def files_only_live(path: Path):
+    """A dvclive logger that only writes its files (one .tsv per metric, metrics.json): no dvc.yaml
+    rewrite, no auto-committed experiment, no html report (see FIELD-NOTES). Its repository hook is
+    skipped too: it raises in a git repo with no commit yet (scmrepo's "Empty git repo"), runs
+    `dvc init` in a git repo without DVC, and serves only the features switched off here; the plots
+    are declared by the compiler in dvc.yaml."""
+    from dvclive import Live
+
+    class FilesOnlyLive(Live):
+        def _init_dvc(self):
+            self._dvc_file = "dvc.yaml"  # what dvclive sets when dvcyaml is None; never written
+
+    return FilesOnlyLive(dir=str(path), resume=False, save_dvc_exp=False, dvcyaml=None, report=None)
+
+
 class RunLog:
     """Every logged step, in memory, in `history.json` (rewritten at each log, so a killed run keeps
     what it logged) and in `dvclive/` (one .tsv per metric, for `dvc plots show`).
@@ -173,10 +188,7 @@ class RunLog:
         self.history: list[dict] = [h for h in before if h["step"] <= resume_step] if resume_step is not None else []
         self.live = None
         if writes:
-            from dvclive import Live
-
-            # no dvc.yaml rewrite, no auto-committed experiment, no html report (see FIELD-NOTES)
-            self.live = Live(dir=str(out / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=None, report=None)
+            self.live = files_only_live(out / "dvclive")
             for h in self.history:
                 self._live(h["step"], h["values"])
             self._flush()

@@ -211,3 +211,20 @@ def test_early_stopping_on_the_general_suite(tmp_path):
     assert all(0 <= h["values"]["early_stopping/score"] <= 1 for h in scores)
     assert s["best_checkpoint"]["measured"].startswith("general acc (tiny_facts_color, limit 20)")
     assert s["final"]["step"] == s["best_checkpoint"]["step"] and s["stopped_early"] is None
+
+
+def test_dvclive_writes_its_files_in_a_git_repo_with_no_commit(tmp_path, monkeypatch):
+    """dvclive's repository hook raised "Empty git repo" there, and ran `dvc init` in a git repo
+    without DVC: tunebook's logger writes the metric files and touches nothing else."""
+    import subprocess
+
+    from runtime.train import files_only_live
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    live = files_only_live(tmp_path / "run" / "dvclive")
+    live.step = 3
+    live.log_metric("loss", 0.5)
+    live.make_summary()
+    assert (tmp_path / "run/dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1].startswith("3\t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "run"]  # no .dvc, no dvc.yaml
