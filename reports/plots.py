@@ -1,18 +1,13 @@
-"""Per-checkpoint plots: PNGs for the markdown log, CSVs and `plots:` definitions for DVC.
+"""Per-checkpoint plots: SVG charts for the markdown log, CSVs and `plots:` definitions for DVC.
 
-PNGs are deterministic (fixed size and dpi, no software or date metadata), drawn with matplotlib's
-object API on the Agg canvas, so no global pyplot state is touched. Each PNG carries the digest of
-what it shows (a tEXt chunk), so an unchanged plot is not redrawn. The CSVs hold one column per task
-(its first metric in alphabetical order) and one row per checkpoint, base included at step 0, so
-`dvc plots show` and `dvc plots diff` can compare variants.
+The charts are written by reports/svg.py (plain SVG text: deterministic, diffable, milliseconds to
+make, no plotting library imported). A chart whose bytes would not change is not rewritten. The CSVs
+hold one column per task (its first metric in alphabetical order) and one row per checkpoint, base
+included at step 0, so `dvc plots show` and `dvc plots diff` can compare variants.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -22,120 +17,52 @@ from reports.compute import Computed
 from reports.markdown import write_atomic
 from reports.record import Record
 from reports.status import Thresholds
-
-SIZE = (7.0, 3.6)
-DPI = 100
-STYLE = 1  # bump when the drawing code changes, so every plot is redrawn once
-KEY = "tunebook-plot"  # PNG text chunk holding the digest of what the plot shows
+from reports.svg import HLine, Line, line_chart
 
 
-@dataclass
-class Plot:
-    """What one figure shows, as plain data: drawn only when it differs from the PNG on disk."""
-    title: str
-    ylabel: str
-    lines: list[dict] = field(default_factory=list)  # {"label", "x", "y", "marker"}
-    hlines: list[dict] = field(default_factory=list)  # {"y", "label", "style", "color", "width"}
-
-    def digest(self) -> str:
-        blob = json.dumps({"style": STYLE, "size": SIZE, "dpi": DPI, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def png_text(path: Path, key: str) -> str | None:
-    """The tEXt chunk `key` of a PNG, read without matplotlib; None if absent or unreadable."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if kind == b"tEXt":
-            name, _, value = data[pos + 8:pos + 8 + length].partition(b"\0")
-            if name.decode("latin-1") == key:
-                return value.decode("latin-1")
-        if kind in (b"IDAT", b"IEND"):  # matplotlib writes text chunks before the image data
-            return None
-        pos += 12 + length
-    return None
-
-
-def _draw(plot: Plot, path: Path, digest: str) -> Path:
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported only when a plot changed
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=SIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_title(plot.title)
-    ax.set_xlabel("step")
-    ax.set_ylabel(plot.ylabel)
-    ax.grid(alpha=0.3)
-    for line in plot.lines:
-        ax.plot(line["x"], line["y"], marker=line["marker"], label=line["label"])
-    for h in plot.hlines:
-        ax.axhline(h["y"], color=h["color"], linestyle=h["style"], linewidth=h["width"], label=h["label"])
-    if any(x["label"] for x in plot.lines + plot.hlines):
-        ax.legend(fontsize="small")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None, KEY: digest})
-    return write_atomic(path, buf.getvalue())
-
-
-def _by_series(curves: pl.DataFrame, suite: str, column: str) -> list[tuple[str, list[int], list[float]]]:
+def _by_series(curves: pl.DataFrame, suite: str, column: str) -> list[Line]:
     rows = curves.filter((pl.col("suite") == suite) & pl.col("step").is_not_null() & pl.col(column).is_not_null())
     out = []
     for (label,), part in rows.sort("label", "step").group_by("label", maintain_order=True):
         if part.height >= 2:
-            out.append((label, part["step"].to_list(), part[column].to_list()))
+            out.append(Line(label, part["step"].to_list(), part[column].to_list()))
     return out
 
 
-def plan_plots(record: Record, computed: Computed) -> list[tuple[str, str, Plot]]:
-    """(title in the log, file name, what to draw) for what the record has enough points for."""
+def plan_plots(record: Record, computed: Computed) -> list[tuple[str, str, str]]:
+    """(title in the log, file name, SVG) for what the record has enough points for."""
     planned = []
     general = _by_series(computed.curves, "general", "delta")
     if general:
-        plot = Plot("General suite: change vs base", "change vs base",
-                    [{"label": label, "x": x, "y": y, "marker": "o"} for label, x, y in general])
         t = Thresholds.for_suite("general", record.expect)
-        for name, level, style in (("warn", t.warn, ":"), ("fail", t.fail, "--")):
-            if level is not None:
-                plot.hlines.append({"y": level, "label": f"{name} {level:+g}", "style": style, "color": "grey", "width": 1})
-        plot.hlines.append({"y": 0, "label": None, "style": "-", "color": "black", "width": 0.8})
-        planned.append(("General suite (forgetting) by checkpoint", "general.png", plot))
+        refs = [HLine(level, f"{name} {level:+g}", style, "#808080", 1.0)
+                for name, level, style in (("warn", t.warn, ":"), ("fail", t.fail, "--")) if level is not None]
+        planned.append(("General suite (forgetting) by checkpoint", "general.svg",
+                        line_chart("General suite: change vs base", "change vs base", general, [*refs, HLine(0.0)])))
     target = _by_series(computed.curves, "target", "value")
     if target:
-        planned.append(("Target tasks by checkpoint", "target.png", Plot(
-            "Target tasks", "value", [{"label": label, "x": x, "y": y, "marker": "o"} for label, x, y in target])))
+        planned.append(("Target tasks by checkpoint", "target.svg", line_chart("Target tasks", "value", target)))
     history = sorted(record.training.history, key=lambda h: h.step) if record.training else []
     losses = sorted({k for h in history for k in h.values if "loss" in k})
     validation = _by_series(computed.curves, "loss", "value")
     if (len(history) >= 2 and losses) or validation:
-        plot = Plot("Loss", "loss")
+        lines = []
         for k in losses:
             pts = [(h.step, h.values[k]) for h in history if k in h.values]
-            plot.lines.append({"label": f"training {k}", "x": [p[0] for p in pts], "y": [p[1] for p in pts], "marker": None})
-        plot.lines += [{"label": label, "x": x, "y": y, "marker": "o"} for label, x, y in validation]
-        planned.append(("Loss during training and per checkpoint", "loss.png", plot))
+            lines.append(Line(f"training {k}", [p[0] for p in pts], [p[1] for p in pts], markers=False))
+        planned.append(("Loss during training and per checkpoint", "loss.svg", line_chart("Loss", "loss", lines + validation)))
     return planned
 
 
 def write_plots(record: Record, computed: Computed, out_dir: Path) -> list[tuple[str, Path]]:
-    """Draw what the record has enough points for; returns (title, path) pairs in a fixed order.
-
-    A PNG whose embedded digest matches what it would show now is kept as it is: re-rendering an
-    unchanged record (every `dvc repro` of the report stage, `tunebook report`) does not even import
-    matplotlib."""
+    """Write what the record has enough points for; returns (title, path) pairs in a fixed order.
+    An unchanged chart keeps its file (and mtime)."""
     drawn = []
-    for title, name, plot in plan_plots(record, computed):
-        path, digest = out_dir / name, plot.digest()
-        if png_text(path, KEY) != digest:
-            _draw(plot, path, digest)
+    for title, name, svg in plan_plots(record, computed):
+        path = out_dir / name
+        data = svg.encode()
+        if not path.is_file() or path.read_bytes() != data:
+            write_atomic(path, data)
         drawn.append((title, path))
     return drawn
 

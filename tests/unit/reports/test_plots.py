@@ -1,39 +1,75 @@
-"""Plots: deterministic PNGs, per-checkpoint CSVs for DVC and their `plots:` definitions."""
+"""Plots: deterministic SVG charts, per-checkpoint CSVs for DVC and their `plots:` definitions."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
 from reports.compute import compute
-from reports.plots import KEY, dvc_plots, png_text, write_plot_data, write_plots
+from reports.plots import dvc_plots, write_plot_data, write_plots
+from reports.svg import HLine, Line, line_chart, nice_ticks, tick_label
 
 from .conftest import make, metric
 
 
-def test_pngs_carry_no_software_or_date_metadata(quickstart, tmp_path):
-    drawn = write_plots(quickstart, compute(quickstart), tmp_path)
-    assert [p.name for _, p in drawn] == ["general.png", "target.png", "loss.png"]
-    for _, path in drawn:
-        data = path.read_bytes()
-        assert data.startswith(b"\x89PNG") and b"matplotlib" not in data and b"tIME" not in data
+def test_charts_are_well_formed_deterministic_svg(quickstart, tmp_path):
+    drawn = write_plots(quickstart, compute(quickstart), tmp_path / "a")
+    again = write_plots(quickstart, compute(quickstart), tmp_path / "b")
+    assert [p.name for _, p in drawn] == ["general.svg", "target.svg", "loss.svg"]
+    for (_, a), (_, b) in zip(drawn, again):
+        assert a.read_bytes() == b.read_bytes()
+        root = ET.fromstring(a.read_text())
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    general = drawn[0][1].read_text()
+    assert "tiny_facts_color · acc" in general and "warn −0.02" not in general and "warn -0.02" in general
 
 
-def test_an_unchanged_plot_is_not_redrawn_and_a_changed_one_is(quickstart, tmp_path):
-    computed = compute(quickstart)
-    first = {p.name: p for _, p in write_plots(quickstart, computed, tmp_path)}
-    digests = {n: png_text(p, KEY) for n, p in first.items()}
-    assert all(d and len(d) == 64 for d in digests.values())
+def test_a_report_imports_no_plotting_library(tmp_path):
+    """In a fresh interpreter (other tests may have imported anything): rendering a whole log with its
+    charts loads neither matplotlib nor torch."""
+    record = Path(__file__).resolve().parents[2] / "fixtures" / "records" / "quickstart_like.json"
+    code = ("import sys; from reports.render import write_report; "
+            f"write_report({str(record)!r}, {str(tmp_path / 'r.md')!r}); "
+            "bad = [m for m in ('matplotlib', 'torch') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
+    assert (tmp_path / "plots" / "quickstart" / "general.svg").exists()
+
+
+def test_an_unchanged_chart_keeps_its_file_and_a_changed_one_is_rewritten(quickstart, tmp_path):
+    first = {p.name: p for _, p in write_plots(quickstart, compute(quickstart), tmp_path)}
     stamps = {n: p.stat().st_mtime_ns for n, p in first.items()}
-    (tmp_path / "target.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # damaged: no digest, so redrawn
-    write_plots(quickstart, computed, tmp_path)
-    assert first["general.png"].stat().st_mtime_ns == stamps["general.png"]  # untouched
-    assert png_text(first["target.png"], KEY) == digests["target.png"]
+    before = first["general.svg"].read_text()
+    write_plots(quickstart, compute(quickstart), tmp_path)
+    assert {n: p.stat().st_mtime_ns for n, p in first.items()} == stamps
     changed = quickstart.model_copy(update={"expect": {**quickstart.expect, "forgetting": {"warn": -0.5, "fail": -0.9}}})
     write_plots(changed, compute(changed), tmp_path)
-    assert png_text(first["general.png"], KEY) != digests["general.png"]  # thresholds moved: redrawn
+    assert first["general.svg"].read_text() != before and "fail -0.9" in first["general.svg"].read_text()
+
+
+def test_labels_are_escaped_never_markup():
+    svg = line_chart("<script>alert(1)</script>", "y & z", [Line('a"><script>x</script>', [0, 10], [0.1, 0.2])],
+                     [HLine(0.0, "{{ 7*7 }}")])
+    ET.fromstring(svg)  # still well-formed
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "y &amp; z" in svg and "{{ 7*7 }}" in svg
+
+
+def test_ticks_are_round_and_cover_the_data():
+    assert nice_ticks(0, 204) == [0, 50, 100, 150, 200, 250]
+    assert nice_ticks(-0.15, 0) == [-0.15, -0.1, -0.05, 0]
+    assert nice_ticks(0.5, 0.5)[0] <= 0.5 <= nice_ticks(0.5, 0.5)[-1]  # a flat line still gets an axis
+    t = nice_ticks(-0.15, 0)
+    assert [tick_label(v, t) for v in t] == ["\u22120.15", "\u22120.10", "\u22120.05", "0"]
+    t = nice_ticks(0, 2.4)
+    assert [tick_label(v, t) for v in t] == ["0", "0.5", "1.0", "1.5", "2.0", "2.5"]
+    flat = line_chart("t", "y", [Line("nan", [0, 1, 2], [float("nan"), 1.0, 1.0])])
+    ET.fromstring(flat)
 
 
 def test_only_what_has_two_points_on_the_step_axis_is_drawn(tmp_path):
     with_step = make(metrics=[metric("t", "base", 0.5), metric("t", "final", 0.6, step=10)])
-    assert [p.name for _, p in write_plots(with_step, compute(with_step), tmp_path)] == ["general.png"]
+    assert [p.name for _, p in write_plots(with_step, compute(with_step), tmp_path)] == ["general.svg"]
     no_step = make(metrics=[metric("t", "base", 0.5), metric("t", "final", 0.6)])  # hand-written: no steps
     assert write_plots(no_step, compute(no_step), tmp_path / "none") == []
 

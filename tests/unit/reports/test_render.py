@@ -47,9 +47,9 @@ def test_plots_are_linked_relatively_and_nothing_is_written_beside_the_record(tm
     record.write_text((FIXTURES / "quickstart_like.json").read_text())
     log = write_report(record, tmp_path / "reports" / "quickstart.md").read_text()
     for name in ("general", "target", "loss"):
-        assert f"](plots/quickstart/{name}.png)" in log
+        assert f"](plots/quickstart/{name}.svg)" in log
     assert sorted(p.name for p in (tmp_path / "reports" / "plots" / "quickstart").iterdir()) == [
-        "general.csv", "general.png", "loss.png", "target.csv", "target.png", "training.csv"]
+        "general.csv", "general.svg", "loss.svg", "target.csv", "target.svg", "training.csv"]
     assert [p.name for p in record.parent.iterdir()] == ["record.json"]
 
 
