@@ -5,6 +5,8 @@ from compiler/tiny.yaml, seeded): a missing model is built, never a reason to sk
 
 from __future__ import annotations
 
+import os
+
 import yaml
 
 from tests.conftest import ROOT
@@ -13,6 +15,7 @@ from tests.conftest import ROOT
 def _ensure_tiny() -> None:
     if (ROOT / "models/tiny/config.json").exists() and (ROOT / "data/tiny/tasks").is_dir():
         return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as the stage sets it: no save bars
     from runtime.builtin import build
 
     cfg = yaml.safe_load((ROOT / "compiler/tiny.yaml").read_text())
