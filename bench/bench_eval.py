@@ -45,7 +45,7 @@ def main() -> None:
     model, tok = load_model(ROOT, spec).eval(), load_tokenizer(ROOT, spec)
     default_bs = GeneralEval.model_fields["batch_size"].default
 
-    def lm(bs: int):  # as runtime.evaluate.eval_general builds it
+    def lm(bs: int):  # as runtime.general.eval_general builds it
         return HFLM(pretrained=model, tokenizer=tok, batch_size=bs, max_length=model.config.max_position_embeddings,
                     add_bos_token=bool(getattr(tok, "add_bos_token", False)))
 

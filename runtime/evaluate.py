@@ -13,7 +13,8 @@ reloaded. Reward scores, judge verdicts and generated answers are cached below `
 cell interrupted halfway resumes too. A cell file about to be replaced by another result (a 5-step
 dry run after the real run), or left from a checkpoint the current run does not have, is moved to
 `<out>/_cache/cells/<fingerprint>.json` rather than lost, and comes back when its weights and
-settings do: `<out>/<checkpoint>/` always holds exactly the current run's cells. The reward model and the judges live in runtime/reward.py and
+settings do: `<out>/<checkpoint>/` always holds exactly the current run's cells. The general suite
+(lm-eval) lives in runtime/general.py, the reward model and the judges in runtime/reward.py and
 runtime/judge.py.
 """
 
@@ -26,11 +27,10 @@ import math
 import os
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from compiler.errors import SpecError, SpecIssue, did_you_mean
-from compiler.schema import EvalSpec, GeneralEval, ModelSpec, PromptSet, TargetTask
+from compiler.schema import EvalSpec, ModelSpec, PromptSet, TargetTask
 from runtime.progress import Progress
 from runtime.stages import StageContext
 
@@ -62,15 +62,6 @@ def dir_digest(path: Path) -> str:
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    return h.hexdigest()
-
-
-def files_digest(path: Path) -> str:
-    """Hash of every file below a folder (local lm-eval tasks: YAML and data), names included."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
     return h.hexdigest()
 
 
@@ -107,14 +98,6 @@ def read_cell(path: Path, fp: str | None) -> dict | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return cell if isinstance(cell, dict) and (fp is None or cell.get("fingerprint") == fp) else None
-
-
-def lm_eval_version() -> str | None:
-    """Without importing lm_eval (5 s): a changed harness must change the general cell's fingerprint."""
-    try:
-        return metadata.version("lm_eval")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,123 +214,6 @@ def eval_target(model, tok, task: TargetTask, rows: list[dict], checkpoint: str,
               "extra": {"extraction_failures": failures, "extraction_failure_rate": failures / (n * task.num_samples),
                         "extract": task.extract, "decoding": decoding, "max_new_tokens": task.max_new_tokens}}
     return {"metrics": [metric], "samples": right + wrong}
-
-
-# ---------------------------------------------------------------------------------------------------
-# general suite through lm-eval
-
-
-def _local_task_dir(root: Path, include_path: str) -> Path:
-    """Copy local task YAMLs to a temp folder with data_files made absolute (lm-eval needs that)."""
-    import yaml
-
-    src = (root / include_path).resolve()
-    if not src.is_dir():
-        raise SpecError([SpecIssue("params.yaml", "eval.general.include_path", f"'{include_path}' is not a folder")])
-    dst = Path(tempfile.mkdtemp(prefix="tunebook-tasks-"))
-    for f in sorted(src.glob("*.yaml")):
-        cfg = yaml.safe_load(f.read_text())
-        files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-        if isinstance(files, dict):
-            cfg["dataset_kwargs"]["data_files"] = {k: str((src / v).resolve()) for k, v in files.items()}
-        (dst / f.name).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return dst
-
-
-def task_manager(root: Path, general: GeneralEval):
-    from lm_eval.tasks import TaskManager
-
-    include = str(_local_task_dir(root, general.include_path)) if general.include_path else None
-    tm = TaskManager(include_path=include)  # indexing every task takes seconds: once per stage
-    check_tasks(tm, general.tasks)
-    return tm
-
-
-def check_tasks(tm, tasks: list[str]) -> None:
-    unknown = [t for t in tasks if t not in tm.all_tasks]
-    if unknown:
-        raise SpecError([SpecIssue("params.yaml", "eval.general.tasks", f"unknown lm-eval task '{t}'",
-                                   hint=did_you_mean(t, tm.all_tasks)) for t in unknown])
-
-
-def _leaves(group_subtasks: dict, task: str) -> list[str]:
-    """A group (mmlu) has no samples of its own: its leaf tasks, in a stable order."""
-    subs = group_subtasks.get(task)
-    return [leaf for s in sorted(subs) for leaf in _leaves(group_subtasks, s)] if subs else [task]
-
-
-def _config_identity(cfg: dict) -> tuple[str, dict]:
-    """(sha256 of a task's config, its dataset and revision). The temp-folder path is dropped and
-    local data files are hashed by content, so the hash is the same on every machine."""
-    cfg = json.loads(json.dumps(cfg, default=str))
-    (cfg.get("metadata") or {}).pop("config_source", None)
-    kwargs = cfg.get("dataset_kwargs") or {}
-    files = kwargs.get("data_files")
-    if isinstance(files, dict):
-        kwargs["data_files"] = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest() if Path(v).is_file() else v
-                                for k, v in files.items()}
-    dataset = {"path": cfg.get("dataset_path"), "name": cfg.get("dataset_name"),
-               "revision": cfg.get("revision") or kwargs.get("revision")}
-    return _digest(cfg), dataset
-
-
-def general_inputs(root: Path, general: GeneralEval) -> dict:
-    """What decides a general cell besides its settings: the harness version (a new lm-eval may score
-    differently) and the content of local task files."""
-    local = files_digest(root / general.include_path) if general.include_path else None
-    return {"lm_eval": lm_eval_version(), "local_tasks": local}
-
-
-def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-
-    # Follow the tokenizer on BOS: a model trained with <s> at the start of every text scores
-    # nonsense without it (lm-eval encodes contexts without special tokens by default).
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=general.batch_size,
-              max_length=model.config.max_position_embeddings, add_bos_token=bool(getattr(tok, "add_bos_token", False)))
-    res = lm_eval.simple_evaluate(model=lm, tasks=list(general.tasks), task_manager=tm, limit=general.limit,
-                                  num_fewshot=general.num_fewshot, log_samples=True, verbosity="ERROR",
-                                  bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
-    version = lm_eval_version()
-    metrics, tasks_info, warnings = [], {}, []
-    for task in general.tasks:
-        r = res["results"][task]
-        leaves = _leaves(res.get("group_subtasks", {}), task)
-        samples = [s for t in leaves for s in sorted(res["samples"].get(t, []), key=lambda s: s["doc_id"])]
-        higher = {k: v for t in [task, *leaves] for k, v in res.get("higher_is_better", {}).get(t, {}).items()}
-        idents = [_config_identity(res["configs"][t]) for t in leaves if t in res.get("configs", {})]
-        config_sha = _digest([h for h, _ in idents])
-        first_cfg = res.get("configs", {}).get(leaves[0], {})
-        primary = general.primary_metrics.get(task) or next(iter(m["metric"] for m in first_cfg.get("metric_list") or []), None)
-        n_total = sum(res.get("n-samples", {}).get(t, {}).get("effective", 0) for t in leaves)
-        found = []
-        for key, val in sorted(r.items()):
-            if "," not in key or "_stderr" in key or not isinstance(val, (int, float)):
-                continue
-            name, filt = key.split(",", 1)
-            metric = name if filt == "none" else f"{name}/{filt}"  # gsm8k's strict-match vs flexible-extract
-            # per-item scores; ifeval's instruction-level metrics are lists per item and have none
-            per = [float(s[name]) for s in samples if s.get("filter", "none") == filt and isinstance(s.get(name), (bool, int, float))]
-            se = r.get(f"{name}_stderr,{filt}")
-            if not isinstance(se, (int, float)) and len(per) > 1:
-                p = sum(per) / len(per)
-                se = math.sqrt(sum((x - p) ** 2 for x in per) / (len(per) - 1) / len(per))
-            found.append(metric)
-            metrics.append({"suite": "general", "task": task, "metric": metric, "checkpoint": checkpoint,
-                            "value": float(val), "stderr": float(se) if isinstance(se, (int, float)) else None,
-                            "n": int(n_total or len(per)), "higher_is_better": bool(higher.get(name, True)),
-                            "samples": per or None,
-                            "extra": {"primary": metric == primary, "num_fewshot": general.num_fewshot,
-                                      "task_version": res.get("versions", {}).get(task), "config_sha256": config_sha,
-                                      "lm_eval_version": version}})
-        if primary and primary not in found:
-            warnings.append(f"{task}: primary metric '{primary}' not reported; it reports {', '.join(found) or 'nothing'}")
-            print(f"[eval] warning: {warnings[-1]}", flush=True)
-        tasks_info[task] = {"version": res.get("versions", {}).get(task), "config_sha256": config_sha, "primary": primary,
-                            "datasets": [d for _, d in idents], "n": n_total}
-    return {"metrics": metrics, "warnings": warnings,
-            "lm_eval": {"version": version, "tasks": tasks_info, "num_fewshot": general.num_fewshot}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -510,6 +376,8 @@ class Evaluator:
 
             self._template = load_template(root, ev.judge.template)
         if ev.general:
+            from runtime.general import task_manager
+
             self._tm = task_manager(root, ev.general)  # fails fast on unknown tasks
 
     def cells(self, checkpoint: str) -> list[str]:
@@ -528,6 +396,8 @@ class Evaluator:
     def _inputs(self, cell: str) -> dict:
         ev = self.ev
         if cell == "general":
+            from runtime.general import general_inputs
+
             return {"settings": ev.general.model_dump(mode="json"), **general_inputs(self.root, ev.general)}
         if cell == "loss":
             return {"loss": True, "max_len": self.max_len, "rows": _digest(self.validation)}
@@ -606,6 +476,8 @@ class Evaluator:
         model, tok, keep = models.model, models.tok, self.ev.samples_per_task
         t0 = time.time()
         if cell == "general":
+            from runtime.general import eval_general
+
             result = eval_general(model, tok, self.ev.general, self._tm, checkpoint)
         elif cell == "loss":
             result = eval_loss(model, tok, self.validation, self.max_len, checkpoint)

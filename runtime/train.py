@@ -313,6 +313,7 @@ def early_stopping_measure(ctx: StageContext):
     """(measure, higher_is_better, description) for the spec's early_stopping, built from the eval
     stage's own functions so a score during training means what it means in the report."""
     from runtime import evaluate
+    from runtime.general import eval_general, task_manager
 
     es, s = ctx.spec.method.early_stopping, ctx.spec
     if es.on == "loss":
@@ -331,12 +332,12 @@ def early_stopping_measure(ctx: StageContext):
         raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.method.early_stopping.on",
                                    "early stopping on 'general' needs eval.general (the suite it measures a subset of)")])
     general = s.eval.general.model_copy(update={"limit": es.limit})
-    tm = evaluate.task_manager(ctx.root, general)  # fails on unknown tasks before training starts
+    tm = task_manager(ctx.root, general)  # fails on unknown tasks before training starts
 
     def general_score(model, tok, step):
         side = tok.padding_side
         try:
-            res = evaluate.eval_general(model, tok, general, tm, f"checkpoint-{step}")
+            res = eval_general(model, tok, general, tm, f"checkpoint-{step}")
         finally:
             tok.padding_side = side
         vals = [m["value"] for m in res["metrics"] if m["metric"] == es.metric]
