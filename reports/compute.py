@@ -354,13 +354,23 @@ def sample_outputs(record: Record, computed: Computed, keep: int = 3) -> list[di
     return [groups[k] for k in sorted(groups)]
 
 
+def _source_note(s) -> str:
+    """What the revision column adds to a source's revision: not pinned, or not what DVC recorded."""
+    notes = []
+    if s.pin == "not pinned in spec":
+        notes.append(f"from '{s.revision or 'main'}', not pinned in spec")
+    if s.dvc and s.dvc.get("matches") is False:
+        notes.append(f"differs from {s.dvc.get('file', 'its .dvc file')}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def data_manifest(record: Record) -> dict | None:
     """Sources with their pinned revisions and hashes, counts, rejections and contamination checks."""
     d = record.data
     if d is None:
         return None
     return {
-        "sources": [s.model_dump() for s in d.sources],
+        "sources": [{**s.model_dump(), "note": _source_note(s)} for s in d.sources],
         "train_rows": d.train_rows, "validation_rows": d.validation_rows, "rejected_rows": d.rejected_rows,
         "converted_rows": d.converted_rows,
         "quarantine": d.quarantine, "sha256": d.sha256,

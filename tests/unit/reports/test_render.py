@@ -60,6 +60,22 @@ def test_seed000_shows_drift_and_honest_unknowns(tmp_path):
     assert "✅" not in log.split("## Results")[1].split("## ")[0]  # no unknown interval is called a success
 
 
+def test_source_notes_in_the_data_manifest(tmp_path):
+    """Every shape the data stage writes renders: a hub source named by branch, a file edited after
+    `dvc add`, a file inside a pipeline output (dvc.lock entry, no `matches`)."""
+    rec = json.loads((FIXTURES / "quickstart_like.json").read_text())
+    rec["data"]["sources"] = [
+        {"source": "hf:org/set", "revision": "main", "resolved_revision": "a" * 40, "pin": "not pinned in spec"},
+        {"source": "data/edited.jsonl", "sha256": "b" * 64, "dvc": {"file": "data/edited.jsonl.dvc", "path": "data/edited.jsonl", "md5": "c" * 32, "matches": False}},
+        {"source": "data/tiny/x.jsonl", "sha256": "d" * 64, "dvc": {"file": "dvc.lock", "stage": "pretrain-tiny", "path": "data/tiny", "md5": "e" * 32}},
+    ]
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(rec))
+    log = write_report(path, tmp_path / "log.md").read_text()
+    assert "(from 'main', not pinned in spec)" in log and "(differs from data/edited.jsonl.dvc)" in log
+    assert "| data/tiny/x.jsonl |" in log
+
+
 HOSTILE = "{{ 7*7 }} {% raw %} <script>alert(1)</script> a|b\nsecond line ``` end"
 
 
