@@ -108,13 +108,30 @@ def general_inputs(root: Path, general: GeneralEval) -> dict:
     return {"lm_eval": lm_eval_version(), "local_tasks": local}
 
 
+def _quiet_hflm():
+    """lm-eval's HFLM without its per-request progress bars (it passes `disable` explicitly, so
+    TQDM_DISABLE cannot reach them): the sweep prints one progress line per cell instead."""
+    from lm_eval.models.huggingface import HFLM
+
+    class QuietHFLM(HFLM):
+        def loglikelihood(self, requests, disable_tqdm: bool = True):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = True):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests, disable_tqdm: bool = True):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
+
+
 def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
 
     # Follow the tokenizer on BOS: a model trained with <s> at the start of every text scores
     # nonsense without it (lm-eval encodes contexts without special tokens by default).
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=general.batch_size,
+    lm = _quiet_hflm()(pretrained=model, tokenizer=tok, batch_size=general.batch_size,
               max_length=model.config.max_position_embeddings, add_bos_token=bool(getattr(tok, "add_bos_token", False)))
     res = lm_eval.simple_evaluate(model=lm, tasks=list(general.tasks), task_manager=tm, limit=general.limit,
                                   num_fewshot=general.num_fewshot, log_samples=True, verbosity="ERROR",

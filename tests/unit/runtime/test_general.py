@@ -54,9 +54,11 @@ def test_unknown_task_says_did_you_mean_and_the_preset_tasks_are_all_known(tm):
     assert "arc_chalenge" in issues[0].message and "arc_challenge" in (issues[0].hint or "")
 
 
-def test_general_suite_on_local_tasks_marks_primary_metric_and_records_harness(tiny, tm):
+def test_general_suite_on_local_tasks_marks_primary_metric_and_records_harness(tiny, tm, capfd):
     model, tok = tiny
     res = general.eval_general(model, tok, LOCAL, tm, "base")
+    printed = capfd.readouterr()
+    assert "Running loglikelihood" not in printed.err + printed.out  # the sweep's own progress line is enough
     by_metric = {m["metric"]: m for m in res["metrics"]}
     assert set(by_metric) == {"acc", "acc_norm"}
     assert by_metric["acc_norm"]["extra"]["primary"] is True and by_metric["acc"]["extra"]["primary"] is False
