@@ -565,3 +565,19 @@ def data_differs_from_dvc(record: Record, computed: Computed) -> Finding | None:
         "so the next `dvc checkout` or a collaborator's copy, do not have.",
         ["If the edit is intended: `dvc add` the file and commit the .dvc file, then rerun.",
          "If not: `dvc checkout` the file and rerun `dvc repro`."])
+
+
+@rule("reward_model_untrained")
+def reward_model_untrained(record: Record, computed: Computed) -> Finding | None:
+    """The reward model had weights missing from its checkpoint (an untrained score head): its rewards are noise."""
+    found = {f"{m.task} · {m.checkpoint}": ", ".join(map(str, m.extra["untrained_weights"][:3]))
+             for m in record.metrics if m.suite == "reward" and m.extra.get("untrained_weights")}
+    if not found:
+        return None
+    model = next((m.extra.get("model") for m in record.metrics if m.extra.get("untrained_weights")), "?")
+    return Finding(
+        "warn", "Reward model has an untrained head: rewards are noise", {"model": model, **dict(list(found.items())[:3])},
+        "The checkpoint named as reward model lacks the score head's weights (for example a causal LM, or the "
+        "tiny model in smoke mode); they were initialized at random, so the mean reward measures nothing.",
+        ["Point eval.reward.model at a trained sequence-classification reward model with one output.",
+         "Until then, read the reward rows as a check of the code path only."])

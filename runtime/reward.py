@@ -51,8 +51,19 @@ class RewardScorer:
         path, rev = model_path(root, _model_spec(spec))
         self.spec = spec
         check_reward_model(root, spec)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, revision=rev, trust_remote_code=spec.trust_remote_code).to(device()).eval()
+        import torch
+
+        # Weights the checkpoint lacks (a causal LM has no score head) are initialized from torch's RNG:
+        # seeded, so two runs give the same numbers; named, so the log and the report can say so.
+        torch.manual_seed(0)
+        self.model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, revision=rev, trust_remote_code=spec.trust_remote_code, output_loading_info=True)
+        self.model = self.model.to(device()).eval()
+        self.untrained = sorted(info.get("missing_keys") or [])
+        if self.untrained:
+            print(f"[reward] warning: {spec.model} has no trained weights for {', '.join(self.untrained[:3])}"
+                  f"{' …' if len(self.untrained) > 3 else ''}: they are random (seeded), so its rewards are noise. "
+                  "Use a trained reward model (a sequence-classification checkpoint with one output).", flush=True)
         self.tok = AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -112,6 +123,8 @@ def eval_reward(scorer: RewardScorer, spec: RewardEval, prompts: list[str], answ
               "samples": rewards,
               "extra": {"model": spec.model, "revision": spec.revision, "max_new_tokens": spec.max_new_tokens,
                         "chat": spec.chat, "decoding": {"mode": "greedy"}}}
+    if scorer.untrained:
+        metric["extra"]["untrained_weights"] = scorer.untrained
     # the best and the worst answers, which say more than random ones
     order = sorted(range(n), key=lambda i: rewards[i])
     picked = order[::-1][: (keep + 1) // 2] + order[: keep // 2]

@@ -231,3 +231,13 @@ def test_data_differs_from_dvc():
     clean = {**edited, "dvc": {**edited["dvc"], "matches": True}}
     assert check("data_differs_from_dvc", make(data={"sources": [clean]}))[0] is None
     assert check("data_differs_from_dvc", make(data={"sources": [{"source": "x.jsonl", "sha256": "e" * 64}]}))[0] is None
+
+
+def test_reward_model_untrained():
+    def reward(extra):
+        return [metric("mtbench", c, 0.1, suite="reward", metric="mean_reward", n=4, extra={"model": "builtin:tiny", **extra})
+                for c in ("base", "final")]
+    found, _ = check("reward_model_untrained", make(metrics=reward({"untrained_weights": ["score.weight"]})))
+    assert found.severity == "warn" and found.evidence["model"] == "builtin:tiny"
+    assert "score.weight" in found.evidence["mtbench · final"]
+    assert check("reward_model_untrained", make(metrics=reward({})))[0] is None

@@ -69,6 +69,28 @@ def test_reward_metric(rm, tmp_path):
     assert res["samples"][0]["output"] == ANSWERS[best] and len(res["samples"]) == 2
 
 
+def test_a_model_without_a_trained_head_is_named_and_seeded(tmp_path, capsys):
+    """A causal LM saved with one label (what smoke mode does with the tiny model) loads as a reward
+    model with a random score head: the log warns, the metric names the weights, two loads agree."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(TINY)
+    lm.config.num_labels = 1
+    lm.save_pretrained(tmp_path / "lm")
+    AutoTokenizer.from_pretrained(TINY).save_pretrained(tmp_path / "lm")
+    spec = RewardEval(model=str(tmp_path / "lm"), prompts="p.jsonl")
+    first = eval_reward(RewardScorer(tmp_path, spec, tmp_path / "a"), spec, PROMPTS, ANSWERS, "final", keep=2)
+    again = eval_reward(RewardScorer(tmp_path, spec, tmp_path / "b"), spec, PROMPTS, ANSWERS, "final", keep=2)
+    assert first["metrics"][0]["samples"] == again["metrics"][0]["samples"]  # seeded: the same noise
+    assert "score.weight" in first["metrics"][0]["extra"]["untrained_weights"]
+    assert "rewards are noise" in capsys.readouterr().out
+
+
+def test_a_trained_reward_model_has_no_untrained_weights(rm, tmp_path):
+    spec = RewardEval(model=str(rm), prompts="p.jsonl")
+    assert RewardScorer(tmp_path, spec, tmp_path).untrained == []
+
+
 def test_a_classifier_with_several_outputs_or_no_model_is_refused_before_any_compute(tmp_path):
     build_rm(tmp_path / "clf", num_labels=2)
     (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
