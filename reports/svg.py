@@ -60,6 +60,11 @@ def tick_label(v: float, ticks: list[float]) -> str:
     return "0" if float(text) == 0 else text.replace("-", "\u2212")
 
 
+def _fit(label: str, most: int = (WIDTH - LEFT - RIGHT - 34) // 7) -> str:
+    """A legend label that fits on one row; the whole label stays in the line's tooltip."""
+    return label if len(label) <= most else label[: most - 1] + "…"
+
+
 def _f(v: float) -> str:
     return f"{v:.1f}"
 
@@ -77,8 +82,8 @@ def line_chart(title: str, ylabel: str, lines: list[Line], hlines: list[HLine] =
     def py(y: float) -> float:
         return TOP + ph - (y - y0) / ((y1 - y0) or 1) * ph
 
-    entries = [(ln.label, PALETTE[i % len(PALETTE)], None, ln.markers) for i, ln in enumerate(lines)]
-    entries += [(h.label, h.color, DASHES.get(h.style), False) for h in hlines if h.label]
+    entries = [(_fit(ln.label), PALETTE[i % len(PALETTE)], None, ln.markers) for i, ln in enumerate(lines)]
+    entries += [(_fit(h.label), h.color, DASHES.get(h.style), False) for h in hlines if h.label]
     legend, row, x = [], 0, LEFT
     for label, color, dash, markers in entries:  # rows of entries below the x-axis label
         w = 34 + 7 * len(label)
@@ -104,9 +109,9 @@ def line_chart(title: str, ylabel: str, lines: list[Line], hlines: list[HLine] =
         dash = DASHES.get(h.style)
         out.append(f'<line x1="{LEFT}" y1="{_f(py(h.y))}" x2="{LEFT + pw}" y2="{_f(py(h.y))}" stroke="{h.color}" '
                    f'stroke-width="{h.width}"' + (f' stroke-dasharray="{dash}"' if dash else "") + "/>")
-    for (label, color, _, markers), ln in zip(entries, lines):
+    for (_, color, _, markers), ln in zip(entries, lines):
         pts = [(px(a), py(b)) for a, b in zip(ln.x, ln.y) if math.isfinite(b)]
-        out.append(f"<g><title>{escape(label)}</title>")
+        out.append(f"<g><title>{escape(ln.label)}</title>")
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{" ".join(f"{_f(a)},{_f(b)}" for a, b in pts)}"/>')
         if markers:
             out += [f'<circle cx="{_f(a)}" cy="{_f(b)}" r="3" fill="{color}"/>' for a, b in pts]

@@ -55,6 +55,14 @@ def test_labels_are_escaped_never_markup():
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "y &amp; z" in svg and "{{ 7*7 }}" in svg
 
 
+def test_a_long_label_is_cut_in_the_legend_and_whole_in_the_tooltip():
+    long = "mmlu_high_school_" + "x" * 200 + " · acc"
+    svg = line_chart("t", "y", [Line(long, [0, 10], [0.1, 0.2])])
+    assert f"<title>{long}</title>" in svg and "…</text>" in svg
+    legend = [t for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text") if (t.text or "").endswith("…")]
+    assert len(legend) == 1 and 30 + 7 * len(legend[0].text) <= 700
+
+
 def test_ticks_are_round_and_cover_the_data():
     assert nice_ticks(0, 204) == [0, 50, 100, 150, 200, 250]
     assert nice_ticks(-0.15, 0) == [-0.15, -0.1, -0.05, 0]
