@@ -5,8 +5,15 @@ line per figure. They report; they never fail the build. Ratios are measured sid
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+import warnings
+
+# as the stages set it: library progress bars ("Loading weights") would bury the BENCH lines
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
 
 
 def line(name: str, value: float, unit: str, op: str, target: float) -> str:
