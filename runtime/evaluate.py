@@ -32,7 +32,7 @@ from pathlib import Path
 from compiler.errors import SpecError, SpecIssue, did_you_mean
 from compiler.schema import EvalSpec, ModelSpec, PromptSet, TargetTask
 from runtime.progress import Progress
-from runtime.stages import StageContext
+from runtime.stages import StageContext, check_paths
 
 
 class EvalCellError(Exception):
@@ -420,7 +420,7 @@ class Evaluator:
 
     def _shelve(self, path: Path) -> None:
         """Move a cell file aside, under its own fingerprint, before another result takes its place."""
-        old = read_cell(path, None) if path.exists() else None
+        old = read_cell(path, None)
         if old and old.get("fingerprint"):
             dest = self.shelf(old["fingerprint"])
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -558,7 +558,6 @@ def _baseline_specs(root: Path, key: str, b: dict, params: dict) -> tuple[ModelS
     """The baseline's model and suite, validated, with its paths checked like an experiment's: a hand
     edit or `dvc exp run -S baselines...` bypasses the compiler. Paths outside the project are allowed
     only if an experiment sharing this baseline opts in (`allow_external_inputs: true`)."""
-    from compiler.load import path_problems
     from compiler.schema import Spec
 
     allow = any(isinstance(v, dict) and v.get("baseline") == key and v.get("allow_external_inputs") for v in params.values())
@@ -567,9 +566,7 @@ def _baseline_specs(root: Path, key: str, b: dict, params: dict) -> tuple[ModelS
                                      "eval": {**b["eval"], "loss": False}, "allow_external_inputs": allow})
     except Exception as e:
         raise SpecError([SpecIssue("params.yaml", f"baselines.{key}", f"invalid parameters: {e}")]) from None
-    problems = [(loc, msg) for loc, msg in path_problems(probe, root) if loc[0] != "data"]
-    if problems:
-        raise SpecError([SpecIssue("params.yaml", ".".join(map(str, ("baselines", key, *loc))), msg) for loc, msg in problems])
+    check_paths(probe, root, ("baselines", key), skip=("data",))
     return probe.model, probe.eval
 
 

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from reports.record import Record, dump_record
+from runtime.evaluate import baseline_timings
 from runtime.stages import StageContext
 
 PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "tokenizers",
@@ -148,7 +149,7 @@ def build_record(ctx: StageContext) -> Record:
     # runs kept them inside the summaries, still read as a fallback.
     t = summary.get("timings", {})
     ev_t = _json(run / "timings" / "eval.json", None) or eval_summary.get("timings", {})
-    base_t = _json(ctx.root / "runs" / "_baselines" / f"{key}.timings.json", None) or base_summary.get("timings", {})
+    base_t = _json(baseline_timings(ctx.root, str(key)), None) or base_summary.get("timings", {})
     timings = {
         "data": (_json(run / "timings" / "data.json", {}) or {}).get("data", manifest.get("seconds", 0.0)),
         "training": t.get("training", 0.0),

@@ -48,13 +48,19 @@ def experiment_context(root: Path, name: str) -> StageContext:
         spec = Spec.model_validate({"name": name, **body})
     except Exception as e:  # a `dvc exp run -S` value of the wrong type lands here
         raise SpecError([SpecIssue("params.yaml", name, f"invalid parameters: {e}")]) from None
-    # `-S` and hand edits bypass the compiler: paths are checked again where they are read
+    check_paths(spec, root, (name,))  # `-S` and hand edits bypass the compiler
+    return StageContext(root=root, name=name, spec=spec, params=raw)
+
+
+def check_paths(spec: Spec, root: Path, where: tuple, skip: tuple = ()) -> None:
+    """The compiler's path confinement again, where params.yaml is read: a SpecError naming
+    `params.yaml: <where>.<key>` for each input path that is unusable or leaves the project.
+    `skip` names top-level sections not to check (a probe spec's placeholder data)."""
     from compiler.load import path_problems
 
-    problems = path_problems(spec, root)
+    problems = [(loc, msg) for loc, msg in path_problems(spec, root) if loc[0] not in skip]
     if problems:
-        raise SpecError([SpecIssue("params.yaml", ".".join(map(str, (name, *loc))), msg) for loc, msg in problems])
-    return StageContext(root=root, name=name, spec=spec, params=raw)
+        raise SpecError([SpecIssue("params.yaml", ".".join(map(str, (*where, *loc))), msg) for loc, msg in problems])
 
 
 def _quiet_libraries() -> None:
