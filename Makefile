@@ -1,5 +1,5 @@
 # tunebook — the two commands that matter:
-#   make demo    set up, then run the quickstart (`dvc repro`): the log is reports/quickstart.md
+#   make demo    set up, then run the quickstart (`dvc repro`): the log is logs/quickstart.md
 #   make test    set up, then the test suite (fast tier; CI also runs `make test-slow`)
 # On a GPU machine, install the torch build for your CUDA first (see README), then `make demo`.
 
@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/tunebook compile --check
 	$(BIN)/dvc repro
 	@echo ""
-	@echo "Done. The experiment log is reports/quickstart.md"
+	@echo "Done. The experiment log is logs/quickstart.md"
 	@echo "Next: dvc exp run -S 'quickstart.method.lr=1e-2' && tunebook review   (see README)"
 
 test: setup
@@ -52,7 +52,7 @@ compile: setup
 	$(BIN)/tunebook compile
 
 # The five seed studies (studies/*/) as miniatures on the tiny model, one after the other, sharing one
-# DVC cache so the tiny model is pre-trained once. Logs: studies/*/.smoke/reports/ (see docs/studies.md).
+# DVC cache so the tiny model is pre-trained once. Logs: studies/*/.smoke/logs/ (see docs/studies.md).
 smoke: setup
 	@for s in studies/*/; do $(BIN)/tunebook -C $$s smoke --cache $(CURDIR)/.tunebook/smoke-cache || exit 1; done
 

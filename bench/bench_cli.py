@@ -51,7 +51,7 @@ def report_cold() -> None:
 
 
 def compile_1000() -> None:
-    from compiler import compile_specs, load_specs, render_pipeline
+    from tunebook.compiler import compile_specs, load_specs, render_pipeline
 
     with tempfile.TemporaryDirectory() as d:
         specs = Path(d) / "specs"
@@ -70,7 +70,7 @@ def review_1000() -> None:
     """`tunebook review` over 1,000 records (variants of the rich fixture record), in-process."""
     import json
 
-    from reports.review import write_review
+    from tunebook.reports.review import write_review
 
     base = json.loads((ROOT / "tests/fixtures/records/quickstart_like.json").read_text())
     with tempfile.TemporaryDirectory() as d:

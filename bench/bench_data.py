@@ -27,9 +27,9 @@ ROWS = 1_000_000
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from compiler.schema import Spec
-from runtime.stages import StageContext
-from runtime import data
+from tunebook.compiler.schema import Spec
+from tunebook.runtime.stages import StageContext
+from tunebook.runtime import data
 
 root = Path(sys.argv[1])
 spec = Spec.model_validate({"name": "bench", "model": {"base": "builtin:tiny"}, "data": {

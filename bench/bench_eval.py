@@ -34,8 +34,8 @@ def main() -> None:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from compiler.schema import GeneralEval, ModelSpec
-    from runtime.models import load_model, load_tokenizer
+    from tunebook.compiler.schema import GeneralEval, ModelSpec
+    from tunebook.runtime.models import load_model, load_tokenizer
 
     if not (ROOT / "models" / "tiny" / "config.json").exists():
         print("# bench_eval: models/tiny is missing (tunebook run pretrain tiny); skipped", flush=True)

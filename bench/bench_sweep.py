@@ -41,9 +41,9 @@ def main() -> None:
     import torch
     from peft import PeftModel
 
-    from compiler.schema import ModelSpec
-    from runtime.evaluate import Models, eval_loss
-    from runtime.models import load_model, load_tokenizer
+    from tunebook.compiler.schema import ModelSpec
+    from tunebook.runtime.evaluate import Models, eval_loss
+    from tunebook.runtime.models import load_model, load_tokenizer
 
     if not (ROOT / "models" / "tiny" / "config.json").exists():
         print("# bench_sweep: models/tiny is missing (tunebook run pretrain tiny); skipped", flush=True)

@@ -40,7 +40,7 @@ def ensure_tiny(wait_s: float = 600) -> bool:
         time.sleep(5)  # a build in progress elsewhere
     if config.exists():
         return True
-    from runtime import builtin
+    from tunebook.runtime import builtin
 
     cfg = yaml.safe_load((ROOT / "compiler" / "tiny.yaml").read_text())
     with tempfile.TemporaryDirectory(dir=ROOT) as d:
@@ -54,9 +54,9 @@ def ensure_tiny(wait_s: float = 600) -> bool:
 
 def project(root: Path, name: str, anchor: dict | None):
     """A throwaway project with one compiled spec and its data stage run; returns its StageContext."""
-    from compiler import compile_specs, load_specs, write_pipeline
-    from runtime import data
-    from runtime.stages import _quiet_libraries, experiment_context
+    from tunebook.compiler import compile_specs, load_specs, write_pipeline
+    from tunebook.runtime import data
+    from tunebook.runtime.stages import _quiet_libraries, experiment_context
 
     for d in ("models/tiny", "data/tiny"):
         if not (root / d).exists():
@@ -79,7 +79,7 @@ def project(root: Path, name: str, anchor: dict | None):
 
 def tunebook_seconds(ctx) -> float:
     """Training seconds of one fresh run of the train stage (its summary excludes loading and saving)."""
-    from runtime import train
+    from tunebook.runtime import train
 
     shutil.rmtree(ctx.run_dir, ignore_errors=True)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

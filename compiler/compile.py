@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from compiler.load import LoadedSpec
-from compiler.schema import STAGE_PARTS, ResourcesSpec, Spec
+from tunebook.compiler.load import LoadedSpec
+from tunebook.compiler.schema import STAGE_PARTS, ResourcesSpec, Spec
 
 BUILTIN_PREFIX = "builtin:"
 TINY_CONFIG = Path(__file__).with_name("tiny.yaml")
@@ -196,11 +196,11 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
                   params=p("eval"), outs=[{f"{run}/eval": {"persist": True}}], desc=f"evaluate every selected checkpoint of {e} (one cached file per cell)"),
             Stage(f"report-{e}", f"tunebook run report {e}",
                   deps=[f"data/{e}", f"{run}/train", f"{run}/eval", f"runs/_baselines/{key}"], params=[e],
-                  outs=[{f"{run}/record.json": {"cache": False}}, {f"reports/{e}.md": {"cache": False}},
-                        {f"reports/plots/{e}": {"cache": False}}],
+                  outs=[{f"{run}/record.json": {"cache": False}}, {f"logs/{e}.md": {"cache": False}},
+                        {f"logs/plots/{e}": {"cache": False}}],
                   metrics=[{f"{run}/metrics.json": {"cache": False}}],
                   plots=[{f"{run}/plots/checkpoints.csv": {"cache": False, "x": "step", "template": "linear"}}],
-                  desc=f"write the run record and the experiment log reports/{e}.md"),
+                  desc=f"write the run record and the experiment log logs/{e}.md"),
         ]
 
     for key in sorted(baselines):

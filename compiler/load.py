@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from compiler.errors import SpecError, SpecIssue, did_you_mean
-from compiler.schema import Spec
-from compiler.yamlio import read_yaml
+from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
+from tunebook.compiler.schema import Spec
+from tunebook.compiler.yamlio import read_yaml
 
 Origin = tuple[str, int]  # (file, line)
 
@@ -150,7 +150,7 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
 
 
 def _is_union_member(part) -> bool:
-    import compiler.schema as schema
+    import tunebook.compiler.schema as schema
     from pydantic import BaseModel
 
     if not isinstance(part, str):

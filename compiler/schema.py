@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from compiler.errors import did_you_mean
+from tunebook.compiler.errors import did_you_mean
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*(-[a-z0-9_]+)*$")
 
@@ -494,10 +494,10 @@ class Spec(Part):
 
 
 # The name becomes params.yaml's top-level key and the folders data/<name>, runs/<name>,
-# reports/<name>.md: these would collide with what tunebook writes there itself.
+# logs/<name>.md: these would collide with what tunebook writes there itself.
 MAX_NAME = 64
 RESERVED_NAMES = {"baselines": "params.yaml key of the shared baselines", "builtin": "params.yaml key of the builtin models",
-                  "tiny": "data/tiny and models/tiny belong to builtin:tiny", "review": "reports/review.md is `tunebook review`'s log"}
+                  "tiny": "data/tiny and models/tiny belong to builtin:tiny", "review": "logs/review.md is `tunebook review`'s log"}
 
 
 # The parts each stage reads: a stage's DVC params are exactly these keys, so changing an eval

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import yaml
 
-from compiler.errors import SpecError, SpecIssue
-from compiler.load import LoadedSpec
-from compiler.schema import FORMAT_FIELDS, Source, Spec
+from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.load import LoadedSpec
+from tunebook.compiler.schema import FORMAT_FIELDS, Source, Spec
 
 TINY = "builtin:tiny"
 # The miniature's sizes. Training: TRAIN_ROWS rows in batches of BATCH, at most MAX_EPOCHS epochs, so a
@@ -456,9 +456,9 @@ class Built:
 def build(loaded: list[LoadedSpec], study: Path, out: Path) -> Built:
     """Write the smoke project of `loaded` (full specs of `study`) into `out`: specs, stand-ins,
     SMOKE.md, dvc.yaml and params.yaml. `out` must already be a DVC project (the CLI makes it one)."""
-    from compiler.compile import compile_specs
-    from compiler.load import load_specs
-    from compiler.write import write_pipeline
+    from tunebook.compiler.compile import compile_specs
+    from tunebook.compiler.load import load_specs
+    from tunebook.compiler.write import write_pipeline
 
     minis = miniatures(loaded, study)
     files = write_project(out, study.name, minis)

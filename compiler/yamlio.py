@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.errors import SpecError, SpecIssue
 
 # libyaml's C parser when the wheel has it (10x faster; same safe semantics), else pure Python.
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -169,6 +169,8 @@ def parse_yaml(text: str, file: str, *, max_bytes: int = MAX_BYTES) -> tuple[obj
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
+        if "nesting depth" in str(e.problem or e.context):  # PyYAML >= 6.0.3 has its own depth limit
+            raise _too_deep(file, line) from None
         raise SpecError([SpecIssue(file, "", f"not valid YAML: {e.problem or e.context}", line)]) from None
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
         # ValueError/OverflowError: libyaml resolving a scalar that looks like a date but is not one

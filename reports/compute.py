@@ -18,9 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from reports.record import Metric, Record
-from reports.stats import Interval, McNemar, delta_interval, mcnemar, win_rate_interval
-from reports.status import Thresholds, Verdict, judge
+from tunebook.reports.record import Metric, Record
+from tunebook.reports.stats import Interval, McNemar, delta_interval, mcnemar, win_rate_interval
+from tunebook.reports.status import Thresholds, Verdict, judge
 
 SUITE_ORDER = ("target", "general")  # shown first, in this order; other suites follow alphabetically
 JUDGE_PARITY = 0.5  # a pairwise win rate against the base model (extra.reference == "base") starts at parity

@@ -21,7 +21,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from reports.stats import Interval
+from tunebook.reports.stats import Interval
 
 TEMPLATES = Path(__file__).parent / "templates"
 

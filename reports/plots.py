@@ -13,11 +13,11 @@ from pathlib import Path
 import polars as pl
 import polars.selectors as cs
 
-from reports.compute import Computed
-from reports.markdown import write_atomic
-from reports.record import Record
-from reports.status import Thresholds
-from reports.svg import HLine, Line, line_chart
+from tunebook.reports.compute import Computed
+from tunebook.reports.markdown import write_atomic
+from tunebook.reports.record import Record
+from tunebook.reports.status import Thresholds
+from tunebook.reports.svg import HLine, Line, line_chart
 
 
 def _by_series(curves: pl.DataFrame, suite: str, column: str) -> list[Line]:
@@ -96,7 +96,7 @@ def write_plot_data(record: Record, computed: Computed, out_dir: Path) -> list[P
 
 
 def dvc_plots(experiment: str, general_tasks: list[str], target_tasks: list[str],
-              reports_dir: str = "reports") -> list[dict]:
+              reports_dir: str = "logs") -> list[dict]:
     """Top-level `plots:` entries for dvc.yaml, reading the CSVs `write_report` writes.
 
     The compiler knows the tasks from the spec; the CSV columns are the task names. The CSVs sit

@@ -1,6 +1,6 @@
 """The experiment log: `write_report(record_path, out_path)` renders one record as markdown.
 
-    tunebook report quickstart        # runs/quickstart/record.json -> reports/quickstart.md
+    tunebook report quickstart        # runs/quickstart/record.json -> logs/quickstart.md
 
 Compute first (reports.compute, reports.rules), then render (templates/experiment.md.j2). Plots go
 to `<out dir>/plots/<experiment>/`, linked relatively, with the per-checkpoint CSVs `dvc plots` reads;
@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reports import compute as c
-from reports.markdown import render, safe_name, write_atomic
-from reports.plots import write_plot_data, write_plots
-from reports.record import Record, load_record
-from reports.rules import Finding, experiment_verdict, run_rules
-from reports.stats import RESAMPLES
-from reports.status import SMALL_N, number
+from tunebook.reports import compute as c
+from tunebook.reports.markdown import render, safe_name, write_atomic
+from tunebook.reports.plots import write_plot_data, write_plots
+from tunebook.reports.record import Record, load_record
+from tunebook.reports.rules import Finding, experiment_verdict, run_rules
+from tunebook.reports.stats import RESAMPLES
+from tunebook.reports.status import SMALL_N, number
 
 SUITE_TITLES = {"target": "Target tasks", "general": "General suite (forgetting)", "loss": "Loss",
                 "judge": "Judge (pairwise win rate against the base model)"}

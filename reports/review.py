@@ -1,6 +1,6 @@
 """The review: one markdown across experiments, their DVC variants and the pipeline's state.
 
-    tunebook review                   # runs/*/record.json + `dvc exp show` + `dvc status` -> reports/review.md
+    tunebook review                   # runs/*/record.json + `dvc exp show` + `dvc status` -> logs/review.md
 
 Sections: a status tracker (stages done, stale or pending), a comparison table with the best value
 per metric marked (respecting each metric's direction), the parameters that differ between
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports.compute import SUITE_ORDER, Computed, ResultRow, compute_many
-from reports.markdown import render, safe_name, write_atomic
-from reports.record import Record, RecordError, load_record
-from reports.rules import Finding, experiment_verdict, run_rules
-from reports.status import CAUTION, IMPROVED, NOISE, REGRESSED
+from tunebook.reports.compute import SUITE_ORDER, Computed, ResultRow, compute_many
+from tunebook.reports.markdown import render, safe_name, write_atomic
+from tunebook.reports.record import Record, RecordError, load_record
+from tunebook.reports.rules import Finding, experiment_verdict, run_rules
+from tunebook.reports.status import CAUTION, IMPROVED, NOISE, REGRESSED
 
 STAGE_KINDS = ("data", "train", "eval", "report")  # per-experiment stages, named <kind>-<exp> or <kind>@<exp>
 COMPARED_SUITES = ("target", "general")

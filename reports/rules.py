@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reports.compute import Computed, ResultRow
-from reports.record import Record
-from reports.stats import cohen_kappa
-from reports.status import IMPROVED, SMALL_N, Thresholds, Verdict, number, overall
+from tunebook.reports.compute import Computed, ResultRow
+from tunebook.reports.record import Record
+from tunebook.reports.stats import cohen_kappa
+from tunebook.reports.status import IMPROVED, SMALL_N, Thresholds, Verdict, number, overall
 
 SEVERITIES = ("fail", "warn", "info")
 

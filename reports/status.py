@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reports.stats import Interval
+from tunebook.reports.stats import Interval
 
 IMPROVED, REGRESSED, CAUTION, NOISE = "✅", "❌", "⚠️", "➖"
 SMALL_N = 30  # below this a normal or bootstrap interval is itself unreliable

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
-from compiler.schema import AnchorSpec
+from tunebook.compiler.schema import AnchorSpec
 
 
 def anchor_coef(a: AnchorSpec, step: int) -> float:

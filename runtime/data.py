@@ -34,11 +34,11 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from compiler.errors import SpecError, SpecIssue, did_you_mean
-from compiler.schema import FORMAT_FIELDS, DataSpec, Source
-from runtime.folders import replacing
-from runtime.progress import Progress
-from runtime.stages import StageContext
+from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
+from tunebook.compiler.schema import FORMAT_FIELDS, DataSpec, Source
+from tunebook.runtime.folders import replacing
+from tunebook.runtime.progress import Progress
+from tunebook.runtime.stages import StageContext
 
 DETECT_ORDER = ("preference", "messages", "prompt_completion", "verifiable")  # most specific first
 ROLES = ("system", "user", "assistant", "tool")
@@ -376,7 +376,7 @@ def dvc_record(root: Path, path: Path) -> dict | None:
 
 def load_source(root: Path, src: Source, where: Where, label: str) -> Loaded:
     """Read one source, with its manifest entry (where it came from, hashes, revision, row count)."""
-    from runtime.hub import HubError, is_commit, load_hub_dataset, load_local_dataset
+    from tunebook.runtime.hub import HubError, is_commit, load_hub_dataset, load_local_dataset
 
     entry: dict = {"source": src.source}
     path = root / src.source

@@ -29,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from compiler.errors import SpecError, SpecIssue, did_you_mean
-from compiler.schema import EvalSpec, ModelSpec, PromptSet, TargetTask
-from runtime.progress import Progress
-from runtime.stages import StageContext, check_paths
+from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
+from tunebook.compiler.schema import EvalSpec, ModelSpec, PromptSet, TargetTask
+from tunebook.runtime.progress import Progress
+from tunebook.runtime.stages import StageContext, check_paths
 
 
 class EvalCellError(Exception):
@@ -67,7 +67,7 @@ def dir_digest(path: Path) -> str:
 
 def model_fingerprint(root: Path, spec: ModelSpec) -> str:
     """Weights hash for a local model folder; for a hub model its id and revision."""
-    from runtime.models import model_path
+    from tunebook.runtime.models import model_path
 
     path, _ = model_path(root, spec)
     return dir_digest(Path(path)) if Path(path).is_dir() else _digest(spec.model_dump(mode="json"))
@@ -105,7 +105,7 @@ def read_cell(path: Path, fp: str | None) -> dict | None:
 
 
 def _read_rows(root: Path, source: str, key: str) -> list[dict]:
-    from runtime.data import read_local
+    from tunebook.runtime.data import read_local
 
     path = root / source
     if not path.is_file():
@@ -125,8 +125,8 @@ def _check_field(rows: list[dict], field: str, source: str, key: str) -> None:
 
 
 def _load_rows(root: Path, task: TargetTask) -> list[dict]:
-    from compiler.schema import Source
-    from runtime.data import read_source
+    from tunebook.compiler.schema import Source
+    from tunebook.runtime.data import read_source
 
     key = f"eval.target.{task.name}.source"
     if task.source.startswith("hf:") or (root / task.source).is_dir():
@@ -186,7 +186,7 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
 
 
 def eval_target(model, tok, task: TargetTask, rows: list[dict], checkpoint: str, keep: int) -> dict:
-    from runtime.extract import EXTRACTORS, score
+    from tunebook.runtime.extract import EXTRACTORS, score
 
     extract = EXTRACTORS[task.extract]
     prompts = [str(r[task.prompt_field]) for r in rows]
@@ -276,7 +276,7 @@ class Models:
     are loaded from disk."""
 
     def __init__(self, root: Path, spec: ModelSpec, lora: bool):
-        from runtime.models import load_model, load_tokenizer
+        from tunebook.runtime.models import load_model, load_tokenizer
 
         t0 = time.time()
         self.root, self.spec, self.lora = root, spec, lora
@@ -289,7 +289,7 @@ class Models:
         self.io_s = time.time() - t0
 
     def load(self, path: Path, name: str) -> None:
-        from runtime.models import load_model
+        from tunebook.runtime.models import load_model
 
         t0 = time.time()
         if not self.lora:
@@ -368,15 +368,15 @@ class Evaluator:
         self._prompts = {k: load_prompts(root, ps, f"eval.{k}") for k, ps in (("reward", ev.reward), ("judge", ev.judge)) if ps}
         self._template = None
         if ev.reward:
-            from runtime.reward import check_reward_model
+            from tunebook.runtime.reward import check_reward_model
 
             check_reward_model(root, ev.reward)
         if ev.judge:
-            from runtime.judge import load_template
+            from tunebook.runtime.judge import load_template
 
             self._template = load_template(root, ev.judge.template)
         if ev.general:
-            from runtime.general import task_manager
+            from tunebook.runtime.general import task_manager
 
             self._tm = task_manager(root, ev.general)  # fails fast on unknown tasks
 
@@ -396,13 +396,13 @@ class Evaluator:
     def _inputs(self, cell: str) -> dict:
         ev = self.ev
         if cell == "general":
-            from runtime.general import general_inputs
+            from tunebook.runtime.general import general_inputs
 
             return {"settings": ev.general.model_dump(mode="json"), **general_inputs(self.root, ev.general)}
         if cell == "loss":
             return {"loss": True, "max_len": self.max_len, "rows": _digest(self.validation)}
         if cell == "reward":
-            from runtime.reward import reward_model_fingerprint
+            from tunebook.runtime.reward import reward_model_fingerprint
 
             return {"settings": ev.reward.model_dump(mode="json"), "prompts": _digest(self._prompts[cell]),
                     "reward_model": reward_model_fingerprint(self.root, ev.reward)}
@@ -476,19 +476,19 @@ class Evaluator:
         model, tok, keep = models.model, models.tok, self.ev.samples_per_task
         t0 = time.time()
         if cell == "general":
-            from runtime.general import eval_general
+            from tunebook.runtime.general import eval_general
 
             result = eval_general(model, tok, self.ev.general, self._tm, checkpoint)
         elif cell == "loss":
             result = eval_loss(model, tok, self.validation, self.max_len, checkpoint)
         elif cell == "reward":
-            from runtime.reward import RewardScorer, eval_reward
+            from tunebook.runtime.reward import RewardScorer, eval_reward
 
             self._scorer = self._scorer or RewardScorer(self.root, self.ev.reward, self.out / "_cache" / "reward")
             answers = self.answers(model, tok, weights_fp, "reward")
             result = eval_reward(self._scorer, self.ev.reward, self._prompts["reward"], answers, checkpoint, keep)
         elif cell == "judge":
-            from runtime.judge import eval_judge, make_judges
+            from tunebook.runtime.judge import eval_judge, make_judges
 
             self._judges = self._judges or make_judges(self.root, self.ev.judge)
             candidate = self.answers(model, tok, weights_fp, "judge")
@@ -558,7 +558,7 @@ def _baseline_specs(root: Path, key: str, b: dict, params: dict) -> tuple[ModelS
     """The baseline's model and suite, validated, with its paths checked like an experiment's: a hand
     edit or `dvc exp run -S baselines...` bypasses the compiler. Paths outside the project are allowed
     only if an experiment sharing this baseline opts in (`allow_external_inputs: true`)."""
-    from compiler.schema import Spec
+    from tunebook.compiler.schema import Spec
 
     allow = any(isinstance(v, dict) and v.get("baseline") == key and v.get("allow_external_inputs") for v in params.values())
     try:
@@ -604,7 +604,7 @@ def select_checkpoints(summary: dict, mode) -> list[dict]:
 def run(ctx: StageContext) -> None:
     import torch
 
-    from runtime.train import read_jsonl
+    from tunebook.runtime.train import read_jsonl
 
     train_dir = ctx.run_dir / "train"
     summary_path = train_dir / "summary.json"

@@ -25,9 +25,9 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from compiler.errors import SpecError, SpecIssue, did_you_mean
-from compiler.schema import GeneralEval
-from runtime.evaluate import _digest
+from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
+from tunebook.compiler.schema import GeneralEval
+from tunebook.runtime.evaluate import _digest
 
 
 def lm_eval_version() -> str | None:

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from runtime.rewards import for_trl
-from runtime.stages import StageContext
+from tunebook.runtime.rewards import for_trl
+from tunebook.runtime.stages import StageContext
 
 
 class DynamicsGRPOTrainer(GRPOTrainer):
@@ -57,7 +57,7 @@ class DynamicsGRPOTrainer(GRPOTrainer):
 def build(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list, watchdog):
     from datasets import Dataset
 
-    from runtime.train import lora_config, trainer_args
+    from tunebook.runtime.train import lora_config, trainer_args
 
     m, g = ctx.spec.method, ctx.spec.method.grpo
     cfg = GRPOConfig(

@@ -27,9 +27,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from compiler.errors import SpecError, SpecIssue
-from compiler.schema import JudgeEval, JudgeModel, ModelSpec
-from runtime.evaluate import EvalCellError, _digest, write_json_atomic
+from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.schema import JudgeEval, JudgeModel, ModelSpec
+from tunebook.runtime.evaluate import EvalCellError, _digest, write_json_atomic
 
 DEFAULT_TEMPLATE = """\
 Which response answers the question better?
@@ -219,14 +219,14 @@ class HFJudge:
     """A local causal LM asked for a verdict (greedy). The tiny model makes a fine dumb judge for tests."""
 
     def __init__(self, root: Path, spec: JudgeModel):
-        from runtime.evaluate import device
-        from runtime.models import load_model, load_tokenizer
+        from tunebook.runtime.evaluate import device
+        from tunebook.runtime.models import load_model, load_tokenizer
 
         mspec = ModelSpec(base=spec.model, revision=spec.revision)
         self.spec, self.model, self.tok = spec, load_model(root, mspec).to(device()).eval(), load_tokenizer(root, mspec)
 
     def ask(self, prompt: str) -> str:
-        from runtime.evaluate import generate
+        from tunebook.runtime.evaluate import generate
 
         chat = bool(getattr(self.tok, "chat_template", None))
         return generate(self.model, self.tok, [prompt], self.spec.max_new_tokens, 1, chat=chat)[0][0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.schema import ModelSpec
+from tunebook.compiler.schema import ModelSpec
 
 BUILTIN = "builtin:"
 
@@ -50,6 +50,6 @@ def load_model(root: Path, spec: ModelSpec):
 def resolved_revision(spec: ModelSpec) -> str | None:
     if spec.base.startswith(BUILTIN) or Path(spec.base).exists():
         return None
-    from runtime.hub import resolve_revision
+    from tunebook.runtime.hub import resolve_revision
 
     return resolve_revision(spec.base, spec.revision, "model")

@@ -1,5 +1,5 @@
 """The report stage: gather what the other stages wrote into `runs/<exp>/record.json`, then render
-`reports/<exp>.md` with the `reports` package.
+`logs/<exp>.md` with the `reports` package.
 
     tunebook run report <exp>      # what the `report-<exp>` DVC stage runs
 
@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from reports.record import Record, dump_record
-from runtime.evaluate import baseline_timings
-from runtime.stages import StageContext
+from tunebook.reports.record import Record, dump_record
+from tunebook.runtime.evaluate import baseline_timings
+from tunebook.runtime.stages import StageContext
 
 PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "tokenizers",
             "safetensors", "numpy", "dvc", "dvclive"]
@@ -174,7 +174,7 @@ def build_record(ctx: StageContext) -> Record:
     checkpoints = [{"name": c["name"], "step": c["step"], "is_final": bool(c.get("is_final")),
                     "path": f"runs/{ctx.name}/train/{c['name']}", "sha256": c.get("weights_sha256")}
                    for c in eval_summary.get("checkpoints", [])]
-    from runtime.models import resolved_revision  # no torch: only hub metadata
+    from tunebook.runtime.models import resolved_revision  # no torch: only hub metadata
 
     spec = ctx.spec
     status = "dry_run" if training and training["dry_run"] else "completed"
@@ -233,13 +233,13 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def run(ctx: StageContext) -> None:
-    from reports.render import write_report
+    from tunebook.reports.render import write_report
 
     rec = build_record(ctx)
     record_path = ctx.run_dir / "record.json"
     write_atomic(record_path, dump_record(rec))
     write_atomic(ctx.run_dir / "metrics.json", json.dumps(final_metrics(rec), indent=1, sort_keys=True) + "\n")
     write_atomic(ctx.run_dir / "plots" / "checkpoints.csv", checkpoints_csv(rec))
-    out = ctx.root / "reports" / f"{ctx.name}.md"
+    out = ctx.root / "logs" / f"{ctx.name}.md"
     write_report(record_path, out)
-    print(f"[report {ctx.name}] wrote runs/{ctx.name}/record.json and reports/{ctx.name}.md", flush=True)
+    print(f"[report {ctx.name}] wrote runs/{ctx.name}/record.json and logs/{ctx.name}.md", flush=True)

@@ -13,9 +13,9 @@ import json
 import math
 from pathlib import Path
 
-from compiler.errors import SpecError, SpecIssue
-from compiler.schema import ModelSpec, RewardEval
-from runtime.evaluate import _digest, device, model_fingerprint
+from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.schema import ModelSpec, RewardEval
+from tunebook.runtime.evaluate import _digest, device, model_fingerprint
 
 
 def _model_spec(spec: RewardEval) -> ModelSpec:
@@ -30,7 +30,7 @@ def check_reward_model(root: Path, spec: RewardEval) -> None:
     """Before any compute: the reward model exists and has one output (its config says, cheaply)."""
     from transformers import AutoConfig
 
-    from runtime.models import model_path
+    from tunebook.runtime.models import model_path
 
     path, rev = model_path(root, _model_spec(spec))
     try:
@@ -46,7 +46,7 @@ class RewardScorer:
     def __init__(self, root: Path, spec: RewardEval, cache_dir: Path):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from runtime.models import model_path
+        from tunebook.runtime.models import model_path
 
         path, rev = model_path(root, _model_spec(spec))
         self.spec = spec

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from compiler.errors import SpecError, SpecIssue, did_you_mean
-from runtime.extract import EXTRACTORS, mcq_word_boundary, score
+from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
+from tunebook.runtime.extract import EXTRACTORS, mcq_word_boundary, score
 
 Extractor = Callable[[str], "str | None"]
 RewardFn = Callable[[str, str, Extractor], float]

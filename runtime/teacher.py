@@ -24,11 +24,11 @@ import json
 import time
 from pathlib import Path
 
-from compiler.errors import SpecError, SpecIssue
-from compiler.schema import ModelSpec
-from runtime.folders import replacing
-from runtime.progress import Progress
-from runtime.stages import StageContext
+from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.schema import ModelSpec
+from tunebook.runtime.folders import replacing
+from tunebook.runtime.progress import Progress
+from tunebook.runtime.stages import StageContext
 
 
 def generate(model, tok, prompts: list[str], t, seed: int) -> list[list[str]]:
@@ -49,8 +49,8 @@ def generate(model, tok, prompts: list[str], t, seed: int) -> list[list[str]]:
 
 def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], list[dict]]:
     """(SFT rows, every sample with its verdict). Pure: rejection sampling by the named reward."""
-    from runtime.extract import EXTRACTORS
-    from runtime.rewards import REWARDS, normalize_completion
+    from tunebook.runtime.extract import EXTRACTORS
+    from tunebook.runtime.rewards import REWARDS, normalize_completion
 
     fn, extract = REWARDS[t.reward], EXTRACTORS[t.extract]
     kept, log = [], []
@@ -68,9 +68,9 @@ def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], l
 
 
 def run(ctx: StageContext) -> None:
-    from runtime.models import load_model, load_tokenizer
-    from runtime.rewards import check_names
-    from runtime.train import read_jsonl
+    from tunebook.runtime.models import load_model, load_tokenizer
+    from tunebook.runtime.rewards import check_names
+    from tunebook.runtime.train import read_jsonl
 
     t = ctx.spec.method.teacher
     check_names([t.reward], f"{ctx.name}.method.teacher.reward")

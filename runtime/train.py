@@ -38,9 +38,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from compiler.errors import SpecError, SpecIssue
-from runtime.progress import Progress
-from runtime.stages import StageContext
+from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.runtime.progress import Progress
+from tunebook.runtime.stages import StageContext
 
 ROW_FIELDS = {"sft": ("prompt", "completion"), "teacher-sft": ("prompt", "completion"),
               "grpo": ("prompt", "answer"), "dpo": ("prompt", "chosen", "rejected")}
@@ -312,8 +312,8 @@ class EarlyStopping(TrainerCallback):
 def early_stopping_measure(ctx: StageContext):
     """(measure, higher_is_better, description) for the spec's early_stopping, built from the eval
     stage's own functions so a score during training means what it means in the report."""
-    from runtime import evaluate
-    from runtime.general import eval_general, task_manager
+    from tunebook.runtime import evaluate
+    from tunebook.runtime.general import eval_general, task_manager
 
     es, s = ctx.spec.method.early_stopping, ctx.spec
     if es.on == "loss":
@@ -413,7 +413,7 @@ def build_sft(ctx: StageContext, out: Path, rows: list[dict], model, tok, callba
               peft_config=lora_config(m), callbacks=callbacks)
     if m.anchor is None:
         return SFTTrainer(**kw)
-    from runtime.anchor import AnchoredSFTTrainer
+    from tunebook.runtime.anchor import AnchoredSFTTrainer
 
     reference = None if m.lora else AnchoredSFTTrainer.frozen_copy(model)  # copied before any update
     return AnchoredSFTTrainer(**kw, anchor=m.anchor, reference=reference)
@@ -422,11 +422,11 @@ def build_sft(ctx: StageContext, out: Path, rows: list[dict], model, tok, callba
 def build_trainer(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list, watchdog):
     kind = ctx.spec.method.kind
     if kind == "grpo":
-        from runtime import grpo
+        from tunebook.runtime import grpo
 
         return grpo.build(ctx, out, rows, model, tok, callbacks, watchdog)
     if kind == "dpo":
-        from runtime import dpo
+        from tunebook.runtime import dpo
 
         return dpo.build(ctx, out, rows, model, tok, callbacks)
     return build_sft(ctx, out, rows, model, tok, callbacks)
@@ -457,14 +457,14 @@ def run(ctx: StageContext) -> None:
     from accelerate import PartialState
     from transformers.trainer_callback import PrinterCallback
 
-    from runtime.models import load_model, load_tokenizer
-    from runtime.watchdog import WatchdogCallback, greedy_sampler
+    from tunebook.runtime.models import load_model, load_tokenizer
+    from tunebook.runtime.watchdog import WatchdogCallback, greedy_sampler
 
     t0 = time.time()
     datasets.disable_progress_bars()  # trl's per-map bars; LogCallback prints progress
     m, out = ctx.spec.method, ctx.run_dir / "train"
     if m.kind == "grpo":
-        from runtime.rewards import check_names
+        from tunebook.runtime.rewards import check_names
 
         check_names(m.grpo.rewards, f"{ctx.name}.method.grpo.rewards")
     rows_file = train_rows_file(ctx)

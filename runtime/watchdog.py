@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import TrainerCallback
 
-from compiler.schema import WatchdogSpec
+from tunebook.compiler.schema import WatchdogSpec
 
 MIN_CHARS = 8  # shorter outputs ("19") carry too little text to call repetitive
 NGRAM = 3

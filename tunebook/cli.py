@@ -24,8 +24,8 @@ class Ctx:
 
 
 def _fail(ctx: Ctx, exc: BaseException) -> None:
-    from compiler.errors import printable
-    from reports.record import RecordError
+    from tunebook.compiler.errors import printable
+    from tunebook.reports.record import RecordError
 
     code = 2 if isinstance(exc, RecordError) else getattr(exc, "exit_code", 1)  # a bad record is bad input
     if ctx.verbose:
@@ -69,7 +69,7 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
     \b
     tunebook compile          specs/*.yaml -> dvc.yaml + params.yaml
     dvc repro                 run what changed (stages call `tunebook run ...`)
-    tunebook report <exp>     render reports/<exp>.md from runs/<exp>/record.json
+    tunebook report <exp>     render logs/<exp>.md from runs/<exp>/record.json
     tunebook review           one log across experiments and `dvc exp` variants
     tunebook smoke            every spec as a miniature on builtin:tiny, run end to end (docs/studies.md)
     """
@@ -89,7 +89,7 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
 @_guard
 def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: bool, out: Path | None) -> None:
     """Validate specs and write dvc.yaml and params.yaml (all specs in specs/ by default)."""
-    from compiler import compile_specs, discover, load_specs, write_pipeline
+    from tunebook.compiler import compile_specs, discover, load_specs, write_pipeline
 
     if smoke:
         if check:
@@ -113,8 +113,8 @@ def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None):
     """Write the smoke project (compiler/smoke.py) and return its folder. It is a git and DVC project of
     its own: DVC refuses a dvc.yaml inside a git-ignored folder, and the study's committed full-scale
     dvc.yaml and params.yaml must stay as they are."""
-    from compiler import discover, load_specs
-    from compiler.smoke import build
+    from tunebook.compiler import discover, load_specs
+    from tunebook.compiler.smoke import build
 
     paths = [Path(p) for p in specs] or discover(ctx.root / "specs")
     if not paths:
@@ -163,7 +163,7 @@ def smoke(ctx: Ctx, out: Path | None, cache: Path | None, run_all: bool) -> None
     """Run this project's specs as miniatures on builtin:tiny: `compile --smoke`, then `dvc repro` and
     `tunebook review` in the smoke project. Experiments that differ only in values (a learning rate, a
     dataset) share a code path: one of each runs unless --all; SMOKE.md says which covers which.
-    Its log: smoke.log, reports/*.md, reports/review.md."""
+    Its log: smoke.log, logs/*.md, logs/review.md."""
     import subprocess
     import time
 
@@ -188,8 +188,8 @@ def smoke(ctx: Ctx, out: Path | None, cache: Path | None, run_all: bool) -> None
     _tool([sys.executable, "-m", "tunebook", "-C", str(out), "review"], out)
     ran = len(built.names) if run_all else len(built.run)
     click.echo(f"smoke run of {ctx.root.name} passed in {time.time() - t0:.0f}s ({ran} of {len(built.names)} experiments). "
-               f"Logs: {_rel(out / 'reports', ctx.root)}/*.md, "
-               f"review: {_rel(out / 'reports' / 'review.md', ctx.root)}, replacements: {_rel(out / 'SMOKE.md', ctx.root)}")
+               f"Logs: {_rel(out / 'logs', ctx.root)}/*.md, "
+               f"review: {_rel(out / 'logs' / 'review.md', ctx.root)}, replacements: {_rel(out / 'SMOKE.md', ctx.root)}")
 
 
 @main.command()
@@ -199,7 +199,7 @@ def smoke(ctx: Ctx, out: Path | None, cache: Path | None, run_all: bool) -> None
 @_guard
 def run(ctx: Ctx, kind: str, name: str) -> None:
     """Run one stage (what dvc.yaml calls): KIND is the stage kind, NAME the experiment or key."""
-    from runtime import stages
+    from tunebook.runtime import stages
 
     stages.run_stage(ctx.root, kind, name)
 
@@ -207,42 +207,42 @@ def run(ctx: Ctx, kind: str, name: str) -> None:
 @main.command()
 @click.argument("experiment", required=False)
 @click.option("--record", "record_path", type=click.Path(dir_okay=False, path_type=Path), help="render this record file instead")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="output markdown (default reports/<exp>.md)")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="output markdown (default logs/<exp>.md)")
 @click.pass_obj
 @_guard
 def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path | None) -> None:
     """Render an experiment log from a run record (any valid record, hand-written ones too)."""
-    from reports.record import load_record
-    from reports.render import write_report
+    from tunebook.reports.record import load_record
+    from tunebook.reports.render import write_report
 
     if record_path is None:
         if not experiment:
             raise click.UsageError("give an EXPERIMENT name or --record PATH")
         record_path = ctx.root / "runs" / experiment / "record.json"
-    from reports.markdown import safe_name
+    from tunebook.reports.markdown import safe_name
 
     rec = load_record(record_path)
     # a record is input, not trusted: its name must not steer the output path
-    out = out or ctx.root / "reports" / f"{safe_name(rec.experiment)}.md"
+    out = out or ctx.root / "logs" / f"{safe_name(rec.experiment)}.md"
     write_report(record_path, out)
     click.echo(f"wrote {_rel(out, ctx.root)}")
 
 
 @main.command()
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default reports/review.md")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default logs/review.md")
 @click.option("--no-dvc", is_flag=True, help="do not ask dvc for experiments and stage status")
 @click.pass_obj
 @_guard
 def review(ctx: Ctx, out: Path | None, no_dvc: bool) -> None:
     """One log across all experiments (runs/*/record.json) and their `dvc exp` variants."""
-    from reports.review import write_review
+    from tunebook.reports.review import write_review
 
     records = sorted(p for p in (ctx.root / "runs").glob("*/record.json") if not p.parent.name.startswith("_"))
     exp_show = status = None
     if not no_dvc and (ctx.root / ".dvc").is_dir():
         exp_show = _dvc_json(ctx.root, ["exp", "show", "--json"])
         status = _dvc_json(ctx.root, ["status", "--json"])
-    out = out or ctx.root / "reports" / "review.md"
+    out = out or ctx.root / "logs" / "review.md"
     write_review(records, out, exp_show=exp_show, dvc_status=status)
     click.echo(f"wrote {_rel(out, ctx.root)} ({len(records)} record(s))")
 
@@ -270,9 +270,9 @@ def _dvc_json(root: Path, args: list[str]):
 def schema(ctx: Ctx, out: Path | None, record: bool) -> None:
     """Write the JSON Schema of specs (for editor completion) or of run records."""
     if record:
-        from reports.record import Record as model
+        from tunebook.reports.record import Record as model
     else:
-        from compiler.schema import Spec as model
+        from tunebook.compiler.schema import Spec as model
     out = out or ctx.root / ("docs/record.schema.json" if record else "specs/schema.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model.model_json_schema(), indent=1, sort_keys=True) + "\n")

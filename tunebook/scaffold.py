@@ -18,7 +18,7 @@ from pathlib import Path
 STARTER = """\
 # yaml-language-server: $schema=./schema.json
 # Starter experiment: LoRA SFT of the embedded tiny model. Run it with `dvc repro`; the log is
-# reports/{name}.md. To make it yours, set model.base to a hub id (and pin `revision:`) and point the
+# logs/{name}.md. To make it yours, set model.base to a hub id (and pin `revision:`) and point the
 # data sources at your own files.
 name: {name}
 model:
@@ -49,8 +49,8 @@ eval:
 """
 
 def init_project(root: Path, name: str) -> list[str]:
-    from compiler import compile_specs, discover, load_specs, write_pipeline
-    from compiler.schema import NAME_RE, Spec
+    from tunebook.compiler import compile_specs, discover, load_specs, write_pipeline
+    from tunebook.compiler.schema import NAME_RE, Spec
 
     if not NAME_RE.match(name):
         raise ValueError(f"'{name}' is not a valid experiment name: use lowercase letters, digits, '_' and '-'")
@@ -73,5 +73,5 @@ def init_project(root: Path, name: str) -> list[str]:
         subprocess.run([str(dvc) if dvc.exists() else "dvc", "config", "core.analytics", "false"], cwd=root, check=True, env=env)
         said.append("ran dvc init")
     write_pipeline(root, compile_specs(load_specs(discover(specs), root)))
-    said += ["compiled specs/ -> dvc.yaml, params.yaml", f"Next: `dvc repro`, then read reports/{name}.md"]
+    said += ["compiled specs/ -> dvc.yaml, params.yaml", f"Next: `dvc repro`, then read logs/{name}.md"]
     return said

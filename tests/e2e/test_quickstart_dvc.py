@@ -69,7 +69,7 @@ def test_repro_writes_a_log_with_real_numbers(project):
     for task, metric in [("subtraction", "accuracy"), ("tiny_facts_color", "acc"), ("validation", "loss")]:
         assert ("base", task, metric) in by and (final, task, metric) in by
         assert by[(final, task, metric)]["n"] > 0
-    log = (root / "reports/mini.md").read_text()
+    log = (root / "logs/mini.md").read_text()
     assert "mini" in log and "Baseline" in log and "subtraction" in log
 
 
@@ -88,7 +88,7 @@ def test_variant_shows_in_review(project):
     assert "Running stage 'train-mini'" in exp.stdout
     assert "Running stage 'pretrain-tiny'" not in exp.stdout and "Running stage 'data-mini'" not in exp.stdout
     sh(tunebook_cmd() + ["review"], root, env)
-    review = (root / "reports/review.md").read_text()
+    review = (root / "logs/review.md").read_text()
     assert "0.01" in review and "mini" in review
 
 

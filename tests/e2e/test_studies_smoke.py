@@ -59,10 +59,10 @@ def test_study_runs_end_to_end_in_smoke_mode(study: str, cache: Path, tmp_path: 
     ran = sorted(p.parent.name for p in (out / "runs").glob("*/record.json"))
     assert ran and set(ran) <= set(experiments)
     assert all(f"{exp} (as " in notes for exp in set(experiments) - set(ran))
-    review = (out / "reports" / "review.md").read_text()
+    review = (out / "logs" / "review.md").read_text()
     for exp in ran:
         assert exp in review
-        log = (out / "reports" / f"{exp}.md").read_text()
+        log = (out / "logs" / f"{exp}.md").read_text()
         assert log.startswith("# SMOKE miniature of specs/")  # a smoke log says so in its title
         rec = json.loads((out / "runs" / exp / "record.json").read_text())
         final = next(c["name"] for c in rec["checkpoints"] if c["is_final"])

@@ -26,8 +26,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.errors import printable
-from compiler.write import MARK, _digest
+from tunebook.compiler.errors import printable
+from tunebook.compiler.write import MARK, _digest
 from tests.conftest import tunebook_cmd
 from tests.reliability.conftest import base_env
 from tests.reliability.tally import tried

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.write import MARK
+from tunebook.compiler.write import MARK
 from tests.reliability.tally import tried
 from tests.reliability.test_fuzz_compile import QUICKSTART, dump, nasty_values, paths_of
 from tunebook.cli import main

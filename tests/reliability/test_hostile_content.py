@@ -22,9 +22,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from compiler import SpecError, load_spec
-from reports.render import write_report
-from runtime.stages import experiment_context
+from tunebook.compiler import SpecError, load_spec
+from tunebook.reports.render import write_report
+from tunebook.runtime.stages import experiment_context
 from tests.conftest import tunebook_cmd
 from tests.reliability.conftest import base_env
 from tests.reliability.tally import tried
@@ -116,14 +116,14 @@ def test_trust_remote_code_is_shown_in_the_log(tmp_path, on):
         f"trust_remote_code {'true' if on else 'false'}" in model_line, model_line
 
 
-def test_report_cli_keeps_a_hostile_experiment_name_inside_reports(tmp_path):
+def test_report_cli_keeps_a_hostile_experiment_name_inside_logs(tmp_path):
     rec = json.loads(FIXTURE.read_text())
     rec["experiment"] = "../../escaped{{ 7*7 }}"
     (tmp_path / "r.json").write_text(json.dumps(rec))
     result = CliRunner().invoke(main, ["-C", str(tmp_path), "report", "--record", str(tmp_path / "r.json")])
     assert result.exit_code in (0, 2), result.output
     written = [p for p in tmp_path.parent.glob("**/*escaped*")]
-    assert all(p.resolve().is_relative_to((tmp_path / "reports").resolve()) for p in written), written
+    assert all(p.resolve().is_relative_to((tmp_path / "logs").resolve()) for p in written), written
     tried("hostile inputs")
 
 
@@ -236,8 +236,8 @@ def test_error_messages_cannot_rewrite_the_terminal(tmp_path):
 def test_an_echoing_judge_endpoint_cannot_put_the_key_in_a_verdict(fake_judge, monkeypatch):
     """A judge endpoint that echoes the Authorization header back in its reply: the answer that is
     cached and recorded must not carry the key."""
-    from compiler.schema import JudgeModel
-    from runtime.judge import HTTPJudge
+    from tunebook.compiler.schema import JudgeModel
+    from tunebook.runtime.judge import HTTPJudge
     from tests.reliability.conftest import FAKE_JUDGE_KEY
 
     monkeypatch.setenv("TUNEBOOK_FAKE_JUDGE_KEY", FAKE_JUDGE_KEY)

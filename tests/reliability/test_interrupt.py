@@ -79,7 +79,7 @@ def assert_whole(root: Path) -> list[str]:
                 json.loads(line)
         elif path.suffix in (".yaml", ".lock"):
             yaml.safe_load(text)
-        elif path.suffix == ".md" and rel.startswith("reports/"):
+        elif path.suffix == ".md" and rel.startswith("logs/"):
             assert "How to read this log" in text.decode(), f"{rel} is cut short"
     return leftovers
 
@@ -115,7 +115,7 @@ def test_sigkill_during_data_preparation(built, tmp_path):
 
 def test_sigkill_during_report_rendering(built, tmp_path):
     p = copy_project(built, tmp_path / "p")
-    plots = p.root / "reports/plots/mini"
+    plots = p.root / "logs/plots/mini"
     landed = kill_during(p, ["repro", "-f", "-s", "report-mini"], "report-mini", "[report mini]", delay=(0.5, 4.0), seed=1)
     assert_whole(p.root)
     landed += kill_during(p, ["repro", "-f", "-s", "report-mini"], "report-mini", "[report mini]",
@@ -127,11 +127,11 @@ def test_sigkill_during_report_rendering(built, tmp_path):
 
 def test_tunebook_report_never_touches_the_record_even_when_killed(built, tmp_path):
     p = copy_project(built, tmp_path / "p")
-    record, log = p.root / "runs/mini/record.json", p.root / "reports/mini.md"
+    record, log = p.root / "runs/mini/record.json", p.root / "logs/mini.md"
     before = record.read_bytes(), record.stat().st_mtime_ns
     p.tunebook("report", "mini")
     assert (record.read_bytes(), record.stat().st_mtime_ns) == before, "`tunebook report` modified the record"
-    assert log.read_bytes() == built.files["reports/mini.md"], "re-rendering the same record changed the log"
+    assert log.read_bytes() == built.files["logs/mini.md"], "re-rendering the same record changed the log"
     assert "up to date" in p.run(["dvc", "status"]).stdout.lower()
     rng = random.Random(3)
     for _ in range(2):  # killed mid-render: the log is the old one or a whole new one, never half
@@ -142,7 +142,7 @@ def test_tunebook_report_never_touches_the_record_even_when_killed(built, tmp_pa
         proc.wait()
         tried("kills")
         assert (record.read_bytes(), record.stat().st_mtime_ns) == before
-        assert log.read_bytes() == built.files["reports/mini.md"]
+        assert log.read_bytes() == built.files["logs/mini.md"]
     assert_whole(p.root)
 
 
@@ -164,7 +164,7 @@ def test_a_dvc_exp_run_keeps_the_previous_record_recoverable(built, tmp_path):
     in_git = p.run(["git", "show", "HEAD:runs/mini/record.json"], check=False)
     recovered = cached.read_bytes() if cached.exists() else (in_git.stdout.encode() if in_git.returncode == 0 else None)
     assert recovered == first, "the first experiment's record is in neither git nor the DVC cache"
-    assert p.run(["git", "show", "HEAD:reports/mini.md"]).stdout.encode() == built.files["reports/mini.md"]
+    assert p.run(["git", "show", "HEAD:logs/mini.md"]).stdout.encode() == built.files["logs/mini.md"]
     # and the variant's record lives in its experiment commit
     refs = [r for r in p.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"]).stdout.split() if "/exec/" not in r]
     assert len(refs) == 1, refs

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from compiler import compile_specs, discover, load_specs, render_pipeline
-from compiler.write import MARK, _digest
+from tunebook.compiler import compile_specs, discover, load_specs, render_pipeline
+from tunebook.compiler.write import MARK, _digest
 from tests.reliability.conftest import base_env
 from tests.reliability.tally import tried
 from tunebook.cli import main

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.errors import SpecError
-from compiler.yamlio import parse_yaml
+from tunebook.compiler.errors import SpecError
+from tunebook.compiler.yamlio import parse_yaml
 from tests.conftest import tunebook_cmd
 from tests.reliability.conftest import base_env
 from tests.reliability.tally import tried

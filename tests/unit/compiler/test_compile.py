@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler import StaleError, compile_specs, discover, load_specs, render_pipeline, write_pipeline
+from tunebook.compiler import StaleError, compile_specs, discover, load_specs, render_pipeline, write_pipeline
 
 from .test_load import MINIMAL, write
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler import SpecError, load_spec, load_specs
-from compiler.load import discover
+from tunebook.compiler import SpecError, load_spec, load_specs
+from tunebook.compiler.load import discover
 
 MINIMAL = """\
 name: exp

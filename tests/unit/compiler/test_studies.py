@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler import compile_specs, discover, load_spec, load_specs, render_pipeline, write_pipeline
-from compiler.schema import Spec
-from compiler.smoke import STANDINS, TINY, build, miniature, miniatures, overlay_builtin, representatives
+from tunebook.compiler import compile_specs, discover, load_spec, load_specs, render_pipeline, write_pipeline
+from tunebook.compiler.schema import Spec
+from tunebook.compiler.smoke import STANDINS, TINY, build, miniature, miniatures, overlay_builtin, representatives
 from tests.conftest import ROOT
 
 STUDIES = sorted(p for p in (ROOT / "studies").iterdir() if (p / "specs").is_dir())
@@ -110,7 +110,7 @@ def test_overlay_keeps_the_rest_of_the_tiny_config():
 
 
 def test_a_source_of_unknown_format_is_refused_by_name(tmp_path: Path):
-    from compiler.errors import SpecError
+    from tunebook.compiler.errors import SpecError
 
     spec = tmp_path / "x.yaml"
     spec.write_text("name: x\nmodel: {base: org/model}\ndata:\n  train: [{source: hf:org/data}]\n")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reports.compute import Computed, compute
-from reports.record import Record, load_record
-from reports.rules import Finding, run_rule
+from tunebook.reports.compute import Computed, compute
+from tunebook.reports.record import Record, load_record
+from tunebook.reports.rules import Finding, run_rule
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "records"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reports.compute import (
+from tunebook.reports.compute import (
     checkpoint_rows,
     compute,
     compute_many,
@@ -15,7 +15,7 @@ from reports.compute import (
     runtime,
     sample_outputs,
 )
-from reports.status import IMPROVED, NOISE, REGRESSED
+from tunebook.reports.status import IMPROVED, NOISE, REGRESSED
 
 from .conftest import make, metric
 

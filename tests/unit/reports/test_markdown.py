@@ -6,8 +6,8 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.sandbox import SecurityError
 
-from reports.markdown import ci, duration, environment, fence, md, num, render, signed, value, write_atomic
-from reports.stats import Interval
+from tunebook.reports.markdown import ci, duration, environment, fence, md, num, render, signed, value, write_atomic
+from tunebook.reports.stats import Interval
 
 
 def test_md_escapes_markdown_and_html():

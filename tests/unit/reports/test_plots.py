@@ -7,9 +7,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from reports.compute import compute
-from reports.plots import dvc_plots, write_plot_data, write_plots
-from reports.svg import HLine, Line, line_chart, nice_ticks, tick_label
+from tunebook.reports.compute import compute
+from tunebook.reports.plots import dvc_plots, write_plot_data, write_plots
+from tunebook.reports.svg import HLine, Line, line_chart, nice_ticks, tick_label
 
 from .conftest import make, metric
 
@@ -30,7 +30,7 @@ def test_a_report_imports_no_plotting_library(tmp_path):
     """In a fresh interpreter (other tests may have imported anything): rendering a whole log with its
     charts loads neither matplotlib nor torch."""
     record = Path(__file__).resolve().parents[2] / "fixtures" / "records" / "quickstart_like.json"
-    code = ("import sys; from reports.render import write_report; "
+    code = ("import sys; from tunebook.reports.render import write_report; "
             f"write_report({str(record)!r}, {str(tmp_path / 'r.md')!r}); "
             "bad = [m for m in ('matplotlib', 'torch') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
@@ -96,5 +96,5 @@ def test_dvc_plot_definitions_point_at_the_csvs():
     assert [next(iter(p)) for p in plots] == ["forgetting-quickstart", "target-quickstart", "training-quickstart"]
     forgetting = plots[0]["forgetting-quickstart"]
     assert forgetting["x"] == "step"
-    assert forgetting["y"] == {"reports/plots/quickstart/general.csv": ["tiny_facts_city", "tiny_facts_color"]}
+    assert forgetting["y"] == {"logs/plots/quickstart/general.csv": ["tiny_facts_city", "tiny_facts_color"]}
     assert [next(iter(p)) for p in dvc_plots("x", [], [])] == ["training-x"]

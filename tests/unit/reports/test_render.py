@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.markdown import safe_name
-from reports.render import write_report
+from tunebook.reports.markdown import safe_name
+from tunebook.reports.render import write_report
 
 from .conftest import FIXTURES
 
@@ -118,7 +118,7 @@ def test_safe_name():
 
 
 def test_import_does_not_load_torch(root):
-    code = "import reports.render, reports.review, sys; assert 'torch' not in sys.modules"
+    code = "import tunebook.reports.render, tunebook.reports.review, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.review import parse_dvc_status, parse_exp_show, stage_summary, write_review
+from tunebook.reports.review import parse_dvc_status, parse_exp_show, stage_summary, write_review
 
 from .conftest import FIXTURES, metric
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reports.compute import compute
-from reports.rules import RULES, rule, run_rules
+from tunebook.reports.compute import compute
+from tunebook.reports.rules import RULES, rule, run_rules
 
 from .conftest import binary, check, make, metric
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reports.stats import (
+from tunebook.reports.stats import (
     cohen_kappa,
     delta_interval,
     mcnemar,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reports.stats import Interval
-from reports.status import CAUTION, IMPROVED, NOISE, REGRESSED, Thresholds, Verdict, judge, overall
+from tunebook.reports.stats import Interval
+from tunebook.reports.status import CAUTION, IMPROVED, NOISE, REGRESSED, Thresholds, Verdict, judge, overall
 
 FORGETTING = Thresholds(warn=-0.01, fail=-0.05)
 

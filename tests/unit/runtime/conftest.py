@@ -16,7 +16,7 @@ def _ensure_tiny() -> None:
     if (ROOT / "models/tiny/config.json").exists() and (ROOT / "data/tiny/tasks").is_dir():
         return
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as the stage sets it: no save bars
-    from runtime.builtin import build
+    from tunebook.runtime.builtin import build
 
     cfg = yaml.safe_load((ROOT / "compiler/tiny.yaml").read_text())
     build(cfg, ROOT / "models" / "tiny", ROOT / "data" / "tiny")

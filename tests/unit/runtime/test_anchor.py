@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from compiler.schema import AnchorSpec
-from runtime.anchor import anchor_coef, divergence, last_tokens_mask
+from tunebook.compiler.schema import AnchorSpec
+from tunebook.runtime.anchor import anchor_coef, divergence, last_tokens_mask
 
 from .test_train import ROOT, history, lora_b_norm, one_thread, project, spec_text, train, weights  # noqa: F401 - fixture
 

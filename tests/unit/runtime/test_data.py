@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler import SpecError, load_spec
-from compiler.schema import Spec
-from runtime import data
-from runtime.stages import StageContext
+from tunebook.compiler import SpecError, load_spec
+from tunebook.compiler.schema import Spec
+from tunebook.runtime import data
+from tunebook.runtime.stages import StageContext
 
 SPEC_FILE = "specs/exp.yaml"
 
@@ -97,9 +97,9 @@ def test_dvc_tracked_file_records_its_md5_and_notices_an_edit(tmp_path, capsys):
     assert src["dvc"]["matches"] is False
     assert "differs from its DVC record (train.jsonl.dvc)" in capsys.readouterr().out
     # the record carries it, so the report says it too (rule data_differs_from_dvc), not only the stage log
-    from reports.compute import compute
-    from reports.rules import run_rule
-    from runtime.record import build_record
+    from tunebook.reports.compute import compute
+    from tunebook.reports.rules import run_rule
+    from tunebook.runtime.record import build_record
 
     record = build_record(ctx)
     assert record.data.sources[0].dvc["matches"] is False
@@ -294,7 +294,7 @@ def test_seed_000_sample_ratio_is_measured_not_copied(tmp_path):
 def test_seed_000_a_sampling_bug_reaches_the_report_as_planned_vs_actual(tmp_path, monkeypatch):
     """If sampling silently kept everything again, the manifest would say 1.0 beside the planned 0.25,
     and that is what the report stage's record carries."""
-    from runtime.record import build_record
+    from tunebook.runtime.record import build_record
 
     write_jsonl(tmp_path / "train.jsonl", pc_rows(400))
     monkeypatch.setattr(data, "take", lambda rows, n, by: (rows, rows.clear()))  # the bug: n is ignored

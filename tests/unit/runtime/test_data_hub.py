@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from compiler.schema import Source
-from runtime import data, hub
+from tunebook.compiler.schema import Source
+from tunebook.runtime import data, hub
 
 from .test_data import SPEC_FILE, context, pc_rows, run, spec_error, write_jsonl
 

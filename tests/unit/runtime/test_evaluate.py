@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.errors import SpecError
-from compiler.schema import EvalSpec, ModelSpec, Spec, TargetTask
-from runtime import evaluate
-from runtime.stages import experiment_context
+from tunebook.compiler.errors import SpecError
+from tunebook.compiler.schema import EvalSpec, ModelSpec, Spec, TargetTask
+from tunebook.runtime import evaluate
+from tunebook.runtime.stages import experiment_context
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = REPO / "models" / "tiny"
@@ -66,7 +66,7 @@ SUBTRACTION = {"name": "subtraction", "source": "data/tiny/subtraction_test.json
 
 @pytest.fixture(scope="module")
 def tiny():
-    from runtime.models import load_model, load_tokenizer
+    from tunebook.runtime.models import load_model, load_tokenizer
 
     spec = ModelSpec(base="builtin:tiny")
     return load_model(REPO, spec).eval(), load_tokenizer(REPO, spec)
@@ -220,7 +220,7 @@ def test_a_dry_run_after_the_real_run_shelves_its_cells_and_they_come_back(tmp_p
 
 
 def test_baseline_stage_evaluates_the_base_model_once_into_shared_cells(tmp_path):
-    from reports.record import Metric, Sample
+    from tunebook.reports.record import Metric, Sample
 
     root = make_project(tmp_path, {})
     ev = {"general": None, "target": [{**SUBTRACTION, "limit": 6}]}
@@ -350,7 +350,7 @@ def test_held_out_loss_on_chat_rows():
     validation data used to crash the loss cell (found by the seed studies in smoke mode)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runtime.evaluate import eval_loss
+    from tunebook.runtime.evaluate import eval_loss
 
     tok, model = AutoTokenizer.from_pretrained(TINY), AutoModelForCausalLM.from_pretrained(TINY).eval()
     rows = [{"messages": [{"role": "user", "content": f"{a}-{b}="}, {"role": "assistant", "content": str(a - b)}]}

@@ -6,8 +6,8 @@ import typing
 
 import pytest
 
-from compiler.schema import TargetTask
-from runtime.extract import EXTRACTORS, normalize_answer, score
+from tunebook.compiler.schema import TargetTask
+from tunebook.runtime.extract import EXTRACTORS, normalize_answer, score
 
 # Model outputs quoted (or lightly completed) from seed 003.
 GSM8K_ANCHORED = ("So the steps you will take to solve the problem are 125, 125 * 4, 4 *125 = 500, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.folders import recover, replacing
+from tunebook.runtime.folders import recover, replacing
 
 
 def siblings(out):

@@ -8,16 +8,16 @@ import shutil
 
 import pytest
 
-from compiler.errors import SpecError
-from compiler.schema import PRESETS, GeneralEval, ModelSpec
-from runtime import general
+from tunebook.compiler.errors import SpecError
+from tunebook.compiler.schema import PRESETS, GeneralEval, ModelSpec
+from tunebook.runtime import general
 
 from .test_evaluate import REPO
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from runtime.models import load_model, load_tokenizer
+    from tunebook.runtime.models import load_model, load_tokenizer
 
     spec = ModelSpec(base="builtin:tiny")
     return load_model(REPO, spec).eval(), load_tokenizer(REPO, spec)

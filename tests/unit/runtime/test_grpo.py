@@ -37,7 +37,7 @@ def test_grpo_full_fine_tuning_with_default_beta_loads_no_reference(tmp_path):
 
 
 def test_grpo_needs_verifiable_rows(tmp_path):
-    from compiler.errors import SpecError
+    from tunebook.compiler.errors import SpecError
 
     data = {"train": [{"source": "data/tiny/subtraction_train.jsonl", "limit": 16}]}  # prompt/completion
     ctx = project(tmp_path, spec_text(method=grpo_method(), data=data))
@@ -46,7 +46,7 @@ def test_grpo_needs_verifiable_rows(tmp_path):
 
 
 def test_grpo_batch_must_hold_whole_groups(tmp_path):
-    from compiler.errors import SpecError
+    from tunebook.compiler.errors import SpecError
 
     with pytest.raises(SpecError, match="must be a multiple of grpo.num_generations"):
         project(tmp_path, spec_text(method={**grpo_method(num_generations=3), "batch_size": 8}, data=VERIFIABLE))

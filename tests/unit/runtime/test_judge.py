@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.schema import EvalSpec, JudgeEval, JudgeModel
-from runtime import evaluate, judge
-from runtime.judge import HTTPJudge, JudgeUnavailable, cohen_kappa, eval_judge, outcome, parse_verdict, summarize, wilson
+from tunebook.compiler.schema import EvalSpec, JudgeEval, JudgeModel
+from tunebook.runtime import evaluate, judge
+from tunebook.runtime.judge import HTTPJudge, JudgeUnavailable, cohen_kappa, eval_judge, outcome, parse_verdict, summarize, wilson
 
 from .test_evaluate import REPO, make_project
 
@@ -280,7 +280,7 @@ def test_judge_cells_in_a_sweep_fail_soft_then_resume(tmp_path, monkeypatch):
             {"name": "api", "kind": "openai", "model": "m", "url": s.url, "api_key_env": "JUDGE_API_KEY",
              "retries": 1, "backoff_s": 0}]}})
         (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"{a}-{b}="}) + "\n" for a, b in [(9, 3), (20, 7)]))
-        from runtime.stages import experiment_context
+        from tunebook.runtime.stages import experiment_context
 
         ctx = experiment_context(root, "exp")
         with pytest.raises(evaluate.EvalCellError, match="resumes") as e:
@@ -296,7 +296,7 @@ def test_judge_cells_in_a_sweep_fail_soft_then_resume(tmp_path, monkeypatch):
     assert cells == ["checkpoint-2/judge.json", "checkpoint-4/judge.json", "final/judge.json"]  # never base vs base
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/loss.json")} == losses
     cell = json.loads((out / "final" / "judge.json").read_text())
-    from reports.record import Metric, Sample
+    from tunebook.reports.record import Metric, Sample
 
     assert [Metric.model_validate(m).metric for m in cell["metrics"]] == ["win_rate", "unparseable_rate"]
     assert all(Sample.model_validate(smp) for smp in cell["samples"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.compile import launch_prefix
-from compiler.schema import ResourcesSpec
+from tunebook.compiler.compile import launch_prefix
+from tunebook.compiler.schema import ResourcesSpec
 
 from .test_train import one_thread, project, spec_text  # noqa: F401 - fixture
 

@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from compiler.errors import SpecError
-from compiler.schema import EvalSpec, RewardEval
-from runtime import evaluate
-from runtime.reward import RewardScorer, eval_reward
-from runtime.stages import experiment_context
+from tunebook.compiler.errors import SpecError
+from tunebook.compiler.schema import EvalSpec, RewardEval
+from tunebook.runtime import evaluate
+from tunebook.runtime.reward import RewardScorer, eval_reward
+from tunebook.runtime.stages import experiment_context
 
 from .test_evaluate import TINY, make_project
 
@@ -111,7 +111,7 @@ def test_reward_cells_for_base_and_every_checkpoint(rm, tmp_path, monkeypatch):
     assert set(cells) == {"base", "checkpoint-2", "checkpoint-4", "final"}
     m = cells["final"]["metrics"][0]
     assert m["n"] == 3 and m["extra"]["model"] == "models/rm"
-    from reports.record import Metric, Sample
+    from tunebook.reports.record import Metric, Sample
 
     Metric.model_validate(m)  # the run record takes the cell as it is
     assert all(Sample.model_validate(smp) for smp in cells["final"]["samples"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.errors import SpecError
-from runtime.extract import EXTRACTORS
-from runtime.rewards import REWARDS, check_names, for_trl
+from tunebook.compiler.errors import SpecError
+from tunebook.runtime.extract import EXTRACTORS
+from tunebook.runtime.rewards import REWARDS, check_names, for_trl
 
 FIRST = EXTRACTORS["first_number"]
 

@@ -7,8 +7,8 @@ import json
 
 import yaml
 
-from compiler.schema import TeacherSpec
-from runtime.teacher import select
+from tunebook.compiler.schema import TeacherSpec
+from tunebook.runtime.teacher import select
 
 from .test_train import lora_b_norm, one_thread, project, spec_text, train  # noqa: F401 - fixture
 
@@ -27,7 +27,7 @@ def test_rejection_sampling_keeps_distinct_verified_solutions():
 
 
 def test_teacher_stage_then_sft_on_its_solutions(tmp_path):
-    from runtime import teacher
+    from tunebook.runtime import teacher
 
     method = {"kind": "teacher-sft", "max_steps": 3, "log_every": 1, "teacher": TEACHER}
     ctx = project(tmp_path, spec_text(method=method, data=VERIFIABLE))

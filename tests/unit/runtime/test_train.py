@@ -44,8 +44,8 @@ def spec_text(name: str = "exp", method: dict | None = None, data: dict | None =
 def project(tmp: Path, text: str, run_data: bool = True):
     """A throwaway tunebook project: the built tiny model and its data copied in, one spec compiled,
     the data stage run. Returns the train stage's context."""
-    from compiler import compile_specs, load_specs, write_pipeline
-    from runtime.stages import _quiet_libraries, experiment_context
+    from tunebook.compiler import compile_specs, load_specs, write_pipeline
+    from tunebook.runtime.stages import _quiet_libraries, experiment_context
 
     for d in ("models/tiny", "data/tiny"):
         if not (tmp / d).exists():  # built by tests/unit/runtime/conftest.py when missing
@@ -58,14 +58,14 @@ def project(tmp: Path, text: str, run_data: bool = True):
     _quiet_libraries()
     ctx = experiment_context(tmp, name)
     if run_data:
-        from runtime import data
+        from tunebook.runtime import data
 
         data.run(ctx)
     return ctx
 
 
 def train(ctx) -> dict:
-    from runtime import train as train_stage
+    from tunebook.runtime import train as train_stage
 
     train_stage.run(ctx)
     return json.loads((ctx.run_dir / "train" / "summary.json").read_text())
@@ -218,7 +218,7 @@ def test_dvclive_writes_its_files_in_a_git_repo_with_no_commit(tmp_path, monkeyp
     without DVC: tunebook's logger writes the metric files and touches nothing else."""
     import subprocess
 
-    from runtime.train import files_only_live
+    from tunebook.runtime.train import files_only_live
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)

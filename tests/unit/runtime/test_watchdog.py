@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from compiler.schema import WatchdogSpec
-from runtime.watchdog import WatchdogCallback, check_loss, check_policy, check_samples, distinct_ratio
+from tunebook.compiler.schema import WatchdogSpec
+from tunebook.runtime.watchdog import WatchdogCallback, check_loss, check_policy, check_samples, distinct_ratio
 
 from .test_train import one_thread, project, spec_text, train, weights  # noqa: F401 - fixture
 
@@ -150,10 +150,10 @@ def test_sft_collapse_into_repetition_on_chat_rows(tmp_path):
 
 
 def test_sampler_inputs_cut_chats_before_the_last_answer():
-    from runtime.models import load_tokenizer
-    from compiler.schema import ModelSpec
+    from tunebook.runtime.models import load_tokenizer
+    from tunebook.compiler.schema import ModelSpec
     from pathlib import Path
-    from runtime.watchdog import sampler_inputs
+    from tunebook.runtime.watchdog import sampler_inputs
 
     tok = load_tokenizer(Path(__file__).resolve().parents[3], ModelSpec(base="builtin:tiny"))
     chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "12-5="},
@@ -181,7 +181,7 @@ def test_grpo_policy_ratio_explodes(tmp_path):
 
 
 def test_grpo_reward_hacking_into_4444(tmp_path):
-    from runtime.rewards import REWARDS, reward
+    from tunebook.runtime.rewards import REWARDS, reward
 
     @reward("count_fours")  # a reward that pays for repetition
     def count_fours(completion, answer, extract):
