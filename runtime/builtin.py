@@ -3,8 +3,15 @@
     tunebook run pretrain tiny        # what the `pretrain-tiny` DVC stage runs
 
 Writes `models/tiny/` (a Hugging Face model folder: config, safetensors, tokenizer) and `data/tiny/`
-(the skills' train/test files and two lm-eval multiple-choice tasks). Everything is seeded, so two
-builds on the same machine give the same weights.
+(the skills' train/test files and two lm-eval multiple-choice tasks).
+
+The weights are bit-identical on any machine of the same CPU kind, whatever its core count or load:
+pre-training runs on exactly one torch thread (float reductions split differently per thread count:
+2 threads and 1 gave identical losses to step ~250, then diverged, and a base model that subtracted
+34 % instead of 68 %), seeded, with deterministic algorithms. One thread is also the fastest here under
+load (280 s against 1,644 s with every core of a busy 2-core machine). The sha256 of the weights goes
+into `pretrain_summary.json` and is compared with `compiler/tiny.weights.json`, the reference build
+the README's figures come from; a mismatch is printed loudly (different CPU kind or torch version).
 
 The model knows three skills after ~1-2 minutes of CPU pre-training:
 - addition ("12+7=19"), seen often, learned well;
@@ -14,12 +21,13 @@ The model knows three skills after ~1-2 minutes of CPU pre-training:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
 from pathlib import Path
 
-from runtime.progress import Progress
+from tunebook.runtime.progress import Progress
 
 COLORS = ["red", "blue", "green", "gold", "pink", "gray", "black", "white"]
 CITIES = ["oslo", "lima", "rome", "kyiv", "doha", "bern", "riga", "baku"]
@@ -162,8 +170,48 @@ def train_tokenizer(cfg: dict, lines: list[str]):
     return fast
 
 
+REFERENCE = Path(__file__).resolve().parent.parent / "compiler" / "tiny.weights.json"
+PRETRAIN_THREADS = 1  # fixed, never the machine's core count: see the module docstring
+
+
+def config_digest(cfg: dict) -> str:
+    """sha256 of the config as canonical JSON: which reference build a set of weights should match."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def reference_check(cfg: dict, weights_sha256: str, reference: Path = REFERENCE) -> str:
+    """'match', 'differs' (same config, other weights: another CPU kind or library version) or
+    'other-config' (a variant such as `-S builtin.tiny.pretrain.steps=300`: no reference to compare)."""
+    try:
+        ref = json.loads(reference.read_text())
+    except (OSError, ValueError):
+        return "other-config"
+    if ref.get("config_sha256") != config_digest(cfg):
+        return "other-config"
+    return "match" if ref.get("weights_sha256") == weights_sha256 else "differs"
+
+
 def build(cfg: dict, models_dir: Path, data_dir: Path) -> dict:
     """Build tokenizer + model, pre-train, save. Returns a summary for logs and records."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PRETRAIN_THREADS)
+    try:
+        return _build(cfg, models_dir, data_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(cfg: dict, models_dir: Path, data_dir: Path) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -235,7 +283,17 @@ def build(cfg: dict, models_dir: Path, data_dir: Path) -> dict:
     models_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(models_dir, safe_serialization=True)
     tokenizer.save_pretrained(models_dir)
-    summary = {"params": sum(p.numel() for p in model.parameters()), "steps": steps, "final_loss": round(loss_val, 4)}
+    weights = file_sha256(models_dir / "model.safetensors")
+    check = reference_check(cfg, weights)
+    summary = {"params": sum(p.numel() for p in model.parameters()), "steps": steps, "final_loss": round(loss_val, 4),
+               "threads": PRETRAIN_THREADS, "torch": torch.__version__.split("+")[0], "config_sha256": config_digest(cfg),
+               "weights_sha256": weights, "reference": check}
     # models/tiny is a DVC output: its files hold results only, so an identical rebuild hashes the same
     (models_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if check == "match":
+        print(f"[pretrain tiny] weights sha256 {weights[:12]}… match the reference build (compiler/tiny.weights.json)", flush=True)
+    elif check == "differs":
+        print(f"[pretrain tiny] WARNING: weights sha256 {weights[:12]}… differ from the reference build of this config "
+              "(compiler/tiny.weights.json). Figures will not match the README; the usual cause is another CPU kind "
+              f"or torch version (this is torch {summary['torch']}; see docs/architecture.md).", flush=True)
     return {**summary, "seconds": round(time.time() - t0, 1)}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from compiler.errors import SpecError, SpecIssue
-from compiler.schema import Spec
+from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.schema import Spec
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def check_paths(spec: Spec, root: Path, where: tuple, skip: tuple = ()) -> None:
     """The compiler's path confinement again, where params.yaml is read: a SpecError naming
     `params.yaml: <where>.<key>` for each input path that is unusable or leaves the project.
     `skip` names top-level sections not to check (a probe spec's placeholder data)."""
-    from compiler.load import path_problems
+    from tunebook.compiler.load import path_problems
 
     problems = [(loc, msg) for loc, msg in path_problems(spec, root) if loc[0] not in skip]
     if problems:
@@ -80,16 +80,16 @@ def _quiet_libraries() -> None:
 
 
 def _cpu_threads(kind: str) -> None:
-    """Torch CPU threads: TUNEBOOK_CPU_THREADS or OMP_NUM_THREADS when set, else a measured default.
+    """Torch CPU threads: one, unless TUNEBOOK_CPU_THREADS says otherwise (pre-training: always one).
 
-    Measured here (2 cores): fine-tuning and evaluating the tiny model ran 5-10x slower on two
-    OpenMP threads than on one (small matmuls, thread hand-off dominates), while pre-training's
-    64x48-token batches ran 1.7x faster on two (174 s vs ~100 s). A fixed count per stage kind also
-    keeps CPU reductions, and so numbers, identical between runs; the count is in the run record.
+    The thread count changes results (float reductions split differently), so it is fixed, never the
+    machine's core count, and recorded. Measured here (2 cores): fine-tuning and evaluating the tiny
+    model ran 5-10x slower on two OpenMP threads than on one (small matmuls, thread hand-off
+    dominates), and under load pre-training on every core took 1,644 s against 280 s on one. An
+    OMP_NUM_THREADS left in the shell is not taken as a choice: it would silently change the figures.
     On a GPU machine this only affects host-side work.
     """
-    default = str(os.cpu_count() or 1) if kind == "pretrain" else "1"
-    threads = os.environ.get("TUNEBOOK_CPU_THREADS") or os.environ.get("OMP_NUM_THREADS") or default
+    threads = "1" if kind == "pretrain" else os.environ.get("TUNEBOOK_CPU_THREADS") or "1"
     os.environ["OMP_NUM_THREADS"] = threads  # before torch is imported, for every library that reads it
     import torch
 
@@ -101,7 +101,7 @@ def run_stage(root: Path, kind: str, name: str) -> None:
     if kind != "report":  # the report stage never imports torch
         _cpu_threads(kind)
     if kind == "pretrain":
-        from runtime import builtin
+        from tunebook.runtime import builtin
 
         params = read_params(root)
         cfg = params.get("builtin", {}).get(name)
@@ -109,28 +109,28 @@ def run_stage(root: Path, kind: str, name: str) -> None:
             raise SpecError([SpecIssue("params.yaml", f"builtin.{name}", "no such builtin model config")])
         builtin.build(cfg, root / "models" / name, root / "data" / name)
     elif kind == "baseline":
-        from runtime import evaluate
+        from tunebook.runtime import evaluate
 
         evaluate.run_baseline(root, name, read_params(root))
     else:
         ctx = experiment_context(root, name)
         if kind == "data":
-            from runtime import data
+            from tunebook.runtime import data
 
             data.run(ctx)
         elif kind == "teacher":
-            from runtime import teacher
+            from tunebook.runtime import teacher
 
             teacher.run(ctx)
         elif kind == "train":
-            from runtime import train
+            from tunebook.runtime import train
 
             train.run(ctx)
         elif kind == "eval":
-            from runtime import evaluate
+            from tunebook.runtime import evaluate
 
             evaluate.run(ctx)
         elif kind == "report":
-            from runtime import record
+            from tunebook.runtime import record
 
             record.run(ctx)
