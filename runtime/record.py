@@ -106,7 +106,16 @@ def environment(ctx: StageContext) -> dict:
             "torch_threads": eval_summary.get("torch_threads") or train_summary.get("torch_threads"),
             "thread_settings": {k: os.environ[k] for k in THREAD_VARS if k in os.environ}, "cpu_count": os.cpu_count(),
             "device": eval_summary.get("device") or ("cuda" if _cuda() else "cpu"),
-            "git_commit": commit, "specs_dirty": dirty, "uncommitted": changed}
+            "git_commit": commit, "specs_dirty": dirty, "uncommitted": changed, **_builtin_build(ctx)}
+
+
+def _builtin_build(ctx: StageContext) -> dict:
+    """For a builtin model, how it was pre-trained (threads, torch, weights hash, match with the
+    reference build): the facts that decide whether this run's figures can match the README's."""
+    base = ctx.spec.model.base
+    if not base.startswith("builtin:"):
+        return {}
+    return {"builtin_build": _json(ctx.root / "models" / base[len("builtin:"):] / "pretrain_summary.json", None)}
 
 
 def _git_state(root: Path) -> tuple[str | None, bool | None, list[str] | None]:

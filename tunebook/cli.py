@@ -100,7 +100,13 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
     if not paths:
         raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
     loaded = load_specs(paths, ctx.root)
-    changed = write_pipeline(ctx.root, compile_specs(loaded), check=check, force=force)
+    pipeline = compile_specs(loaded)
+    changed = write_pipeline(ctx.root, pipeline, check=check, force=force)
+    if not check:
+        from tunebook.compiler.ignore import write_gitignore
+
+        if write_gitignore(ctx.root, pipeline):  # cached outputs ignored before anything runs
+            changed = [*changed, ".gitignore"]
     names = ", ".join(ls.spec.name for ls in loaded)
     if check:
         click.echo(f"up to date: {len(loaded)} spec(s) ({names})")
