@@ -12,13 +12,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup demo test test-slow test-studies bench compile smoke clean
 
-# The venv is made once; the stamp file is rebuilt when pyproject.toml changes.
-$(VENV)/.stamp: pyproject.toml
+# The venv is made once; the stamp file is rebuilt when pyproject.toml or constraints.txt changes.
+# constraints.txt pins every package to the versions the README's figures were produced with.
+$(VENV)/.stamp: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	# torch first, pinned: an unpinned torch would pull GBs of CUDA packages on a CPU machine
-	set -o pipefail; $(BIN)/pip install -q $(TORCH) 2>&1 | { grep -v "is ignored" || true; }
-	set -o pipefail; $(BIN)/pip install -q -e ".[runtime,dev]" 2>&1 | { grep -v "is ignored" || true; }
+	set -o pipefail; $(BIN)/pip install -q $(TORCH) -c constraints.txt 2>&1 | { grep -v "is ignored" || true; }
+	set -o pipefail; $(BIN)/pip install -q -c constraints.txt -e ".[runtime,dev]" 2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 
 setup: $(VENV)/.stamp
@@ -30,6 +31,7 @@ demo: setup
 	$(BIN)/tunebook compile --check
 	$(BIN)/dvc repro
 	@echo ""
+	@$(BIN)/python -m bench.figures --check || echo "(see the pretrain-tiny line above: a model that differs from the reference build gives other figures)"
 	@echo "Done. The experiment log is logs/quickstart.md"
 	@echo "Next: dvc exp run -S 'quickstart.method.lr=1e-2' && tunebook review   (see README)"
 

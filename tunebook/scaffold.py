@@ -95,6 +95,7 @@ def init_project(root: Path, name: str) -> list[str]:
     starter_text = None if starter.exists() else STARTER.format(name=name)
 
     # 2. Compile in memory: a spec the user already has that does not compile stops us here, unwritten.
+    cache_existed = (root / ".tunebook").exists()
     staging = root / ".tunebook" / "init-staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -105,7 +106,7 @@ def init_project(root: Path, name: str) -> list[str]:
             paths = [p for p in spec_files if p != starter] + [staging / starter.name]
         compile_specs(load_specs(paths, root))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging if cache_existed else root / ".tunebook", ignore_errors=True)
 
     # 3. Write, remembering what was created so a failure can take it back.
     created: list[Path] = []
