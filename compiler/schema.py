@@ -298,7 +298,7 @@ PRESETS: dict[str, dict[str, str]] = {
     },
 }
 # Cell names the eval stage uses for its own suites; a target task may not take one.
-RESERVED_CELLS = ("general", "loss", "reward", "judge")
+RESERVED_CELLS = ("general", "loss", "preference", "verifiable", "reward", "judge")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -1,5 +1,6 @@
 """The eval and baseline stages: score checkpoints on the target tasks, the general (forgetting) suite
-through lm-eval, held-out loss, a reward model and pairwise judges.
+through lm-eval, held-out loss (or, by the validation rows, DPO preference accuracy or GRPO reward: see
+runtime/heldout.py), a reward model and pairwise judges.
 
     tunebook run baseline <key>    # the base model, once per (model, suite), shared by experiments
     tunebook run eval <exp>        # every selected checkpoint of <exp>
@@ -357,9 +358,13 @@ class Evaluator:
     """Runs the suites of one EvalSpec, caching each (checkpoint, cell) on disk under `out`."""
 
     def __init__(self, root: Path, ev: EvalSpec, out: Path, label: str, validation: list[dict] | None = None,
-                 max_len: int = 512):
+                 max_len: int = 512, method=None):
+        from tunebook.runtime.heldout import cell_for
+
         self.root, self.ev, self.out, self.label = root, ev, out, label
-        self.validation, self.max_len = validation or [], max_len
+        self.validation, self.max_len, self.method = validation or [], max_len, method
+        # the held-out cell follows the rows: loss (SFT), preference (DPO) or verifiable (GRPO, teacher-SFT)
+        self.heldout = cell_for(self.validation)
         self._tm = self._scorer = self._judges = None
         self._idents: dict[str, str] = {}  # cell -> digest of its inputs (see fingerprint)
         self.cell_seconds: dict[str, float] = {}  # "checkpoint/cell" -> seconds, for cells computed now
@@ -382,7 +387,7 @@ class Evaluator:
 
     def cells(self, checkpoint: str) -> list[str]:
         cells = [t.name for t in self.ev.target] + ["general"] * bool(self.ev.general)
-        cells += ["loss"] * bool(self.validation) + ["reward"] * bool(self.ev.reward)
+        cells += [self.heldout] * bool(self.heldout) + ["reward"] * bool(self.ev.reward)
         return cells + ["judge"] * bool(self.ev.judge and checkpoint != "base")  # base vs itself says nothing
 
     def fingerprint(self, cell: str, weights_fp: str, base_fp: str | None = None) -> str:
@@ -401,6 +406,12 @@ class Evaluator:
             return {"settings": ev.general.model_dump(mode="json"), **general_inputs(self.root, ev.general)}
         if cell == "loss":
             return {"loss": True, "max_len": self.max_len, "rows": _digest(self.validation)}
+        if cell == "preference":
+            return {"preference": self._beta(), "max_len": self.max_len, "rows": _digest(self.validation)}
+        if cell == "verifiable":
+            from tunebook.runtime.heldout import reward_settings
+
+            return {"verifiable": reward_settings(self.method), "rows": _digest(self.validation)}
         if cell == "reward":
             from tunebook.runtime.reward import reward_model_fingerprint
 
@@ -411,6 +422,9 @@ class Evaluator:
                     "template": self._template}
         task = next(t for t in ev.target if t.name == cell)
         return {"settings": task.model_dump(mode="json"), "rows": _digest(self._rows[cell])}
+
+    def _beta(self) -> float:
+        return self.method.dpo.beta if self.method is not None and self.method.dpo is not None else 0.1
 
     def path(self, checkpoint: str, cell: str) -> Path:
         return self.out / checkpoint / f"{cell}.json"
@@ -481,6 +495,14 @@ class Evaluator:
             result = eval_general(model, tok, self.ev.general, self._tm, checkpoint)
         elif cell == "loss":
             result = eval_loss(model, tok, self.validation, self.max_len, checkpoint)
+        elif cell == "preference":
+            from tunebook.runtime.heldout import eval_preference
+
+            result = eval_preference(model, models.base_view, tok, self.validation, self._beta(), self.max_len, checkpoint)
+        elif cell == "verifiable":
+            from tunebook.runtime.heldout import eval_verifiable, reward_settings
+
+            result = eval_verifiable(model, tok, self.validation, reward_settings(self.method), checkpoint, keep)
         elif cell == "reward":
             from tunebook.runtime.reward import RewardScorer, eval_reward
 
@@ -617,12 +639,14 @@ def run(ctx: StageContext) -> None:
     out = ctx.run_dir / "eval"
     ev = ctx.spec.eval
     validation = read_jsonl(ctx.data_dir / "validation.jsonl") if ev.loss and (ctx.data_dir / "validation.jsonl").exists() else []
-    evaluator = Evaluator(ctx.root, ev, out, f"eval {ctx.name}", validation, ctx.spec.method.max_seq_length)
+    evaluator = Evaluator(ctx.root, ev, out, f"eval {ctx.name}", validation, ctx.spec.method.max_seq_length,
+                          ctx.spec.method)
     t0 = time.time()
     models = Models(ctx.root, ctx.spec.model, lora)
-    # The base model's target and general cells are the shared baseline stage's; its held-out loss and
+    # The base model's target and general cells are the shared baseline stage's; its held-out cell and
     # reward depend on this experiment's inputs, so they are computed here, first, before any adapter.
-    plan = [("base", None, models.base_fp, [c for c in evaluator.cells("base") if c in ("loss", "reward")])]
+    mine = ("loss", "preference", "verifiable", "reward")
+    plan = [("base", None, models.base_fp, [c for c in evaluator.cells("base") if c in mine])]
     weights = {c["name"]: dir_digest(train_dir / c["name"]) for c in chosen}
     plan += [(c["name"], train_dir / c["name"], weights[c["name"]], evaluator.cells(c["name"])) for c in chosen]
     failed = evaluator.sweep(models, plan)

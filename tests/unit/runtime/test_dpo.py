@@ -36,3 +36,26 @@ def test_dpo_full_fine_tuning(tmp_path):
     train(ctx)
     base, final = weights(tmp_path / "models" / "tiny"), weights(ctx.run_dir / "train" / "final")
     assert any(not (base[k] == final[k]).all() for k in base if k in final)
+
+
+def test_dpo_with_a_validation_split_is_evaluated_on_held_out_pairs(tmp_path):
+    """Issue 12: the eval stage crashed with `error: 'completion'` (held-out loss assumed SFT rows).
+    Held-out pairs get DPO's own numbers: preference accuracy and the implicit reward margin."""
+    from tunebook.reports.record import Metric
+    from tunebook.runtime import evaluate
+
+    data = {"train": [{"source": preference_file(tmp_path, 40)}], "validation_split": 0.2}
+    ctx = project(tmp_path, spec_text(method={"kind": "dpo", "lr": 5e-3, "max_steps": 6, "log_every": 2}, data=data))
+    train(ctx)
+    evaluate.run(ctx)
+    out = ctx.run_dir / "eval"
+    assert sorted(p.name for p in (out / "final").glob("*.json")) == ["preference.json"]
+    base = {m["metric"]: m for m in json.loads((out / "base" / "preference.json").read_text())["metrics"]}
+    final = {m["metric"]: m for m in json.loads((out / "final" / "preference.json").read_text())["metrics"]}
+    assert set(final) == {"accuracy", "margin"} and final["accuracy"]["n"] == 8 == len(final["accuracy"]["samples"])
+    # the base model is its own reference: every implicit reward is 0, every pair a tie (chance)
+    assert base["accuracy"]["value"] == 0.5 and base["margin"]["value"] == 0.0
+    # trained toward the chosen answers, the held-out margin opens in their favour
+    assert final["margin"]["value"] > 0 and final["accuracy"]["value"] > 0.5
+    for m in final.values():
+        Metric.model_validate(m)  # cells feed the record as they are

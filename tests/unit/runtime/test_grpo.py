@@ -50,3 +50,26 @@ def test_grpo_batch_must_hold_whole_groups(tmp_path):
 
     with pytest.raises(SpecError, match="must be a multiple of grpo.num_generations"):
         project(tmp_path, spec_text(method={**grpo_method(num_generations=3), "batch_size": 8}, data=VERIFIABLE))
+
+
+def test_grpo_with_a_validation_split_scores_held_out_prompts_with_its_rewards(tmp_path):
+    """Issue 12: held-out prompts are scored by the spec's reward functions, in total and one by one."""
+    import json
+
+    from tunebook.runtime import evaluate
+
+    data = {**VERIFIABLE, "validation_split": 0.1}
+    ctx = project(tmp_path, spec_text(method={**grpo_method(), "max_steps": 2}, data=data))
+    train(ctx)
+    evaluate.run(ctx)
+    out = ctx.run_dir / "eval"
+    for checkpoint in ("base", "final"):
+        cell = json.loads((out / checkpoint / "verifiable.json").read_text())
+        m = {x["metric"]: x for x in cell["metrics"]}
+        assert set(m) == {"reward", "reward/numeric_match", "reward/format"}
+        n = m["reward"]["n"]
+        assert n == 6 and len(m["reward"]["samples"]) == n
+        # the total is the weighted sum of the functions (weights 1), item by item
+        assert m["reward"]["samples"] == [a + b for a, b in zip(m["reward/numeric_match"]["samples"], m["reward/format"]["samples"])]
+        assert m["reward"]["extra"]["primary"] and not m["reward/format"]["extra"]["primary"]
+        assert all(s["task"] == "validation" for s in cell["samples"])

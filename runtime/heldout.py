@@ -1,0 +1,160 @@
+"""Held-out evaluation on `data.validation`, by the shape of its rows: what each method's user looks at.
+
+    data:
+      validation: {source: data/prefs_val.jsonl}    # or validation_split: 0.1
+
+| rows | cell (suite) | metrics |
+| --- | --- | --- |
+| {prompt, completion} or {messages} (SFT) | `loss` | loss, perplexity (runtime/evaluate.eval_loss) |
+| {prompt, chosen, rejected} (DPO) | `preference` | accuracy, margin of the implicit reward |
+| {prompt, answer} (GRPO, teacher-SFT) | `verifiable` | reward (the spec's reward functions), one per function |
+
+DPO's implicit reward of an answer is beta * (log pi(answer) - log pi_ref(answer)), log-probs summed
+over the answer's tokens as trl's DPOTrainer computes them (prompt tokenized alone and with the answer
+plus EOS; the answer starts where they diverge). The reference is the model before training: the
+adapter disabled for LoRA, the base model for full fine-tuning. A pair counts 1 when the chosen answer
+gets the larger reward, 0 when the rejected one does, and 0.5 on a tie, so the base model (its own
+reference: every margin is 0) scores 0.5, chance. GRPO's held-out reward is one greedy completion per
+prompt, scored by the spec's reward functions and summed with their weights, as trl sums them for
+the advantage. Every metric carries n and per-item scores, so the reports' paired statistics apply.
+
+Imported by the eval stage only (torch inside the functions).
+"""
+
+from __future__ import annotations
+
+import math
+
+CELLS = ("loss", "preference", "verifiable")
+
+
+def cell_for(rows: list[dict]) -> str | None:
+    """The held-out cell these validation rows can feed, or None when there are none."""
+    if not rows:
+        return None
+    first = rows[0]
+    if "chosen" in first and "rejected" in first:
+        return "preference"
+    if "completion" in first or "messages" in first:
+        return "loss"
+    if "answer" in first:
+        return "verifiable"
+    return None
+
+
+def _mean_se(xs: list[float]) -> tuple[float, float | None]:
+    n = len(xs)
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1) / n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# DPO: preference accuracy and reward margin
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _pair_ids(tok, row: dict, max_len: int) -> list[tuple[list[int], int]]:
+    """(token ids, where the answer starts) for chosen and rejected, tokenized as trl's DPOTrainer does."""
+    prompt = tok(row["prompt"])["input_ids"]
+    full = [tok(row["prompt"] + row[k] + (tok.eos_token or ""))["input_ids"] for k in ("chosen", "rejected")]
+    start = min(_common_prefix(prompt, f) for f in full)
+    return [(f[:max_len], min(start, max_len)) for f in full]
+
+
+def _answer_logps(model, tok, seqs: list[tuple[list[int], int]], batch_size: int) -> list[float]:
+    """Sum of the log-probs of each sequence's tokens from its answer start on."""
+    import torch
+
+    out: list[float] = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    for i in range(0, len(seqs), batch_size):
+        batch = seqs[i : i + batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        inp = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=model.device)
+        att = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch], device=model.device)
+        with torch.no_grad():
+            logits = model(input_ids=inp, attention_mask=att).logits[:, :-1].float()
+        logps = torch.log_softmax(logits, dim=-1).gather(2, inp[:, 1:, None]).squeeze(2)
+        for j, (ids, start) in enumerate(batch):
+            out.append(float(logps[j, max(start, 1) - 1 : len(ids) - 1].sum()))
+    return out
+
+
+def eval_preference(model, reference, tok, rows: list[dict], beta: float, max_len: int, checkpoint: str,
+                    batch_size: int = 32) -> dict:
+    """Preference accuracy and mean reward margin of `model` against `reference` on held-out pairs.
+
+    `reference` is a context manager yielding the reference model (Models.base_view)."""
+    tok.padding_side = "right"
+    seqs = [s for r in rows for s in _pair_ids(tok, r, max_len)]  # chosen, rejected, chosen, ...
+    policy = _answer_logps(model, tok, seqs, batch_size)
+    with reference() as ref_model:  # with LoRA the same object, its adapter disabled
+        ref = _answer_logps(ref_model, tok, seqs, batch_size)
+    rewards = [beta * (p - q) for p, q in zip(policy, ref)]
+    chosen, rejected = rewards[0::2], rewards[1::2]
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    wins = [1.0 if m > 0 else 0.0 if m < 0 else 0.5 for m in margins]
+    n = len(rows)
+    acc, acc_se = _mean_se(wins)
+    margin, margin_se = _mean_se(margins)
+    extra = {"beta": beta, "reference": "the model before training (adapter disabled for LoRA)",
+             "chosen_reward": sum(chosen) / n, "rejected_reward": sum(rejected) / n, "ties": sum(w == 0.5 for w in wins)}
+    common = {"suite": "preference", "task": "validation", "checkpoint": checkpoint, "n": n, "higher_is_better": True}
+    return {"metrics": [
+        {**common, "metric": "accuracy", "value": acc, "stderr": acc_se, "samples": wins, "extra": extra},
+        {**common, "metric": "margin", "value": margin, "stderr": margin_se, "samples": margins, "extra": {"beta": beta}},
+    ]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# GRPO (and teacher-SFT): the training rewards on held-out prompts
+
+
+def reward_settings(method) -> dict:
+    """The rewards a method trains with, as the held-out cell uses them (and fingerprints them)."""
+    if method is not None and method.grpo is not None:
+        g = method.grpo
+        return {"rewards": list(g.rewards), "weights": list(g.reward_weights or [1.0] * len(g.rewards)),
+                "extract": g.extract, "max_new_tokens": g.max_completion_length}
+    if method is not None and method.teacher is not None:
+        t = method.teacher
+        return {"rewards": [t.reward], "weights": [1.0], "extract": t.extract, "max_new_tokens": t.max_new_tokens}
+    return {"rewards": ["numeric_match"], "weights": [1.0], "extract": "first_number", "max_new_tokens": 32}
+
+
+def eval_verifiable(model, tok, rows: list[dict], settings: dict, checkpoint: str, keep: int, batch_size: int = 32) -> dict:
+    """Mean reward of one greedy completion per held-out prompt, in total and per reward function."""
+    from tunebook.runtime.evaluate import generate
+    from tunebook.runtime.extract import EXTRACTORS
+    from tunebook.runtime.rewards import REWARDS
+
+    extract = EXTRACTORS[settings["extract"]]
+    prompts = [str(r["prompt"]) for r in rows]
+    outputs = [o[0] for o in generate(model, tok, prompts, settings["max_new_tokens"], batch_size)]
+    per_fn = {name: [REWARDS[name](o, str(r["answer"]), extract) for o, r in zip(outputs, rows)] for name in settings["rewards"]}
+    total = [sum(w * per_fn[name][i] for name, w in zip(settings["rewards"], settings["weights"])) for i in range(len(rows))]
+    n, best = len(rows), sum(settings["weights"])
+    common = {"suite": "verifiable", "task": "validation", "checkpoint": checkpoint, "n": n, "higher_is_better": True}
+    mean, se = _mean_se(total)
+    metrics = [{**common, "metric": "reward", "value": mean, "stderr": se, "samples": total,
+                "extra": {"primary": True, "rewards": settings["rewards"], "weights": settings["weights"],
+                          "decoding": {"mode": "greedy"}, "max_new_tokens": settings["max_new_tokens"]}}]
+    for name, scores in per_fn.items():
+        mean, se = _mean_se(scores)
+        metrics.append({**common, "metric": f"reward/{name}", "value": mean, "stderr": se, "samples": scores,
+                        "extra": {"primary": False}})
+    samples = [{"task": "validation", "checkpoint": checkpoint, "prompt": p, "output": o, "target": str(r["answer"]),
+                "extracted": extract(o), "correct": t >= best} for p, o, r, t in zip(prompts, outputs, rows, total)]
+    right = [s for s in samples if s["correct"]][: (keep + 1) // 2]
+    wrong = [s for s in samples if not s["correct"]][: keep // 2]
+    return {"metrics": metrics, "samples": right + wrong}
