@@ -61,6 +61,24 @@ class Pipeline:
     plots: list[dict] = field(default_factory=list)  # dvc.yaml top-level plots (files inside outputs)
 
 
+def report_plots(spec: Spec, reports_dir: str = "logs") -> list[dict]:
+    """Top-level `plots:` entries reading the CSVs the report stage writes beside the log
+    (`<reports_dir>/plots/<exp>/`, reports/plots.write_plot_data): one column per task, named after it,
+    one row per checkpoint with the base model at step 0. `y:` lists every task's column, so
+    `dvc plots show` draws the whole forgetting curve (without `y:` DVC draws only the last column)."""
+    e, data = spec.name, f"{reports_dir}/plots/{spec.name}"
+    plots = []
+    if spec.eval.general and spec.eval.general.tasks:
+        plots.append({f"forgetting-{e}": {
+            "template": "linear", "x": "step", "y": {f"{data}/general.csv": sorted(spec.eval.general.tasks)},
+            "title": f"{e}: general suite, change vs base", "x_label": "step", "y_label": "change vs base"}})
+    if spec.eval.target:
+        plots.append({f"target-{e}": {
+            "template": "linear", "x": "step", "y": {f"{data}/target.csv": sorted(t.name for t in spec.eval.target)},
+            "title": f"{e}: target tasks", "x_label": "step", "y_label": "value"}})
+    return plots
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
 
@@ -199,7 +217,6 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
                   outs=[{f"{run}/record.json": {"cache": False}}, {f"logs/{e}.md": {"cache": False}},
                         {f"logs/plots/{e}": {"cache": False}}],
                   metrics=[{f"{run}/metrics.json": {"cache": False}}],
-                  plots=[{f"{run}/plots/checkpoints.csv": {"cache": False, "x": "step", "template": "linear"}}],
                   desc=f"write the run record and the experiment log logs/{e}.md"),
         ]
 
@@ -220,9 +237,11 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
                             outs=[f"models/{name}", f"data/{name}"],
                             desc="build and pre-train the embedded tiny model (seeded, CPU, ~2 min)"))
 
-    # Training curves live inside the persisted train output; a top-level plot definition lets
-    # `dvc plots show` find them without declaring an overlapping output.
-    plots = [{f"runs/{ls.spec.name}/train/dvclive/plots/metrics": {"x": "step"}} for ls in sorted(loaded, key=lambda x: x.spec.name)]
+    # Training curves live inside the persisted train output, the per-checkpoint CSVs inside the report's:
+    # top-level plot definitions let `dvc plots show` find them without declaring overlapping outputs.
+    plots = []
+    for ls in sorted(loaded, key=lambda x: x.spec.name):
+        plots += [{f"runs/{ls.spec.name}/train/dvclive/plots/metrics": {"x": "step"}}, *report_plots(ls.spec)]
     order = {"pretrain": 0, "baseline": 1, "data": 2, "teacher": 3, "train": 4, "eval": 5, "report": 6}
     stages.sort(key=lambda st: (order[st.name.split("-", 1)[0]], st.name))
     return Pipeline(stages=stages, params=params, plots=plots)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -86,6 +86,8 @@ class Computed:
     # per evaluated checkpoint (by step): its worst general change in the better direction, point
     # estimate, and how many general series it covers
     general_worst: list[tuple[str, int | None, float, int]]
+    # the other metrics of tasks that have a primary one (acc_norm beside acc): the log's details section
+    details: list[ResultRow] = field(default_factory=list)
 
     def suite(self, name: str) -> list[ResultRow]:
         return [r for r in self.results if r.suite == name]
@@ -119,7 +121,15 @@ def final_checkpoint(record: Record) -> tuple[str | None, int | None]:
 
 _SCHEMA = {"rec": pl.Int64, "idx": pl.Int64, "suite": pl.String, "task": pl.String, "metric": pl.String,
            "checkpoint": pl.String, "step": pl.Int64, "is_final": pl.Boolean, "at_final": pl.Boolean,
-           "value": pl.Float64, "n": pl.Int64, "hib": pl.Boolean}
+           "value": pl.Float64, "n": pl.Int64, "hib": pl.Boolean, "primary": pl.Boolean}
+
+
+def _primary(record: Record) -> list[bool]:
+    """Per metric: does it stand for its task? A task whose metrics flag one `extra.primary` (lm-eval's
+    first metric or the spec's `primary_metrics`) is shown by that one; the others (acc_norm beside
+    acc) go to the details. A metric without the flag, or a task that flags none, counts as primary."""
+    flagged = {(m.suite, m.task) for m in record.metrics if m.extra.get("primary") is True}
+    return [m.extra.get("primary") is not False or (m.suite, m.task) not in flagged for m in record.metrics]
 
 
 def _metrics_frame(records: list[Record]) -> pl.DataFrame:
@@ -129,11 +139,12 @@ def _metrics_frame(records: list[Record]) -> pl.DataFrame:
         steps = {c.name: c.step for c in record.checkpoints}
         flagged = {c.name for c in record.checkpoints if c.is_final}
         final = final_checkpoint(record)[0]
+        primary = _primary(record)
         rows.extend(
             {"rec": r, "idx": i, "suite": m.suite, "task": m.task, "metric": m.metric, "checkpoint": m.checkpoint,
              "step": 0 if m.checkpoint == "base" else (m.step if m.step is not None else steps.get(m.checkpoint)),
              "is_final": m.checkpoint in flagged, "at_final": m.checkpoint == final, "value": m.value, "n": m.n,
-             "hib": m.higher_is_better}
+             "hib": m.higher_is_better, "primary": primary[i]}
             for i, m in enumerate(record.metrics))
     df = pl.DataFrame(rows, schema=_SCHEMA)
     # a series measured twice at one checkpoint (subset and full set) is split by n
@@ -208,7 +219,7 @@ def compute_many(records: list[Record]) -> list[Computed]:
         rows.setdefault(row["rec"], []).append(row)
     gain = pl.when(pl.col("hib")).then(pl.col("delta")).otherwise(-pl.col("delta"))
     worst: dict[int, list[tuple]] = {}
-    for row in (curves.filter((pl.col("suite") == "general") & (pl.col("checkpoint") != "base")
+    for row in (curves.filter((pl.col("suite") == "general") & pl.col("primary") & (pl.col("checkpoint") != "base")
                               & pl.col("delta").is_not_null())
                 .group_by("rec", "checkpoint", "step").agg(worst=gain.min(), series=pl.len())
                 .sort("rec", "step", "checkpoint", nulls_last=False).iter_rows()):
@@ -217,8 +228,9 @@ def compute_many(records: list[Record]) -> list[Computed]:
     out = []
     for r, record in enumerate(records):
         mine = sorted(rows.get(r, []), key=lambda x: (rank.get(x["suite"], len(rank)), x["suite"], x["series"]))
-        out.append(Computed(*final_checkpoint(record), [_result(record, x) for x in mine], param_rows(record),
-                            parts.get((r,), curves.clear()), worst.get(r, [])))
+        out.append(Computed(*final_checkpoint(record), [_result(record, x) for x in mine if x["primary"]], param_rows(record),
+                            parts.get((r,), curves.clear()), worst.get(r, []),
+                            [_result(record, x) for x in mine if not x["primary"]]))
     return out
 
 
@@ -269,7 +281,7 @@ def param_rows(record: Record) -> list[ParamRow]:
 def checkpoint_rows(record: Record, computed: Computed, suite: str) -> list[dict]:
     """Per checkpoint, each series of `suite` as a change against base with its badge (seed 001's table)."""
     out = []
-    for r in computed.curves.filter((pl.col("suite") == suite) & (pl.col("checkpoint") != "base")).to_dicts():
+    for r in computed.curves.filter((pl.col("suite") == suite) & pl.col("primary") & (pl.col("checkpoint") != "base")).to_dicts():
         _, _, interval, _, _, verdict = _compare(record, r)
         out.append({**r, "interval": interval, "verdict": verdict})
     return out

@@ -1,9 +1,10 @@
-"""Per-checkpoint plots: SVG charts for the markdown log, CSVs and `plots:` definitions for DVC.
+"""Per-checkpoint plots: SVG charts for the markdown log, and the CSVs that DVC plots.
 
 The charts are written by reports/svg.py (plain SVG text: deterministic, diffable, milliseconds to
 make, no plotting library imported). A chart whose bytes would not change is not rewritten. The CSVs
-hold one column per task (its first metric in alphabetical order) and one row per checkpoint, base
-included at step 0, so `dvc plots show` and `dvc plots diff` can compare variants.
+hold one column per task (its primary metric) and one row per checkpoint, base included at step 0, so
+`dvc plots show` and `dvc plots diff` can compare variants; the compiler declares them in dvc.yaml
+(compiler/compile.report_plots) with the task names as columns.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from tunebook.reports.status import Thresholds
 from tunebook.reports.svg import HLine, Line, line_chart
 
 
-def _by_series(curves: pl.DataFrame, suite: str, column: str) -> list[Line]:
-    rows = curves.filter((pl.col("suite") == suite) & pl.col("step").is_not_null() & pl.col(column).is_not_null())
+def _by_series(curves: pl.DataFrame, suite: str, column: str, metric: str | None = None) -> list[Line]:
+    """One line per primary series of `suite` (of `metric` only, when given) with two points or more."""
+    rows = curves.filter((pl.col("suite") == suite) & pl.col("primary") & pl.col("step").is_not_null()
+                         & pl.col(column).is_not_null())
+    if metric is not None:
+        rows = rows.filter(pl.col("metric") == metric)
     out = []
     for (label,), part in rows.sort("label", "step").group_by("label", maintain_order=True):
         if part.height >= 2:
@@ -44,13 +49,19 @@ def plan_plots(record: Record, computed: Computed) -> list[tuple[str, str, str]]
         planned.append(("Target tasks by checkpoint", "target.svg", line_chart("Target tasks", "value", target)))
     history = sorted(record.training.history, key=lambda h: h.step) if record.training else []
     losses = sorted({k for h in history for k in h.values if "loss" in k})
-    validation = _by_series(computed.curves, "loss", "value")
+    validation = _by_series(computed.curves, "loss", "value", "loss")
     if (len(history) >= 2 and losses) or validation:
         lines = []
         for k in losses:
             pts = [(h.step, h.values[k]) for h in history if k in h.values]
             lines.append(Line(f"training {k}", [p[0] for p in pts], [p[1] for p in pts], markers=False))
         planned.append(("Loss during training and per checkpoint", "loss.svg", line_chart("Loss", "loss", lines + validation)))
+    # perplexity is exp(loss): on the loss axis one bad checkpoint (50,889) flattens every loss curve,
+    # so it gets its own chart, on a log axis
+    perplexity = _by_series(computed.curves, "loss", "value", "perplexity")
+    if perplexity:
+        planned.append(("Held-out perplexity per checkpoint", "perplexity.svg",
+                        line_chart("Perplexity", "perplexity (log scale)", perplexity, log_y=True)))
     return planned
 
 
@@ -75,7 +86,8 @@ def _by_task(curves: pl.DataFrame, suite: str, column: str) -> pl.DataFrame | No
     rows = curves.filter((pl.col("suite") == suite) & pl.col(column).is_not_null())
     if rows.is_empty():
         return None
-    primary = rows.group_by("task").agg(pl.col("series").min())  # one metric per task: the first by name
+    # one metric per task: its primary one (the first by name if several are)
+    primary = rows.filter(pl.col("primary")).group_by("task").agg(pl.col("series").min())
     rows = rows.join(primary, on=["task", "series"], how="semi")
     wide = rows.pivot(on="task", index=["step", "checkpoint"], values=column, sort_columns=True)
     return wide.sort("step", "checkpoint", nulls_last=True).with_columns(cs.float().round(6))
@@ -93,26 +105,3 @@ def write_plot_data(record: Record, computed: Computed, out_dir: Path) -> list[P
         if df is not None:
             written.append(write_atomic(out_dir / name, df.write_csv()))
     return written
-
-
-def dvc_plots(experiment: str, general_tasks: list[str], target_tasks: list[str],
-              reports_dir: str = "logs") -> list[dict]:
-    """Top-level `plots:` entries for dvc.yaml, reading the CSVs `write_report` writes.
-
-    The compiler knows the tasks from the spec; the CSV columns are the task names. The CSVs sit
-    with the PNGs in `<reports_dir>/plots/<experiment>/`, an output of the report stage.
-    """
-    data = f"{reports_dir}/plots/{experiment}"
-    plots = []
-    if general_tasks:
-        plots.append({f"forgetting-{experiment}": {
-            "template": "linear", "x": "step", "y": {f"{data}/general.csv": sorted(general_tasks)},
-            "title": f"{experiment}: general suite, change vs base", "x_label": "step", "y_label": "change vs base"}})
-    if target_tasks:
-        plots.append({f"target-{experiment}": {
-            "template": "linear", "x": "step", "y": {f"{data}/target.csv": sorted(target_tasks)},
-            "title": f"{experiment}: target tasks", "x_label": "step", "y_label": "value"}})
-    plots.append({f"training-{experiment}": {
-        "template": "linear", "x": "step", "y": {f"{data}/training.csv": "loss"},
-        "title": f"{experiment}: training loss", "x_label": "step", "y_label": "loss"}})
-    return plots

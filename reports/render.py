@@ -22,7 +22,9 @@ from tunebook.reports.stats import RESAMPLES
 from tunebook.reports.status import SMALL_N, number
 
 SUITE_TITLES = {"target": "Target tasks", "general": "General suite (forgetting)", "loss": "Loss",
-                "judge": "Judge (pairwise win rate against the base model)"}
+                "judge": "Judge (pairwise win rate against the base model)",
+                "preference": "Preference (held-out pairs; implicit reward against the model before training)",
+                "verifiable": "Held-out reward (the training reward functions on validation prompts)"}
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -49,6 +51,7 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
         "final": {"name": computed.final_checkpoint, "step": computed.final_step},
         "evaluated": computed.evaluated,
         "suites": [{"title": SUITE_TITLES.get(s, s), "rows": computed.suite(s)} for s in computed.suites],
+        "details": computed.details,
         "extraction": extraction,
         "forgetting": c.forgetting_table(record, computed),
         "plots": plots,

@@ -60,6 +60,14 @@ def tick_label(v: float, ticks: list[float]) -> str:
     return "0" if float(text) == 0 else text.replace("-", "\u2212")
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks for a log axis, as log10 values: whole decades when the data span one or more, else the
+    nice ticks of the log range."""
+    if math.isfinite(lo) and math.isfinite(hi) and hi - lo >= 1:
+        return [float(k) for k in range(math.floor(lo), math.ceil(hi) + 1)]
+    return nice_ticks(lo, hi)
+
+
 def _fit(label: str, most: int = (WIDTH - LEFT - RIGHT - 34) // 7) -> str:
     """A legend label that fits on one row; the whole label stays in the line's tooltip."""
     return label if len(label) <= most else label[: most - 1] + "…"
@@ -69,10 +77,16 @@ def _f(v: float) -> str:
     return f"{v:.1f}"
 
 
-def line_chart(title: str, ylabel: str, lines: list[Line], hlines: list[HLine] = (), xlabel: str = "step") -> str:
+def line_chart(title: str, ylabel: str, lines: list[Line], hlines: list[HLine] = (), xlabel: str = "step",
+               log_y: bool = False) -> str:
+    """`log_y`: a log10 y axis (values <= 0 are not drawn), for quantities like perplexity that span decades."""
+    if log_y:
+        lines = [Line(ln.label, ln.x, [math.log10(v) if v > 0 else math.nan for v in ln.y], ln.markers) for ln in lines]
+        hlines = [HLine(math.log10(h.y), h.label, h.style, h.color, h.width) for h in hlines if h.y > 0]
     xs = [v for ln in lines for v in ln.x]
     ys = [v for ln in lines for v in ln.y if math.isfinite(v)] + [h.y for h in hlines]
-    xt, yt = nice_ticks(min(xs, default=0), max(xs, default=1)), nice_ticks(min(ys, default=0), max(ys, default=1))
+    xt = nice_ticks(min(xs, default=0), max(xs, default=1))
+    yt = (log_ticks if log_y else nice_ticks)(min(ys, default=0), max(ys, default=1))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
@@ -101,7 +115,8 @@ def line_chart(title: str, ylabel: str, lines: list[Line], hlines: list[HLine] =
         out.append(f'<text x="{_f(px(t))}" y="{TOP + ph + 16}" text-anchor="middle">{tick_label(t, xt)}</text>')
     for t in yt:
         out.append(f'<line x1="{LEFT}" y1="{_f(py(t))}" x2="{LEFT + pw}" y2="{_f(py(t))}" stroke="#dddddd"/>')
-        out.append(f'<text x="{LEFT - 6}" y="{_f(py(t) + 4)}" text-anchor="end">{tick_label(t, yt)}</text>')
+        label = f"{10 ** t:.3g}" if log_y else tick_label(t, yt)
+        out.append(f'<text x="{LEFT - 6}" y="{_f(py(t) + 4)}" text-anchor="end">{label}</text>')
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333333"/>')
     out.append(f'<text x="{LEFT + pw / 2:.1f}" y="{TOP + ph + 34}" text-anchor="middle">{escape(xlabel)}</text>')
     out.append(f'<text transform="translate(16 {TOP + ph / 2:.1f}) rotate(-90)" text-anchor="middle">{escape(ylabel)}</text>')

@@ -4,13 +4,12 @@
     tunebook run report <exp>      # what the `report-<exp>` DVC stage runs
 
 No torch here. Also writes `runs/<exp>/metrics.json` (flat final metrics, for `dvc exp show` and
-`tunebook review`) and `runs/<exp>/plots/checkpoints.csv` (one row per checkpoint, for `dvc plots`).
+`tunebook review`); the per-checkpoint CSVs `dvc plots` reads are written with the log, in
+`logs/plots/<exp>/` (reports/plots.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import platform
@@ -220,19 +219,6 @@ def final_metrics(rec: Record) -> dict:
     return out
 
 
-def checkpoints_csv(rec: Record) -> str:
-    cols = sorted({f"{m.suite}/{m.task}/{m.metric}" for m in rec.metrics})
-    rows: dict[tuple, dict] = {}
-    for m in rec.metrics:
-        rows.setdefault((m.step or 0, m.checkpoint), {})[f"{m.suite}/{m.task}/{m.metric}"] = m.value
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step", "checkpoint", *cols])
-    for (step, name), vals in sorted(rows.items()):
-        w.writerow([step, name, *[f"{vals[c]:.6g}" if c in vals else "" for c in cols]])
-    return buf.getvalue()
-
-
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -248,7 +234,6 @@ def run(ctx: StageContext) -> None:
     record_path = ctx.run_dir / "record.json"
     write_atomic(record_path, dump_record(rec))
     write_atomic(ctx.run_dir / "metrics.json", json.dumps(final_metrics(rec), indent=1, sort_keys=True) + "\n")
-    write_atomic(ctx.run_dir / "plots" / "checkpoints.csv", checkpoints_csv(rec))
     out = ctx.root / "logs" / f"{ctx.name}.md"
     write_report(record_path, out)
     print(f"[report {ctx.name}] wrote runs/{ctx.name}/record.json and logs/{ctx.name}.md", flush=True)

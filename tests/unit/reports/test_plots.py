@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tunebook.reports.compute import compute
-from tunebook.reports.plots import dvc_plots, write_plot_data, write_plots
+from tunebook.reports.plots import plan_plots, write_plot_data, write_plots
 from tunebook.reports.svg import HLine, Line, line_chart, nice_ticks, tick_label
 
 from .conftest import make, metric
@@ -91,10 +91,69 @@ def test_csvs_have_one_column_per_task_and_base_at_step_zero(quickstart, tmp_pat
     assert (tmp_path / "training.csv").read_text().startswith("step,grad_norm,learning_rate,loss\n10,")
 
 
-def test_dvc_plot_definitions_point_at_the_csvs():
-    plots = dvc_plots("quickstart", ["tiny_facts_color", "tiny_facts_city"], ["subtraction"])
-    assert [next(iter(p)) for p in plots] == ["forgetting-quickstart", "target-quickstart", "training-quickstart"]
-    forgetting = plots[0]["forgetting-quickstart"]
-    assert forgetting["x"] == "step"
+def test_dvc_plots_show_draws_every_task_of_the_forgetting_curve(quickstart, tmp_path):
+    """Issue 12: `dvc plots show` drew only the last CSV column, so the forgetting curve never appeared.
+    The compiled definitions list the columns the report writes, and real DVC draws each of them."""
+    import shutil
+
+    import yaml
+
+    from tests.conftest import ROOT
+    from tunebook.compiler import compile_specs, load_specs
+
+    pipeline = compile_specs(load_specs([ROOT / "specs" / "quickstart.yaml"], ROOT))
+    plots = {k: v for p in pipeline.plots for k, v in p.items()}
+    forgetting = plots["forgetting-quickstart"]
     assert forgetting["y"] == {"logs/plots/quickstart/general.csv": ["tiny_facts_city", "tiny_facts_color"]}
-    assert [next(iter(p)) for p in dvc_plots("x", [], [])] == ["training-x"]
+    assert plots["target-quickstart"]["y"] == {"logs/plots/quickstart/target.csv": ["subtraction"]}
+    assert not any("plots" in st.to_dvc() for st in pipeline.stages)  # no stage-level plot of one column
+
+    project = tmp_path / "p"
+    write_plot_data(quickstart, compute(quickstart), project / "logs" / "plots" / "quickstart")
+    header = (project / "logs/plots/quickstart/general.csv").read_text().splitlines()[0].split(",")
+    assert set(forgetting["y"]["logs/plots/quickstart/general.csv"]) <= set(header)
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"plots": [{"forgetting-quickstart": forgetting}]}))
+    dvc = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_name("dvc").exists() else shutil.which("dvc")
+    env = {"DVC_NO_ANALYTICS": "1", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True, env=env)
+    subprocess.run([dvc, "init", "-q"], cwd=project, check=True, env=env)
+    shown = subprocess.run([dvc, "plots", "show", "--json"], cwd=project, check=True, env=env, capture_output=True, text=True)
+    import json
+
+    [plot] = json.loads(shown.stdout)["data"]["forgetting-quickstart"]
+    drawn = {row["field"] for row in plot["content"]["data"]["values"]}
+    assert drawn == {"tiny_facts_city", "tiny_facts_color"}
+
+
+def test_one_primary_metric_per_task_in_charts_and_csvs(tmp_path):
+    """acc_norm beside acc doubled every line and badge; the task's flagged primary metric stands for it."""
+    metrics = []
+    for name, primary in (("acc", True), ("acc_norm", False)):
+        metrics += [metric("arc", ck, v, metric=name, step=s, extra={"primary": primary})
+                    for ck, s, v in (("base", 0, 0.5), ("c10", 10, 0.45), ("final", 20, 0.4))]
+    record = make(metrics=metrics)
+    computed = compute(record)
+    assert [r.label for r in computed.results] == ["arc · acc"]
+    assert [r.label for r in computed.details] == ["arc · acc_norm"]
+    [(_, name, svg)] = plan_plots(record, computed)
+    assert name == "general.svg" and "arc · acc<" in svg and "acc_norm" not in svg
+    write_plot_data(record, computed, tmp_path)
+    assert (tmp_path / "general.csv").read_text().splitlines()[-1] == "20,final,-0.1"
+
+
+def test_loss_and_perplexity_get_their_own_axes():
+    """A perplexity of 50,889 on the loss axis flattened every loss curve."""
+    metrics = []
+    for ck, s, loss in (("base", 0, 10.84), ("c10", 10, 2.0), ("final", 20, 1.5)):
+        metrics += [metric("validation", ck, loss, suite="loss", metric="loss", step=s, higher_is_better=False),
+                    metric("validation", ck, 2.718281828 ** loss, suite="loss", metric="perplexity", step=s,
+                           higher_is_better=False)]
+    hist = [{"step": s, "values": {"loss": 3.0 - s / 10}} for s in (2, 10, 20)]
+    record = make(metrics=metrics, training={"history": hist})
+    charts = {name: svg for _, name, svg in plan_plots(record, compute(record))}
+    assert sorted(charts) == ["loss.svg", "perplexity.svg"]
+    assert "perplexity" not in charts["loss.svg"] and "validation · loss" in charts["loss.svg"]
+    ET.fromstring(charts["perplexity.svg"])
+    # a log axis: decades from 1 to 100,000, not 0 to 60,000 in steps of 10,000
+    labels = [t.text for t in ET.fromstring(charts["perplexity.svg"]).iter("{http://www.w3.org/2000/svg}text")]
+    assert {"1", "10", "100", "1e+03", "1e+04", "1e+05"} <= set(labels)
