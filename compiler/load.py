@@ -136,6 +136,10 @@ def _issues_from(e: ValidationError, origins: dict, file: str, data: dict) -> li
             msg = "required key is missing"
         elif err["type"] == "literal_error":
             msg = f"{err['msg']} (got {err.get('input')!r})"
+        elif err["type"] in _SCALAR_TYPES and isinstance(err.get("input"), str):
+            msg = f"{err['msg']} (got the text {err['input'][:40]!r})"
+            hint = ("write true or false, without quotes" if err["type"] == "bool_type"
+                    else "write the number without quotes: quoted, it is text")
         issues.append(SpecIssue(f, path, msg, line, hint))
     # one issue per (path, message): unions repeat the same complaint per member
     seen, uniq = set(), []
@@ -146,6 +150,7 @@ def _issues_from(e: ValidationError, origins: dict, file: str, data: dict) -> li
     return uniq
 
 
+_SCALAR_TYPES = {"int_type", "float_type", "bool_type"}
 _TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
 
 
@@ -218,7 +223,11 @@ def load_spec(path: Path, root: Path | None = None, overrides: dict | None = Non
     if overrides:
         data, origins = _merge(data, overrides, origins, {})
     try:
-        spec = Spec.model_validate(data)
+        # Strict: a spec file is read as YAML 1.2 (yamlio), so a number is already a number and text is
+        # text. `lr: "1e-5"` (quoted) is text, which the JSON Schema editors check against rejects, so the
+        # CLI rejects it too rather than coercing it: editor and CLI agree, and a value is what it looks
+        # like. params.yaml stays lax where the runtime reads it (`dvc exp run -S` values pass through it).
+        spec = Spec.model_validate(data, strict=True)
     except ValidationError as e:
         raise SpecError(_issues_from(e, origins, file, data)) from None
     except (TypeError, KeyError, AttributeError, IndexError) as e:

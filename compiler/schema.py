@@ -508,3 +508,68 @@ STAGE_PARTS = {
     "eval": ("model", "eval"),
     "report": ("expect",),
 }
+
+
+# --- the schema of spec files, for editors ----------------------------------------------------------
+EXTENDS_SCHEMA = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+    "description": "parent spec file(s), relative to this file: deep-merged, this file wins; lists are replaced",
+}
+
+
+def file_schema() -> dict:
+    """The JSON Schema of spec files as an editor sees them: one raw file, before `extends:` merging.
+
+    A file may be a partial base (`_base.yaml`) or a variant that names only what it changes, and the
+    merge is deep, so no key of a mapping is required here: the CLI checks the merged spec for what
+    is missing. Items of a list are complete (a child's list replaces the parent's whole), so they keep
+    their required keys. Everything else (types, bounds, choices, unknown keys) is checked as the CLI
+    checks it. `tunebook schema` writes this; tests/unit/compiler/test_schema.py runs a validator over
+    every shipped spec and base file with it.
+    """
+    schema = Spec.model_json_schema()
+    defs = schema.pop("$defs", {})
+    out: dict = {}
+
+    def ref(name: str, partial: bool) -> str:
+        key = f"{name}Partial" if partial else name
+        if key not in out:
+            out[key] = {}  # reserved first: definitions may refer to themselves
+            out[key] = walk(defs[name], partial)
+        return f"#/$defs/{key}"
+
+    def walk(node, partial: bool):
+        if isinstance(node, list):
+            return [walk(n, partial) for n in node]
+        if not isinstance(node, dict):
+            return node
+        res = {}
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str) and v.startswith("#/$defs/"):
+                res[k] = ref(v.removeprefix("#/$defs/"), partial)
+            elif k == "required" and partial:
+                continue
+            elif k in ("items", "prefixItems"):
+                res[k] = walk(v, False)  # a list replaces the parent's: each item is complete
+            elif k in ("properties", "patternProperties", "$defs"):
+                res[k] = {name: walk(sub, partial) for name, sub in v.items()}
+            elif k in ("default", "examples", "const", "enum", "description", "title"):
+                res[k] = v  # values, not schemas
+            else:
+                res[k] = walk(v, partial)
+        return res
+
+    root = walk(schema, True)
+    root["properties"] = {"extends": EXTENDS_SCHEMA, **root["properties"]}
+    root["title"] = "tunebook spec file"
+    root["description"] = ("A tunebook experiment spec, or a base that specs extend. Keys are optional here because a "
+                           "file may inherit them (`extends:`); `tunebook compile` checks the merged spec.")
+    root["$defs"] = dict(sorted(out.items()))
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root}
+
+
+def file_schema_text() -> str:
+    """specs/schema.json as `tunebook schema` writes it (sorted keys: the same bytes every time)."""
+    import json
+
+    return json.dumps(file_schema(), indent=1, sort_keys=True) + "\n"

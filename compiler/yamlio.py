@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import stat
 from pathlib import Path
 
@@ -20,7 +21,27 @@ import yaml
 from tunebook.compiler.errors import SpecError, SpecIssue
 
 # libyaml's C parser when the wheel has it (10x faster; same safe semantics), else pure Python.
-Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Loader(_Base):
+    """Plain values read as YAML 1.2 reads them, which is what editors (yaml-language-server, checking
+    specs against specs/schema.json) and DVC (`dvc exp run -S`, ruamel) read. PyYAML speaks YAML 1.1:
+    there `lr: 1e-5` (no dot) is the text "1e-5", `on`/`yes`/`no` are booleans and `2024-01-01` a date,
+    so the CLI and the editor disagreed about the same line. Here a number is a number however it is
+    spelled, a boolean is true/false, and everything else is text."""
+
+
+_DROPPED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}
+Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED]
+                                  for first, resolvers in _Base.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+# YAML 1.2 core floats: a dot or an exponent (plain digits stay ints, checked first), or .inf/.nan
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 
 MAX_BYTES = 1 << 20
 MAX_NODES = 100_000  # after alias expansion; real specs have a few hundred

@@ -58,7 +58,33 @@ def _guard(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _late_verbose(cc: click.Context, _param, value: bool) -> None:
+    if value:
+        cc.find_object(Ctx).verbose = True
+
+
+def _late_root(cc: click.Context, _param, value: Path | None) -> None:
+    if value is not None:  # after the group's -C, like a second `git -C`: relative to the first
+        os.chdir(value)
+        cc.find_object(Ctx).root = Path.cwd()
+
+
+def global_options(fn):
+    """-v and -C after the subcommand too (`tunebook compile -v`), as git and dvc take them."""
+    fn = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_late_verbose, help="show tracebacks")(fn)
+    return click.option("-C", "--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                        expose_value=False, callback=_late_root, help=ROOT_HELP)(fn)
+
+
+class Group(click.Group):
+    """Every subcommand takes the global options as well."""
+
+    def command(self, *args, **kwargs):
+        make = super().command(*args, **kwargs)
+        return lambda fn: make(global_options(fn))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="show tracebacks")
 @click.option("-C", "--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=".", help=ROOT_HELP)
 @click.version_option(package_name="tunebook")
@@ -102,6 +128,8 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
     loaded = load_specs(paths, ctx.root)
     pipeline = compile_specs(loaded)
     changed = write_pipeline(ctx.root, pipeline, check=check, force=force)
+    for note in changed.notes:  # a kept `dvc exp` variant: not an error, but said
+        click.echo(note, err=True)
     if not check:
         from tunebook.compiler.ignore import write_gitignore
 
@@ -269,19 +297,27 @@ def _dvc_json(root: Path, args: list[str]):
 
 
 @main.command()
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default specs/schema.json")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="default specs/schema.json; - writes to standard output")
 @click.option("--record", "record", is_flag=True, help="export the run record's schema instead of the spec's")
 @click.pass_obj
 @_guard
 def schema(ctx: Ctx, out: Path | None, record: bool) -> None:
-    """Write the JSON Schema of specs (for editor completion) or of run records."""
+    """Write the JSON Schema of spec files (for editor completion and checks) or of run records."""
     if record:
-        from tunebook.reports.record import Record as model
+        from tunebook.reports.record import Record
+
+        text = json.dumps(Record.model_json_schema(), indent=1, sort_keys=True) + "\n"
     else:
-        from tunebook.compiler.schema import Spec as model
+        from tunebook.compiler.schema import file_schema_text
+
+        text = file_schema_text()
+    if out is not None and str(out) == "-":
+        click.echo(text, nl=False)
+        return
     out = out or ctx.root / ("docs/record.schema.json" if record else "specs/schema.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(model.model_json_schema(), indent=1, sort_keys=True) + "\n")
+    out.write_text(text)
     click.echo(f"wrote {_rel(out, ctx.root)}")
 
 
