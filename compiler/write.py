@@ -1,10 +1,16 @@
 """Write `dvc.yaml` and `params.yaml` deterministically, atomically, and never over a hand edit.
 
 Each generated file starts with a header holding the sha256 of its *parsed* content. On the next
-compile, a file whose content no longer matches its own header was changed after compilation (by hand,
-or by `dvc exp run -S`, which rewrites params.yaml): tunebook refuses to overwrite it and shows the
-changed keys, unless `--force`. Hashing parsed data rather than bytes means reformatting alone (DVC
-rewrites YAML with its own style) is not mistaken for an edit.
+compile, a file whose content no longer matches its own header was changed after compilation: tunebook
+refuses to overwrite it and shows the changed keys, unless `--force`. Files are compared as parsed
+data, never byte for byte: DVC rewrites params.yaml in its own style (`key:` for null, other wrapping),
+and reformatting alone is not an edit.
+
+One kind of change is not a hand edit but a *variant*: `dvc exp run -S quickstart.method.lr=0.01` (or
+`dvc exp apply`) changes values inside an experiment's section of params.yaml and nothing else. While
+the specs are unchanged since the compile that wrote the file, such a file passes `compile --check`
+with a note naming the overridden values, and `compile` keeps it; `compile --force` returns to the
+specs' values (the variant itself stays in `dvc exp show`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,39 +62,124 @@ def render_pipeline(p: Pipeline) -> dict[str, str]:
     return {"dvc.yaml": render(dvc), "params.yaml": render(p.params)}
 
 
+# Keys the compiler writes into an experiment's section for its own bookkeeping: a change there is never
+# a variant of the experiment, whoever made it.
+BOOKKEEPING = ("spec", "spec_sha256", "baseline")
+
+
 @dataclass
 class FileState:
     path: Path
     exists: bool
     edited: bool  # content no longer matches its own header
-    current: object = None  # the file's parsed content
+    current: object = None  # the file's parsed content (None when it is byte-identical to fresh_text)
     fresh_text: str = ""  # what the specs compile to now
     unreadable: str | None = None  # why the file could not be parsed, if it could not
+    recorded: str | None = None  # the digest in the file's header
+    dvc_style: bool = False  # written in DVC's YAML style (null as an empty value), see _dvc_style
+
+    @property
+    def fresh_digest(self) -> str | None:
+        return _recorded(self.fresh_text)
+
+    @property
+    def stale(self) -> bool:
+        """Does the file say something else than the specs compile to (or is it missing)?"""
+        if not self.exists or self.unreadable:
+            return True
+        if self.current is None and not self.edited:  # byte-identical to what the specs give
+            return False
+        return self.edited or self.recorded != self.fresh_digest
+
+    @property
+    def specs_changed(self) -> bool:
+        """Have the specs changed since the compile that wrote this file (as its header says)?"""
+        return self.exists and self.recorded != self.fresh_digest
+
+    @functools.cached_property
+    def _compared(self) -> tuple[dict, dict]:
+        return _flatten(yaml.load(self.fresh_text, Loader=_Loader) or {}), _flatten(self.current or {})
 
     @functools.cached_property
     def changes(self) -> list[dict]:
-        """[{key, old, new}] between what the specs give and what the file has (computed on demand:
-        parsing a large params.yaml twice is most of a compile's time)."""
+        """[{key, old, new, path, in_specs, in_file}] between what the specs give (old) and what the file
+        has (new); computed on demand: parsing a large params.yaml twice is most of a compile's time."""
         if self.unreadable:
-            return [{"key": "(file)", "old": "generated YAML", "new": f"unreadable ({self.unreadable})"}]
-        old, new = _flatten(yaml.load(self.fresh_text, Loader=_Loader) or {}), _flatten(self.current or {})
-        def same(a, b) -> bool:  # type-strict: `cache: 0` is not `cache: false`
-            return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+            return [{"key": "(file)", "old": "generated YAML", "new": f"unreadable ({self.unreadable})",
+                     "path": (), "in_specs": True, "in_file": False}]
+        old, new = self._compared
+        return [{"key": ".".join(map(str, k)), "old": old.get(k), "new": new.get(k), "path": k,
+                 "in_specs": k in old, "in_file": k in new}
+                for k in sorted(set(old) | set(new), key=lambda k: tuple(map(str, k)))
+                if not _same(old.get(k, _MISSING), new.get(k, _MISSING))]
 
-        return [{"key": k, "old": old.get(k), "new": new.get(k)} for k in sorted(set(old) | set(new), key=str)
-                if not same(old.get(k), new.get(k))]
+    @functools.cached_property
+    def variant(self) -> list[dict] | None:
+        """The changes, when every one of them is what `dvc exp run -S` makes: an existing value inside
+        an experiment's section set to a value of the same kind. None for anything else (a key added or
+        removed, another section, a type changed, bookkeeping keys, an unreadable file, dvc.yaml), and
+        None when the file is not in DVC's style: the same change made in an editor is a hand edit."""
+        if (self.path.name != "params.yaml" or not self.exists or self.unreadable or self.current is None
+                or not self.dvc_style):
+            return None
+        changes = self.changes
+        if not changes or not isinstance(self.current, dict):
+            return None
+        fresh = yaml.load(self.fresh_text, Loader=_Loader) or {}
+        experiments = {k for k, v in fresh.items() if isinstance(v, dict) and "spec" in v}
+        for c in changes:
+            k = c["path"]
+            if not (c["in_specs"] and c["in_file"] and len(k) >= 2 and k[0] in experiments
+                    and k[1] not in BOOKKEEPING and _same_kind(c["old"], c["new"])):
+                return None
+        return changes
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MISSING = object()
 
 
-def _flatten(d, prefix="") -> dict:
+def _same(a, b) -> bool:
+    """Type-strict equality: `cache: 0` is not `cache: false`, 1 is not 1.0."""
+    if a is _MISSING or b is _MISSING:
+        return a is b
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _same_kind(a, b) -> bool:
+    """Could `dvc exp run -S` have turned `a` into `b`? Null to anything and back, int and float mixed
+    (`-S lr=1` writes an int), otherwise the same type: `lr: "fast"` where a number was is an edit."""
+    if a is None or b is None:
+        return True
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return True
+    return type(a) is type(b)
+
+
+def _flatten(d, prefix: tuple = ()) -> dict:
     if isinstance(d, dict) and d:
         out = {}
         for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(_flatten(v, (*prefix, k)))
         return out
-    return {prefix[:-1]: d}
+    return {prefix: d}
+
+
+def _dvc_style(text: str, fresh_text: str) -> bool:
+    """Did DVC write this file? DVC rewrites params.yaml through ruamel, which writes null as an empty
+    value (`revision:`), where tunebook and every YAML library in an editor's reach write `null`. So a
+    file without a single `null` whose compiled form has some was last written by DVC (`dvc exp run -S`,
+    `dvc exp apply`), not typed. A file with nothing null cannot tell; it counts as typed."""
+    return bool(_NULL.search(fresh_text)) and not _NULL.search(text)
+
+
+_NULL = re.compile(r"^\s*(?:- |[^\s#].*:\s)\s*null\s*$", re.M)
+
+
+def _recorded(text: str) -> str | None:
+    return next((ln[len(MARK):].strip() for ln in text.splitlines()[:5] if ln.startswith(MARK)), None)
 
 
 def inspect(path: Path, fresh_text: str) -> FileState:
@@ -109,9 +201,10 @@ def inspect(path: Path, fresh_text: str) -> FileState:
     except (SpecError, OSError, UnicodeDecodeError) as e:
         why = e.issues[0].message if isinstance(e, SpecError) else str(e)
         return FileState(path, True, True, fresh_text=fresh_text, unreadable=why)
-    recorded = next((ln[len(MARK):].strip() for ln in text.splitlines()[:5] if ln.startswith(MARK)), None)
+    recorded = _recorded(text)
     edited = recorded is None or _digest(current) != recorded
-    return FileState(path, True, edited, current, fresh_text)
+    return FileState(path, True, edited, current, fresh_text, recorded=recorded,
+                     dvc_style=_dvc_style(text, fresh_text))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -155,38 +248,89 @@ def _short(value, width: int = 120) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def write_pipeline(root: Path, p: Pipeline, *, check: bool = False, force: bool = False) -> list[str]:
-    """Write (or with check=True, only compare) the generated files. Returns the names that changed.
+class Written(list):
+    """The names of the files written, plus notes for the user (a kept `dvc exp` variant)."""
+
+    def __init__(self, names=(), notes=()):
+        super().__init__(names)
+        self.notes = list(notes)
+
+
+def _variant_note(s: FileState, kept: bool) -> str:
+    shown = ", ".join(f"{c['key']}={_short(c['new'], 40)} (spec: {_short(c['old'], 40)})" for c in s.variant[:6])
+    more = f" and {len(s.variant) - 6} more" if len(s.variant) > 6 else ""
+    return (f"note: {s.path.name} holds a `dvc exp` variant, not a hand edit: {shown}{more}. "
+            + ("`dvc repro` and `dvc exp run` use these values; " if kept else "")
+            + "`tunebook compile --force` returns to the specs' values (the variant stays in `dvc exp show`); "
+            "put values you keep into the spec.")
+
+
+def _describe(s: FileState) -> list[str]:
+    """What differs in one file, a line per key (ten at most)."""
+    name = s.path.name
+    edit = f"{name} was changed after `tunebook compile` wrote it"
+    if s.exists and not s.edited:
+        head = f"{name} is out of date with specs/:"
+    elif s.exists and s.dvc_style and s.specs_changed:
+        head = (f"{edit} (in DVC's style: `dvc exp run -S` or `dvc exp apply`), and specs/ changed since; "
+                "the two cannot be told apart:")
+    elif s.exists and s.dvc_style:
+        head = (f"{edit} in DVC's style, but not only in an experiment's values (a key added or removed, "
+                "a type changed, another section):")
+    elif s.exists:
+        head = f"{edit} (by hand, not by `dvc exp run -S`):"
+    else:
+        return [f"{name} is missing"]
+    lines = [head]
+    for c in s.changes[:10]:
+        old = _short(c["old"]) if c["in_specs"] else "(absent)"
+        new = _short(c["new"]) if c["in_file"] else "(absent)"
+        lines.append(f"  {c['key']}: file has {new}, specs give {old}")
+    if len(s.changes) > 10:
+        lines.append(f"  and {len(s.changes) - 10} more")
+    if s.edited and not s.changes:
+        lines.append(f"  the values are what the specs give, but the `{MARK.strip()}` header was removed or altered")
+    return lines
+
+
+def write_pipeline(root: Path, p: Pipeline, *, check: bool = False, force: bool = False) -> Written:
+    """Write (or with check=True, only compare) the generated files. Returns the names written, with
+    notes (`.notes`) for the CLI to show.
 
     Raises StaleError when check finds a difference, or when a file was edited since it was compiled
-    and force is not set. Nothing is written unless every file can be.
+    and force is not set. A params.yaml that differs from the specs only by a `dvc exp` variant of the
+    specs it was compiled from is neither: check passes and compile keeps it, both with a note.
+    Nothing is written unless every file can be.
     """
     texts = render_pipeline(p)
     states = {name: inspect(root / name, text) for name, text in texts.items()}
-    changed = [n for n, t in texts.items() if states[n].edited or not states[n].exists or states[n].current is not None]
+    # a variant of unchanged specs: nothing to compile; keep it (unless --force) and say so
+    kept = {n for n, s in states.items() if s.stale and not s.specs_changed and s.variant is not None and not force}
+    notes = [_variant_note(states[n], kept=True) for n in kept]
+    stale = [n for n, s in states.items() if s.stale and n not in kept]
     if check:
-        if changed:
-            lines = [f"{n} is out of date with specs/ (run `tunebook compile`):" for n in changed]
-            for n in changed:
-                for c in states[n].changes[:10]:
-                    lines.append(f"  {n}: {c['key']}: {_short(c['old'])} (from specs) vs {_short(c['new'])} (in file)")
+        if stale:
+            lines = [ln for n in stale for ln in _describe(states[n])]
+            if any(states[n].edited for n in stale):
+                lines.append("Fix: put the values you want to keep into the spec, then `tunebook compile --force` "
+                             "(it replaces the files above with what the specs give; a `dvc exp` variant stays "
+                             "in `dvc exp show`).")
+            else:
+                lines.append("Fix: `tunebook compile`.")
             raise StaleError("\n".join(lines))
-        return []
-    edited = [s for s in states.values() if s.exists and s.edited]
+        return Written([], notes)
+    edited = [n for n, s in states.items() if s.exists and s.edited and n not in kept]
     if edited and not force:
-        lines = []
-        for s in edited:
-            lines.append(f"{s.path.name} was changed after `tunebook compile` wrote it (by hand or by `dvc exp run -S`):")
-            for c in s.changes[:10]:
-                lines.append(f"  {c['key']}: file has {_short(c['new'])}, specs give {_short(c['old'])}")
-            if not s.changes:
-                lines.append(f"  the values are what the specs give, but the `{MARK.strip()}` header was removed or altered")
-        lines.append("Nothing was written. Put lasting changes in the spec; to discard the edits, "
-                     "`git checkout -- dvc.yaml params.yaml` or rerun with --force.")
+        lines = [ln for n in edited for ln in _describe(states[n])]
+        lines.append("Nothing was written. Put lasting changes in the spec, then rerun with --force (or "
+                     "`git checkout -- dvc.yaml params.yaml`); a `dvc exp` variant stays in `dvc exp show`.")
         raise StaleError("\n".join(lines))
     _sweep_leftovers(root, texts)
+    # rewritten: anything not byte-identical, reformatted files included (the canonical form is the
+    # one that diffs cleanly); a kept variant is left as DVC wrote it
+    changed = [n for n, s in states.items() if n not in kept and (not s.exists or s.edited or s.current is not None)]
     # One file at a time, each atomic: a kill between the two leaves each file whole (old or new);
     # the next compile finishes the pair and `compile --check` tells if it is needed.
     for n in changed:
         _atomic_write(root / n, texts[n])
-    return changed
+    return Written(changed, notes)
