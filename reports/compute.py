@@ -13,14 +13,26 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
 
 from tunebook.reports.record import Metric, Record
-from tunebook.reports.stats import Interval, McNemar, delta_interval, mcnemar, win_rate_interval
-from tunebook.reports.status import Thresholds, Verdict, judge
+from tunebook.reports.stats import (
+    Z95,
+    BadNumber,
+    Interval,
+    McNemar,
+    delta_interval,
+    holm,
+    mcnemar,
+    normal_interval,
+    unknown,
+    win_rate_interval,
+)
+from tunebook.reports.status import Thresholds, Verdict, judge, thresholds_for, unit_scale
 
 SUITE_ORDER = ("target", "general")  # shown first, in this order; other suites follow alphabetically
 JUDGE_PARITY = 0.5  # a pairwise win rate against the base model (extra.reference == "base") starts at parity
@@ -48,6 +60,11 @@ class ResultRow:
     verdict: Verdict
     flips: McNemar | None  # right->wrong / wrong->right counts for 0/1 scores
     extra: dict[str, Any]  # the final metric's extra (extraction failures, judge verdicts, ...)
+    thresholds: Thresholds = Thresholds()
+    own: Interval | None = None  # the final value's own interval (value ± 1.96 se) when there is no baseline
+    reference_value: float | None = None  # a value the run is measured against (a paper, the previous best)
+    reference_source: str | None = None
+    family_p: float | None = None  # Holm-adjusted p across the suite's rows (the forgetting verdict uses it)
 
     @property
     def gain(self) -> float | None:
@@ -165,19 +182,56 @@ def _curves(df: pl.DataFrame) -> pl.DataFrame:
             .select("rec", "series", base=pl.col("value"), base_idx=pl.col("idx")))
     return (df.join(base, on=["rec", "series"], how="left")
             .with_columns(delta=pl.col("value") - pl.col("base"))
+            # the change in the better direction (negative = worse), the convention of thresholds and charts
+            .with_columns(gain=pl.when(pl.col("hib")).then(pl.col("delta")).otherwise(-pl.col("delta")))
             .sort("rec", "suite", "series", "step", "is_final", nulls_last=False))
+
+
+def _rounding(value: float) -> float:
+    """Half a unit in the last digit `value` was written with (0.77 -> 0.005), plus float noise."""
+    exponent = Decimal(repr(value)).as_tuple().exponent
+    return 0.5 * 10.0 ** exponent if isinstance(exponent, int) else 0.0
+
+
+def samples_disagree(m: Metric) -> str:
+    """Why a metric's per-item scores cannot stand for its value ('' when they can)."""
+    if not m.samples:
+        return ""
+    if m.n is not None and m.n != len(m.samples):
+        return f"n={m.n} but {len(m.samples)} per-item scores at {m.checkpoint}"
+    mean = math.fsum(m.samples) / len(m.samples)
+    if abs(mean - m.value) > _rounding(m.value) + 1e-9 * max(1.0, abs(m.value)):
+        return f"per-item scores at {m.checkpoint} average {mean:.4g}, not the value {m.value:.4g}"
+    return ""
 
 
 def interval_for(new: Metric, old: Metric | None) -> tuple[Interval | None, str]:
     """The change of `new` against `old` (or parity for pairwise win rates), and what it was measured against."""
-    if old is not None:
-        return delta_interval(old.value, new.value, old_se=old.stderr, new_se=new.stderr,
-                              old_samples=old.samples, new_samples=new.samples), "base"
-    if new.extra.get("reference") == "base":  # a win rate from comparisons against the base model
-        if new.n:
+    if new.extra.get("reference") == "base":  # a win rate from comparisons against the base model: Wilson,
+        if new.n:                              # even when a value was also recorded at checkpoint 'base'
             return win_rate_interval(new.value, new.n, JUDGE_PARITY), "parity"
-        return Interval(new.value - JUDGE_PARITY, None, None, "unknown"), "parity"
-    return None, "none"
+        return unknown(new.value - JUDGE_PARITY, "a win rate without n"), "parity"
+    if old is None:
+        return None, "none"
+    why = "; ".join(w for w in (samples_disagree(old), samples_disagree(new)) if w)
+    paired = not why
+    try:
+        iv = delta_interval(old.value, new.value, old_se=old.stderr, new_se=new.stderr,
+                            old_samples=old.samples if paired else None, new_samples=new.samples if paired else None,
+                            old_ids=old.sample_ids, new_ids=new.sample_ids, n=min(filter(None, (old.n, new.n)), default=None))
+    except BadNumber as e:  # the record validators catch these first; a row never shows nan
+        return unknown(new.value - old.value, str(e)), "base"
+    if why:
+        iv = replace(iv, note=f"per-item scores not used ({why}){'; ' + iv.note if iv.note else ''}")
+    return iv, "base"
+
+
+def own_interval(m: Metric) -> Interval | None:
+    """The value's own 95 % interval from its stderr, for a row with nothing to compare against."""
+    if m.stderr is None or m.stderr == 0:
+        return None
+    half = Z95 * m.stderr
+    return Interval(m.value, m.value - half, m.value + half, "normal")
 
 
 def _compare(record: Record, row: dict) -> tuple[Metric, Metric | None, Interval | None, str, int | None, Verdict]:
@@ -185,20 +239,39 @@ def _compare(record: Record, row: dict) -> tuple[Metric, Metric | None, Interval
     new = record.metrics[row["idx"]]
     old = record.metrics[row["base_idx"]] if row["base_idx"] is not None else None
     interval, reference = interval_for(new, old)
-    n = min(new.n, old.n) if old is not None and new.n and old.n else new.n
-    verdict = judge(interval, new.higher_is_better, n, Thresholds.for_suite(new.suite, record.expect))
+    n = interval.n if interval is not None and interval.paired else (
+        min(new.n, old.n) if old is not None and new.n and old.n else new.n)
+    verdict = judge(interval, new.higher_is_better, n, _thresholds(record, new, old))
     return new, old, interval, reference, n, verdict
+
+
+def _thresholds(record: Record, new: Metric, old: Metric | None) -> Thresholds:
+    return thresholds_for(new.suite, new.task, new.metric, record.expect, old.value if old is not None else None,
+                          new.value, new.higher_is_better)
 
 
 def _result(record: Record, row: dict) -> ResultRow:
     new, old, interval, reference, n, verdict = _compare(record, row)
-    flips = mcnemar(old.samples, new.samples) if old is not None and old.samples and new.samples else None
+    flips = (mcnemar(old.samples, new.samples)
+             if interval is not None and interval.method == "Agresti–Min" and not interval.note else None)
     base = old.value if old is not None else (JUDGE_PARITY if reference == "parity" else None)
     return ResultRow(
         series=row["series"], index=row["idx"], suite=new.suite, task=new.task, metric=new.metric, label=row["label"],
         checkpoint=new.checkpoint, step=row["step"], base=base, final=new.value, n=n,
         higher_is_better=new.higher_is_better, reference=reference, interval=interval, verdict=verdict,
-        flips=flips, extra=new.extra)
+        flips=flips, extra=new.extra, thresholds=_thresholds(record, new, old),
+        own=own_interval(new) if interval is None else None, reference_value=new.reference_value,
+        reference_source=new.reference_source)
+
+
+def _with_family(rows: list[ResultRow]) -> list[ResultRow]:
+    """Holm-adjust the p-values of the general suite's rows: the forgetting verdict is one family."""
+    family = [i for i, r in enumerate(rows) if r.suite == "general" and r.interval is not None and r.interval.p is not None]
+    adjusted = holm([rows[i].interval.p for i in family])
+    out = list(rows)
+    for i, p in zip(family, adjusted):
+        out[i] = replace(rows[i], family_p=p)
+    return out
 
 
 def compute(record: Record) -> Computed:
@@ -228,7 +301,8 @@ def compute_many(records: list[Record]) -> list[Computed]:
     out = []
     for r, record in enumerate(records):
         mine = sorted(rows.get(r, []), key=lambda x: (rank.get(x["suite"], len(rank)), x["suite"], x["series"]))
-        out.append(Computed(*final_checkpoint(record), [_result(record, x) for x in mine if x["primary"]], param_rows(record),
+        out.append(Computed(*final_checkpoint(record), _with_family([_result(record, x) for x in mine if x["primary"]]),
+                            param_rows(record),
                             parts.get((r,), curves.clear()), worst.get(r, []),
                             [_result(record, x) for x in mine if not x["primary"]]))
     return out
@@ -283,7 +357,7 @@ def checkpoint_rows(record: Record, computed: Computed, suite: str) -> list[dict
     out = []
     for r in computed.curves.filter((pl.col("suite") == suite) & pl.col("primary") & (pl.col("checkpoint") != "base")).to_dicts():
         _, _, interval, _, _, verdict = _compare(record, r)
-        out.append({**r, "interval": interval, "verdict": verdict})
+        out.append({**r, "interval": interval, "verdict": verdict, "expect": record.expect})
     return out
 
 
@@ -301,12 +375,50 @@ def forgetting_table(record: Record, computed: Computed) -> dict:
                                                    "is_final": c["checkpoint"] == computed.final_checkpoint, "cells": {}})
         row["cells"][c["series"]] = c
     rows = sorted(by_ckpt.values(), key=lambda r: (r["step"] is not None, r["step"] or 0, r["checkpoint"]))
+    averaged: set[str] = set()
     for row in rows:
         present = [c for c in row["cells"].values() if c["interval"] is not None]
-        row["mean_gain"] = sum(map(_gain, present)) / len(present) if present else None
-        row["worst"] = min(present, key=_gain)["label"] if present else None
+        like = _like_with_like(present)
+        averaged |= {c["label"] for c in like}
+        row["mean"] = _mean_gain(like)
+        row["worst"] = min(present, key=_severity)["label"] if present else None
         row["cells"] = [row["cells"].get(s) for s, _ in columns]
-    return {"columns": [label for _, label in columns], "rows": rows}
+    return {"columns": [label for _, label in columns], "rows": rows, "averaged": sorted(averaged),
+            "left_out": sorted({label for _, label in columns} - averaged)}
+
+
+def _like_with_like(cells: list[dict]) -> list[dict]:
+    """The cells a mean may average: 0–1 metrics only (accuracies), and of a task measured at two sizes
+    (a subset and its full set), the larger only."""
+    unit = [c for c in cells if unit_scale(c["hib"], c["base"], c["value"])]
+    largest: dict[tuple, int] = {}
+    for c in unit:
+        key = (c["task"], c["metric"])
+        largest[key] = max(largest.get(key, 0), c["n"] or 0)
+    return [c for c in unit if (c["n"] or 0) == largest[(c["task"], c["metric"])]]
+
+
+def _mean_gain(cells: list[dict]) -> Interval | None:
+    """The mean change in the better direction with its 95 % interval from the rows' standard errors
+    (different benchmarks, different items: independent); unknown when a row has none."""
+    if not cells:
+        return None
+    mean = sum(map(_gain, cells)) / len(cells)
+    ses = [c["interval"].se for c in cells]
+    if any(se is None for se in ses):
+        return unknown(mean, "a benchmark without an interval")
+    return normal_interval(mean, math.sqrt(sum(se * se for se in ses)) / len(cells), f"mean of {len(cells)}")
+
+
+def _severity(cell: dict) -> float:
+    """How bad a change is, in units of its own fail threshold (comparable across scales)."""
+    fail = _thresholds_of(cell).fail
+    return _gain(cell) / abs(fail) if fail else _gain(cell)
+
+
+def _thresholds_of(cell: dict) -> Thresholds:
+    return thresholds_for("general", cell["task"], cell["metric"], cell.get("expect", {}), cell["base"], cell["value"],
+                          cell["hib"])
 
 
 def dynamics(record: Record, fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)) -> dict:

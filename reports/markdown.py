@@ -68,6 +68,13 @@ def pct(x: float | None, digits: int = 1) -> Markup:
     return Markup(f"{x * 100:+.{digits}f}%")
 
 
+def pval(p: float | None) -> Markup:
+    """'p=0.013' (two significant digits), 'p<0.0001' below that."""
+    if p is None:
+        return Markup("—")
+    return Markup("p<0.0001" if p < 1e-4 else f"p={p:.2g}")
+
+
 def share(x: float | None) -> Markup:
     return Markup("—") if x is None else Markup(f"{x * 100:.1f}%")
 
@@ -131,7 +138,7 @@ def environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False, finalize=_finalize,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fence=fence, num=num, sig=sig, signed=signed, pct=pct, share=share, ci=ci,
+    env.filters.update(fence=fence, num=num, sig=sig, signed=signed, pct=pct, pval=pval, share=share, ci=ci,
                        duration=duration, value=value, short=short, change=change)
     for name in env.list_templates(extensions=["j2"]):
         env.get_template(name)  # a syntax error surfaces here, before any record is read

@@ -37,13 +37,14 @@ def _by_series(curves: pl.DataFrame, suite: str, column: str, metric: str | None
 def plan_plots(record: Record, computed: Computed) -> list[tuple[str, str, str]]:
     """(title in the log, file name, SVG) for what the record has enough points for."""
     planned = []
-    general = _by_series(computed.curves, "general", "delta")
+    general = _by_series(computed.curves, "general", "gain")  # better direction: the thresholds' convention
     if general:
-        t = Thresholds.for_suite("general", record.expect)
+        t = _common_thresholds(computed)
         refs = [HLine(level, f"{name} {level:+g}", style, "#808080", 1.0)
                 for name, level, style in (("warn", t.warn, ":"), ("fail", t.fail, "--")) if level is not None]
         planned.append(("General suite (forgetting) by checkpoint", "general.svg",
-                        line_chart("General suite: change vs base", "change vs base", general, [*refs, HLine(0.0)])))
+                        line_chart("General suite: change vs base (better direction)", "change vs base, + = better",
+                                   general, [*refs, HLine(0.0)])))
     target = _by_series(computed.curves, "target", "value")
     if target:
         planned.append(("Target tasks by checkpoint", "target.svg", line_chart("Target tasks", "value", target)))
@@ -63,6 +64,12 @@ def plan_plots(record: Record, computed: Computed) -> list[tuple[str, str, str]]
         planned.append(("Held-out perplexity per checkpoint", "perplexity.svg",
                         line_chart("Perplexity", "perplexity (log scale)", perplexity, log_y=True)))
     return planned
+
+
+def _common_thresholds(computed: Computed) -> Thresholds:
+    """The warn/fail lines, drawn only when every general series has the same ones (one set of units)."""
+    found = {(r.thresholds.warn, r.thresholds.fail) for r in computed.suite("general")}
+    return Thresholds(*found.pop()) if len(found) == 1 else Thresholds()
 
 
 def write_plots(record: Record, computed: Computed, out_dir: Path) -> list[tuple[str, Path]]:
@@ -95,7 +102,7 @@ def _by_task(curves: pl.DataFrame, suite: str, column: str) -> pl.DataFrame | No
 
 def write_plot_data(record: Record, computed: Computed, out_dir: Path) -> list[Path]:
     """general.csv (change vs base), target.csv (values), training.csv (history): what exists."""
-    tables = {"general.csv": _by_task(computed.curves, "general", "delta"),
+    tables = {"general.csv": _by_task(computed.curves, "general", "gain"),
               "target.csv": _by_task(computed.curves, "target", "value")}
     if record.training and record.training.history:
         history = sorted(record.training.history, key=lambda h: h.step)

@@ -15,10 +15,11 @@ Invariants the reports rely on:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = "1"
 
@@ -40,7 +41,55 @@ class Metric(_M):
     n: int | None = None
     higher_is_better: bool = True
     samples: list[float] | None = Field(default=None, description="per-item scores, aligned across checkpoints")
+    sample_ids: list[str] | None = Field(default=None, description="an id per sample: pairs items by id when "
+                                         "a checkpoint lost or gained some")
+    reference_value: float | None = Field(default=None, description="a value the run is measured against: a "
+                                          "paper's claim, the previous best run")
+    reference_source: str | None = Field(default=None, description="where reference_value comes from")
     extra: dict[str, Any] = Field(default_factory=dict, description="e.g. extraction_failures, ci_low/ci_high")
+
+    @field_validator("value", "reference_value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"not a finite number ({v})")
+        return v
+
+    @field_validator("stderr")
+    @classmethod
+    def _stderr(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"a standard error is a finite number >= 0 (got {v})")
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"n counts the items measured: at least 1 (got {v})")
+        return v
+
+    @field_validator("samples")
+    @classmethod
+    def _samples(cls, v: list[float] | None) -> list[float] | None:
+        for i, x in enumerate(v or []):
+            if not math.isfinite(x):
+                raise ValueError(f"item {i} is not a finite number ({x})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Metric:
+        if self.samples is not None and self.n is None:
+            self.n = len(self.samples)  # n comes from the items when they are there
+        if self.sample_ids is not None:
+            if self.samples is None or len(self.sample_ids) != len(self.samples):
+                raise ValueError("sample_ids: one id per sample is needed")
+            if len(set(self.sample_ids)) != len(self.sample_ids):
+                raise ValueError("sample_ids: ids must be unique")
+        if self.extra.get("reference") == "base" and not 0 <= self.value <= 1:
+            raise ValueError(f"value: a win rate against the base is a proportion in [0, 1] (got {self.value:g}; "
+                             f"a percentage? write {self.value / 100:g})")
+        return self
 
 
 class Checkpoint(_M):
@@ -101,13 +150,13 @@ class Training(_M):
     stopped_early: str | None = None
     history: list[StepLog] = Field(default_factory=list)
     watchdog: list[WatchdogEvent] = Field(default_factory=list)
-    evaluated_during_training: bool = False
+    evaluated_during_training: bool | None = Field(None, description="None: not recorded (unknown, not false)")
 
 
 class Sample(_M):
     task: str
     checkpoint: str
-    prompt: str
+    prompt: str | None = Field(None, description="may be absent for an old log that kept only the outputs")
     output: str
     target: str | None = None
     extracted: str | None = None
@@ -135,6 +184,26 @@ class Record(_M):
     timings: dict[str, float] = Field(default_factory=dict, description="seconds: data, training, evaluation, model_io")
     environment: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+
+    @field_validator("expect")
+    @classmethod
+    def _thresholds(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from tunebook.reports.status import check_expect  # status reads nothing from here: no cycle at run time
+
+        check_expect(v)
+        return v
+
+    @model_validator(mode="after")
+    def _no_silent_merge(self) -> Record:
+        seen: dict[tuple, int] = {}
+        for i, m in enumerate(self.metrics):
+            key = (m.suite, m.task, m.metric, m.checkpoint, m.n)
+            if key in seen:
+                raise ValueError(
+                    f"metrics.{i}: {m.suite}/{m.task}/{m.metric} at {m.checkpoint} is also metrics.{seen[key]}, with the "
+                    f"same n ({m.n}); give each its n (a subset and its full set are kept apart by n) or keep one")
+            seen[key] = i
+        return self
 
 
 class RecordError(Exception):

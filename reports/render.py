@@ -18,8 +18,7 @@ from tunebook.reports.markdown import render, safe_name, write_atomic
 from tunebook.reports.plots import write_plot_data, write_plots
 from tunebook.reports.record import Record, load_record
 from tunebook.reports.rules import Finding, experiment_verdict, run_rules
-from tunebook.reports.stats import RESAMPLES
-from tunebook.reports.status import SMALL_N, number
+from tunebook.reports.status import DEFAULT_RELATIVE, DEFAULT_UNIT, SMALL_N, number
 
 SUITE_TITLES = {"target": "Target tasks", "general": "General suite (forgetting)", "loss": "Loss",
                 "judge": "Judge (pairwise win rate against the base model)",
@@ -50,7 +49,9 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
         "model_pins": sorted((k, v) for k, v in record.model.items() if k != "base" and v is not None),
         "final": {"name": computed.final_checkpoint, "step": computed.final_step},
         "evaluated": computed.evaluated,
-        "suites": [{"title": SUITE_TITLES.get(s, s), "rows": computed.suite(s)} for s in computed.suites],
+        "suites": [{"title": SUITE_TITLES.get(s, s), "rows": computed.suite(s),
+                    "references": any(r.reference_value is not None for r in computed.suite(s))}
+                   for s in computed.suites],
         "details": computed.details,
         "extraction": extraction,
         "forgetting": c.forgetting_table(record, computed),
@@ -64,9 +65,20 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
         "samples": c.sample_outputs(record, computed),
         "manifest": c.data_manifest(record),
         "findings": findings,
-        "resamples": RESAMPLES,
         "small_n": SMALL_N,
+        "thresholds_note": thresholds_note(record),
     }
+
+
+def thresholds_note(record: Record) -> str:
+    """Where the general suite's warn/fail come from, in one sentence for the footnote."""
+    t = record.expect.get("forgetting")
+    own = (f"this record's expect.forgetting ({', '.join(f'{k} {v}' for k, v in sorted(t.items()) if k != 'tasks')}"
+           f"{'; per task: ' + ', '.join(sorted(t['tasks'])) if t.get('tasks') else ''}); "
+           if isinstance(t, dict) and t else "")
+    return (f"{own}absolute numbers apply to 0–1 metrics only; defaults, the same for every record, are warn "
+            f"{DEFAULT_UNIT[0]:+g} / fail {DEFAULT_UNIT[1]:+g} on 0–1 metrics and warn {DEFAULT_RELATIVE[0]:+.0%} / "
+            f"fail {DEFAULT_RELATIVE[1]:+.0%} of the baseline on other scales")
 
 
 def write_report(record_path: Path, out_path: Path) -> Path:

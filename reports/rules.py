@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tunebook.reports.compute import Computed, ResultRow
+from tunebook.reports.compute import Computed, ResultRow, interval_for, own_interval
 from tunebook.reports.record import Record
-from tunebook.reports.stats import cohen_kappa
-from tunebook.reports.status import IMPROVED, SMALL_N, Thresholds, Verdict, number, overall
+from tunebook.reports.stats import ALPHA, cohen_kappa, items_needed
+from tunebook.reports.status import DEFAULT_RELATIVE, IMPROVED, SMALL_N, Verdict, ci_text, number, overall, thresholds_for
 
 SEVERITIES = ("fail", "warn", "info")
 
@@ -36,6 +36,14 @@ COLLAPSE_WATCHDOGS = ("collapse", "repetition")  # watchdog rule names that mean
 REPEAT = re.compile(r"(.{1,8}?)\1{7,}", re.DOTALL)  # a 1-8 character unit repeated 8+ times: "4444…"
 DISTINCT_2_MIN = 0.2  # fewer distinct word bigrams than this across outputs: the model says one thing
 SAME_OUTPUT_SHARE = 0.8  # the kept samples mix right and wrong answers: one text for most is one answer for all
+DEFAULT_FAIL_RELATIVE = DEFAULT_RELATIVE[1]  # a reference with no threshold for its units: 5 % short of it
+# training dynamics that show a collapse without any kept sample (the watchdog's defaults, compiler/schema.py)
+MAX_POLICY_RATIO = 10.0  # clipping keeps the ratio near 1 ± 0.2: 10 means the update left the trust region
+MIN_LOGPROB = -15.0  # mean log-prob of the policy's own tokens: it samples what it thinks nearly impossible
+LOGPROB_FALL = 10.0  # log-probs an order of magnitude more negative than at the start
+MIN_NORMALIZED_REWARD = -3.0  # a normalized reward 3 standard deviations below its mean, and staying there
+POSITION_LABELS = {"A": "B", "B": "A", "TIE": "TIE"}  # verdicts that name a slot, not the candidate
+ENTROPY_FALL = 0.1  # entropy at a tenth of its start: the policy picks one token everywhere
 
 
 @dataclass(frozen=True)
@@ -86,11 +94,16 @@ def experiment_verdict(computed: Computed, findings: list[Finding]) -> Verdict:
 
 def describe(r: ResultRow) -> str:
     """'0.8500 → 0.7000 (-0.1500, 95% CI -0.2250 to -0.0750, paired bootstrap, n=120)'."""
-    parts = [f"{r.interval.delta:+.4f}"]
-    if r.interval.known:
-        parts.append(f"95% CI {r.interval.low:+.4f} to {r.interval.high:+.4f}, {r.interval.method}")
+    iv = r.interval
+    parts = [f"{iv.delta:+.4f}"]
+    if iv.known:
+        parts.append(f"95% CI {iv.low:+.4f} to {iv.high:+.4f}, {iv.method}")
+        if iv.p is not None and r.flips is None:
+            parts.append(f"{iv.test} p={iv.p:.2g}")
     else:
         parts.append("no interval")
+    if iv.note:
+        parts.append(iv.note)
     if r.n is not None:
         parts.append(f"n={r.n}")
     text = f"{r.base:.4f} → {r.final:.4f} ({', '.join(parts)})"
@@ -99,26 +112,47 @@ def describe(r: ResultRow) -> str:
     return text
 
 
+def _anchor(record: Record) -> str | None:
+    """The anchor to the base model the record shows (planned or actual), e.g. 'type kl, coef 0.03'."""
+    found = {}
+    for params in (record.planned, record.actual):
+        for k, v in params.items():
+            if ".anchor." in f".{k}." and v not in (None, False, "none", 0, 0.0):
+                found.setdefault(k.split("anchor.", 1)[-1] if "anchor." in k else k, v)
+    if not found or found.get("type") in (None, "none") and "coef" not in found:
+        return None
+    return ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
+
+
 def _worse(r: ResultRow) -> bool:
-    """The whole interval is on the worsening side."""
-    if not r.interval.known:
+    """A regression that counts for the forgetting verdict: significant after Holm's adjustment across the
+    general suite (one family: ten benchmarks tested at 5 % each would flag one in three unchanged runs),
+    and at least the size of the practical floor."""
+    if not r.interval.known or r.gain >= 0 or abs(r.gain) < r.thresholds.floor:
         return False
-    sign = 1 if r.higher_is_better else -1
-    return max(sign * r.interval.low, sign * r.interval.high) < 0
+    p = r.family_p if r.family_p is not None else r.interval.p
+    return p < ALPHA if p is not None else r.interval.significant
 
 
 def _general(computed: Computed) -> list[ResultRow]:
     return [r for r in computed.suite("general") if r.interval is not None]
 
 
-def _forgetting(computed: Computed, low: float | None, high: float) -> list[ResultRow]:
-    """General rows whose change is worse than `high` (and not worse than `low`), significant or untested."""
-    return [r for r in _general(computed)
-            if r.gain < high and (low is None or r.gain >= low) and (_worse(r) or not r.interval.known)]
+def _catastrophic(r: ResultRow) -> bool:
+    """Past the fail threshold that applies to the row's units (significant, or untested)."""
+    fail = r.thresholds.fail
+    return fail is not None and r.gain < fail and (_worse(r) or not r.interval.known)
 
 
-def _safer_checkpoint(computed: Computed, fail: float) -> str | None:
+def _family(rows: list[ResultRow]) -> str:
+    return (f"Holm-adjusted across the {len(rows)} general benchmark(s): a row counts when its adjusted p is below {ALPHA:g} "
+            "and its change is at least the practical floor")
+
+
+def _safer_checkpoint(computed: Computed, fail: float | None) -> str | None:
     """The latest checkpoint whose every general change stays within the fail threshold (point estimates)."""
+    if fail is None:
+        return None
     full = max((n for *_, n in computed.general_worst), default=0)
     within = [(name, step, worst) for name, step, worst, n in computed.general_worst if n == full and worst >= fail]
     if not within:
@@ -133,65 +167,73 @@ def _safer_checkpoint(computed: Computed, fail: float) -> str | None:
 
 @rule("catastrophic_forgetting")
 def catastrophic_forgetting(record: Record, computed: Computed) -> Finding | None:
-    """A general benchmark dropped past the `expect.forgetting.fail` threshold."""
-    fail = Thresholds.for_suite("general", record.expect).fail
-    fail = 0.0 if fail is None else fail
-    hits = _forgetting(computed, None, fail)
+    """A general benchmark dropped past its fail threshold, significantly across the suite (Holm)."""
+    rows = _general(computed)
+    hits = [r for r in rows if _catastrophic(r)]
     if not hits:
         return None
     tested = [r for r in hits if r.interval.known]
     evidence: dict[str, Any] = {r.label: describe(r) for r in hits}
-    evidence["fail threshold"] = f"{fail:+g}"
+    for r in hits:
+        evidence[f"{r.label} threshold"] = r.thresholds.source
+    evidence["family"] = _family(rows)
+    anchor = _anchor(record)
     actions = [
         "Lower the learning rate (x0.2 to x0.5) or the LoRA scale (alpha / r); seed 000 went from "
         "-26.7% to -8% on MT-Bench by dropping lr 5e-5 → 1e-5 and r 16 → 8.",
-        "Anchor to the base model: method.anchor: {type: kl, coef: 0.02-0.05}, with a warm-up.",
+        f"Strengthen the anchor to the base model ({anchor}): double its coef, or start it earlier."
+        if anchor else "Anchor to the base model: method.anchor: {type: kl, coef: 0.02-0.05}, with a warm-up.",
         "Mix general or reasoning data into training (a weight of 0.1-0.3) to keep those skills exercised.",
         "Evaluate every saved checkpoint (eval.checkpoints: all) and stop early on the general suite.",
     ]
-    safer = _safer_checkpoint(computed, fail)
+    fails = {r.thresholds.fail for r in hits}
+    safer = _safer_checkpoint(computed, fails.pop() if len(fails) == 1 and len({r.thresholds.fail for r in rows}) == 1
+                              else None)
     if safer:
         actions.insert(0, f"Consider an earlier checkpoint: {safer} stays within the fail threshold.")
     title = "Catastrophic forgetting on " + ", ".join(r.label for r in hits)
     if not tested:
         title += " (point estimate only: no interval)"
-    return Finding(
-        "fail" if tested else "warn", title, evidence,
-        "The update moved the model away from the base on skills the training data does not exercise; "
-        "usual causes are a learning rate or LoRA scale too high for the data size, too many epochs, "
-        "and no anchor to the base model.", actions)
+    cause = ("The update moved the model away from the base on skills the training data does not exercise; "
+             "usual causes are a learning rate or LoRA scale too high for the data size and too many epochs"
+             + (f"; the run had an anchor ({anchor}), too weak to hold these skills." if anchor
+                else ", with no anchor to the base model."))
+    return Finding("fail" if tested else "warn", title, evidence, cause, actions)
 
 
 @rule("mild_forgetting")
 def mild_forgetting(record: Record, computed: Computed) -> Finding | None:
-    """A general benchmark dropped past `expect.forgetting.warn` but not past `fail`."""
-    t = Thresholds.for_suite("general", record.expect)
-    if t.warn is None:
-        return None
-    hits = _forgetting(computed, 0.0 if t.fail is None else t.fail, t.warn)
+    """A general benchmark dropped past its warn threshold but not past fail, significantly across the suite (Holm)."""
+    rows = _general(computed)
+    hits = [r for r in rows if _worse(r) and not _catastrophic(r)]
     if not hits:
         return None
     evidence: dict[str, Any] = {r.label: describe(r) for r in hits}
-    evidence["thresholds"] = f"warn {t.warn:+g}, fail {t.fail:+g}" if t.fail is not None else f"warn {t.warn:+g}"
+    for r in hits:
+        evidence[f"{r.label} thresholds"] = r.thresholds.source
+    evidence["family"] = _family(rows)
+    anchor = _anchor(record)
     return Finding(
         "warn", "Mild forgetting on " + ", ".join(r.label for r in hits), evidence,
-        "General skills eroded a little: typical of plain SFT without an anchor, and of subsets that "
-        "over-represent a few domains.",
-        ["Add or strengthen a KL anchor (coef +0.01 to +0.02) and compare with this run.",
+        "General skills eroded a little: " + (f"the run's anchor ({anchor}) did not hold them entirely" if anchor
+                                               else "typical of plain SFT without an anchor")
+        + ", and of subsets that over-represent a few domains.",
+        [f"Strengthen the anchor ({anchor}): coef +0.01 to +0.02, and compare with this run." if anchor
+         else "Add a KL anchor (method.anchor: {type: kl, coef: 0.02}) and compare with this run.",
          "Raise the share of general or reasoning data by 0.05-0.1.",
          "Check per-item flips in the general suite: a few categories often carry the whole drop."])
 
 
 @rule("no_measurable_forgetting")
 def no_measurable_forgetting(record: Record, computed: Computed) -> Finding | None:
-    """Every general benchmark has an interval and none dropped significantly past `warn`."""
+    """Every general benchmark has an interval and none dropped significantly (Holm) by more than the practical floor."""
     rows = _general(computed)
     if not rows or not all(r.interval.known for r in rows):
         return None
-    warn = Thresholds.for_suite("general", record.expect).warn
-    if any(_worse(r) and r.gain < (0.0 if warn is None else warn) for r in rows):
+    if any(_worse(r) for r in rows):
         return None
     evidence = {r.label: describe(r) for r in rows}
+    evidence["family"] = _family(rows)
     widest = max(rows, key=lambda r: r.interval.half_width)
     evidence["smallest change these n can detect"] = f"about ±{widest.interval.half_width:.4f} ({widest.label})"
     return Finding(
@@ -219,7 +261,7 @@ def _distinct_2(outputs: list[str]) -> tuple[float, int] | None:
 
 @rule("mode_collapse")
 def mode_collapse(record: Record, computed: Computed) -> Finding | None:
-    """Outputs degenerate into repetition ("4444…"), one answer, or a collapse watchdog fired."""
+    """Outputs degenerate into repetition ("4444…") or one answer, a collapse watchdog fired, or the training dynamics show it (policy ratio, log-prob, normalized reward, entropy, KL)."""
     evidence: dict[str, Any] = {}
     at = set(computed.evaluated)
     outputs: dict[str, list[str]] = {}
@@ -240,10 +282,15 @@ def mode_collapse(record: Record, computed: Computed) -> Finding | None:
               if any(w in e.rule for w in COLLAPSE_WATCHDOGS)]
     for e in events:
         evidence[f"watchdog at step {e.step}"] = f"{e.rule}: {e.message}"
+    seen_in_outputs = bool(evidence)
+    for key, text in _collapse_dynamics(record):
+        evidence[f"training history: {key}"] = text
     if not evidence:
         return None
+    title = ("Mode collapse: the model repeats itself" if seen_in_outputs
+             else "Mode collapse: the training dynamics show the policy collapsing (no kept output shows it)")
     return Finding(
-        "fail", "Mode collapse: the model repeats itself", evidence,
+        "fail", title, evidence,
         "The policy concentrated on a degenerate output. In RL this follows an unstable update (seed 003: "
         "the PPO ratio reached 21.75 at batch ~999 and outputs became '4444…'); in SFT, a learning rate far "
         "too high or a dataset of near-identical targets.",
@@ -251,6 +298,43 @@ def mode_collapse(record: Record, computed: Computed) -> Finding | None:
          "Keep the policy near the reference: a KL penalty (beta > 0), ratio clipping, max_grad_norm 1.0.",
          "With actor-reward training, use plain policy gradient instead of PPO (seed 003).",
          "Watch entropy and the share of repeated outputs during training, not only at the end."])
+
+
+def _collapse_dynamics(record: Record) -> list[tuple[str, str]]:
+    """Signals of a collapse in the logged history, as the watchdog reads them during training: the policy
+    ratio, the log-prob of the policy's own tokens, a normalized reward, entropy and KL."""
+    hist = sorted(record.training.history, key=lambda h: h.step) if record.training else []
+    found = []
+    for key in sorted({k for h in hist for k in h.values}):
+        pts = [(h.step, h.values[key]) for h in hist if key in h.values and math.isfinite(h.values[key])]
+        if not pts:
+            continue
+        low = key.lower()
+        (s0, v0), (s1, v1) = pts[0], pts[-1]
+        worst_step, worst = min(pts, key=lambda p: p[1])
+        if "ratio" in low and not any(w in low for w in ("clip", "frac", "zero", "min", "low")):
+            step, top = max(pts, key=lambda p: p[1])
+            if top > MAX_POLICY_RATIO:
+                found.append((key, f"reached {top:.4g} at step {step}, far past the clip range (limit {MAX_POLICY_RATIO:g})"))
+        elif any(w in low for w in ("logp", "log_prob", "logprob")):
+            if worst < MIN_LOGPROB or (len(pts) > 1 and v0 < 0 and worst < LOGPROB_FALL * v0):
+                found.append((key, f"fell from {v0:.4g} at step {s0} to {worst:.4g} at step {worst_step} "
+                                   f"(limit {MIN_LOGPROB:g}, or {LOGPROB_FALL:g}x its start)"))
+        elif "entropy" in low:
+            if len(pts) > 1 and v0 > 0 and v1 < ENTROPY_FALL * v0:
+                found.append((key, f"fell from {v0:.4g} at step {s0} to {v1:.4g} at step {s1} "
+                                   f"(below {ENTROPY_FALL:g}x its start)"))
+        elif "reward" in low and any(w in low for w in ("norm", "advantage", "zscore")):
+            tail = [v for _, v in pts[len(pts) * 3 // 4:]]
+            if tail and max(tail) < MIN_NORMALIZED_REWARD:
+                found.append((key, f"stayed below {MIN_NORMALIZED_REWARD:g} over the last quarter of training "
+                                   f"(last {v1:.4g} at step {s1})"))
+        elif low == "kl" or low.endswith("/kl") or low.startswith("kl"):
+            start = max(v0, 0.01)
+            if len(pts) > 1 and v1 > 1.0 and v1 > 10 * start:
+                found.append((key, f"rose from {v0:.4g} at step {s0} to {v1:.4g} at step {s1} (more than 10x): "
+                                   "the policy left the reference far behind"))
+    return found
 
 
 @rule("dry_run_or_undertrained")
@@ -288,18 +372,23 @@ def dry_run_or_undertrained(record: Record, computed: Computed) -> Finding | Non
 
 @rule("loss_fell_task_flat")
 def loss_fell_task_flat(record: Record, computed: Computed) -> Finding | None:
-    """Training loss fell clearly while no target metric improved beyond noise."""
+    """Training loss fell clearly while no target metric improved beyond noise (against the base, a reference value, or the first evaluated checkpoint)."""
     hist = [h for h in (record.training.history if record.training else []) if "loss" in h.values]
-    target = [r for r in computed.suite("target") if r.interval is not None]
+    target = computed.suite("target")
     if len(hist) < 2 or not target or any(r.verdict.badge == IMPROVED for r in target):
         return None
     hist.sort(key=lambda h: h.step)
     first, last = hist[0].values["loss"], hist[-1].values["loss"]
     if first == 0 or (first - last) / abs(first) < LOSS_DROP:
         return None
+    flat = {r.label: text for r in target if (text := _flat(record, computed, r))}
+    if not flat:
+        return None
     evidence: dict[str, Any] = {"training loss": f"{first:.4f} at step {hist[0].step} → {last:.4f} at step {hist[-1].step}"}
     for r in target:
-        evidence[r.label] = f"{describe(r)}: {r.verdict}"
+        if r.label not in flat:
+            continue
+        evidence[r.label] = flat[r.label]
         rate = number(r.extra.get("extraction_failure_rate"))
         if rate is not None:
             evidence[f"{r.label} extraction failures"] = f"{rate:.1%}"
@@ -312,6 +401,68 @@ def loss_fell_task_flat(record: Record, computed: Computed) -> Finding | None:
          "Evaluate on a slice of the training set: high there and flat here means memorisation.",
          "Check that evaluation prompts use the training chat template.",
          "If the loss is still falling at the last step, train longer before drawing conclusions."])
+
+
+def _flat(record: Record, computed: Computed, r: ResultRow) -> str:
+    """Why a target row shows no gain ('' when nothing says so): its badge against the base, else the
+    reference value, else its first evaluated checkpoint."""
+    if r.interval is not None:
+        return f"{describe(r)}: {r.verdict}"
+    if r.reference_value is not None:
+        gap = (r.final - r.reference_value) * (1 if r.higher_is_better else -1)
+        if gap <= 0:
+            return (f"{r.final:.4f} at {r.checkpoint}, no baseline; reference {r.reference_value:.4f}"
+                    f"{f' ({r.reference_source})' if r.reference_source else ''}: {gap:+.4f} in the better direction")
+    first = _earliest(record, r)
+    if first is not None:
+        iv, _ = interval_for(record.metrics[r.index], first)
+        gain = iv.delta if r.higher_is_better else -iv.delta
+        if not (iv.significant and gain > 0):
+            return (f"no baseline; {first.value:.4f} at {first.checkpoint} → {r.final:.4f} at {r.checkpoint} "
+                    f"({iv.delta:+.4f}, {'not significant' if iv.known else 'no interval'})")
+    return ""
+
+
+def _earliest(record: Record, r: ResultRow):
+    """The same series at the earliest other evaluated checkpoint (same n), or None."""
+    steps = {c.name: c.step for c in record.checkpoints}
+    others = [m for m in record.metrics if (m.suite, m.task, m.metric) == (r.suite, r.task, r.metric)
+              and m.checkpoint not in ("base", r.checkpoint) and m.n == r.n]
+    keyed = [(m.step if m.step is not None else steps.get(m.checkpoint, 0), m.checkpoint, m) for m in others]
+    return min(keyed, key=lambda x: (x[0] is None, x[0] or 0, x[1]))[2] if keyed else None
+
+
+@rule("below_reference")
+def below_reference(record: Record, computed: Computed) -> Finding | None:
+    """A result is far below the reference value it is measured against (a paper's claim, the previous best run)."""
+    evidence: dict[str, Any] = {}
+    for r in computed.results:
+        if r.reference_value is None:
+            continue
+        t = thresholds_for(r.suite, r.task, r.metric, record.expect, r.reference_value, r.final, r.higher_is_better)
+        gap = (r.final - r.reference_value) * (1 if r.higher_is_better else -1)
+        fail = t.fail if t.fail is not None else DEFAULT_FAIL_RELATIVE * abs(r.reference_value)
+        if gap >= fail:
+            continue
+        own = r.own or own_interval(record.metrics[r.index])
+        inside = own is not None and own.low <= r.reference_value <= own.high
+        if inside:
+            continue
+        source = f" ({r.reference_source})" if r.reference_source else ""
+        how = (f"outside the value's 95% interval {own.low:.4f} to {own.high:.4f}" if own is not None
+               else "point estimates only: the value has no stderr")
+        evidence[r.label] = (f"{r.final:.4f} at {r.checkpoint} vs reference {r.reference_value:.4f}{source}: "
+                             f"{gap:+.4f} in the better direction, past {fail:+.4g}; {how}")
+    if not evidence:
+        return None
+    return Finding(
+        "warn", "Below the reference value", evidence,
+        "The run falls well short of the number it is measured against: a different evaluation set-up (prompt "
+        "format, few-shot count, answer extraction), a weaker base model than the reference used, or a "
+        "reference reported under other conditions (seed 003 compared against a paper's number).",
+        ["Evaluate the base model under the same settings: a baseline explains more than a reference.",
+         "Check the reference's evaluation settings (shots, prompt, metric variant) against this run's.",
+         "Read the wrong samples: answers right but not extracted point at the set-up, not the model."])
 
 
 @rule("reward_saturation")
@@ -425,7 +576,8 @@ def no_eval_during_training(record: Record, computed: Computed) -> Finding | Non
     """Only the end of training was evaluated, so the curve (and early stopping) had nothing to go on."""
     t = record.training
     evaluated = {m.checkpoint for m in record.metrics if m.checkpoint != "base"}
-    if t is None or t.evaluated_during_training or len(evaluated) > 1:
+    # None means the record does not say: unknown is not false
+    if t is None or t.evaluated_during_training is not False or len(evaluated) > 1:
         return None
     evidence: dict[str, Any] = {"evaluated checkpoints": ", ".join(sorted(evaluated)) or "none",
                                 "saved checkpoints": len(record.checkpoints)}
@@ -442,22 +594,23 @@ def no_eval_during_training(record: Record, computed: Computed) -> Finding | Non
 
 @rule("eval_set_too_small")
 def eval_set_too_small(record: Record, computed: Computed) -> Finding | None:
-    """A result measured on fewer than 30 items: its interval is wide and itself unreliable."""
-    rows = [r for r in computed.results if r.n is not None and r.n < SMALL_N]
+    """A result measured on 30 items or fewer: its interval is wide and one or two answers swing it."""
+    rows = [r for r in computed.results if r.n is not None and r.n <= SMALL_N]
     if not rows:
         return None
     evidence: dict[str, Any] = {}
     for r in rows:
         text = f"n={r.n}"
         if r.interval is not None and r.interval.known:
-            text += f", CI ±{r.interval.half_width:.4f}"
-            if r.interval.delta:
-                need = math.ceil(r.n * (r.interval.half_width / abs(r.interval.delta)) ** 2)
-                text += f"; about {need} items would resolve a change of {r.interval.delta:+.4f}"
+            text += f", {ci_text(r.interval, 4)} ({r.interval.method})"
+            need = items_needed(r.interval)
+            if need is not None and not r.interval.significant:
+                text += (f"; about {need} items would resolve a change of {r.interval.delta:+.4f} "
+                         f"(the same {r.interval.method} interval, computed at larger n)")
         evidence[r.label] = text
     return Finding(
         "warn", "Evaluation sets too small to trust", evidence,
-        "Below 30 items one or two answers swing the score by several points (seed 004: 40-60% win rates "
+        "At 30 items or fewer one or two answers swing the score by several points (seed 004: 40-60% win rates "
         "across reruns of the same 5 prompts; seed 003's SVAMP had 30 examples).",
         ["Evaluate on more items; the interval shrinks with the square root of n.",
          "Until then, read these rows as anecdotes, not results."])
@@ -494,6 +647,11 @@ def judge_position_bias(record: Record, computed: Computed) -> Finding | None:
     for r in computed.suite("judge"):
         first, swapped = r.extra.get("verdicts"), r.extra.get("verdicts_swapped")
         if isinstance(first, list) and isinstance(swapped, list) and first and len(first) == len(swapped):
+            # labels naming a position ("A"/"B") mean the other answer after the swap: map them back, so
+            # only candidate-relative verdicts ("win"/"loss"/"tie") are compared as they are
+            if {str(v).upper() for v in first + swapped} <= set(POSITION_LABELS):
+                swapped = [POSITION_LABELS.get(str(v).upper(), v) for v in swapped]
+                first = [str(v).upper() for v in first]
             consistency = sum(a == b for a, b in zip(first, swapped)) / len(first)
             kappa = cohen_kappa(first, swapped)
             extra = f", Cohen's kappa {kappa:.2f}" if kappa is not None else ""

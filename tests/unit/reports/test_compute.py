@@ -27,12 +27,12 @@ def test_quickstart_results(quickstart):
     rows = {r.label: r for r in c.results}
     target = rows["subtraction · accuracy"]
     assert (target.base, target.final, target.n) == (0.08, 0.62, 100)
-    assert target.verdict.badge == IMPROVED and target.interval.method == "paired bootstrap"
+    assert target.verdict.badge == IMPROVED and target.interval.method == "Agresti–Min"
     assert rows["tiny_facts_color · acc"].verdict.badge == REGRESSED
     assert rows["tiny_facts_color · acc"].flips.lost == 22
     assert rows["tiny_facts_city · acc"].verdict.badge == NOISE
     loss = rows["subtraction_validation · loss"]
-    assert loss.interval.method == "stderr" and loss.gain > 0  # lower is better: a drop is a gain
+    assert loss.interval.method == "normal" and not loss.interval.paired and loss.gain > 0  # lower is better: a drop is a gain
     assert loss.relative == pytest.approx((0.4706 - 2.4113) / 2.4113)
 
 
@@ -74,7 +74,7 @@ def test_pairwise_win_rate_is_compared_with_parity():
                         metric("blind_ab", "final", 0.02, suite="judge", metric="unparseable_rate", n=100,
                                higher_is_better=False)])
     unparseable, win = compute(rec).results  # by series name
-    assert win.reference == "parity" and win.base == 0.5 and win.interval.method == "wilson"
+    assert win.reference == "parity" and win.base == 0.5 and win.interval.method == "Wilson"
     assert win.verdict.badge == IMPROVED and win.relative is None
     assert unparseable.reference == "none"  # not a comparison: no parity for it
 
@@ -110,14 +110,14 @@ def test_forgetting_table(quickstart):
     assert [r["checkpoint"] for r in table["rows"]] == ["checkpoint-50", "checkpoint-100", "final"]
     final = table["rows"][-1]
     assert final["worst"] == "tiny_facts_color · acc"
-    assert final["mean_gain"] == pytest.approx((-0.016667 - 0.15) / 2, abs=1e-5)
+    assert final["mean"].delta == pytest.approx((-0.016667 - 0.15) / 2, abs=1e-5)
     assert [c["verdict"].badge for c in final["cells"]] == [NOISE, REGRESSED]
 
 
 def test_checkpoint_rows_carry_intervals(quickstart):
     rows = checkpoint_rows(quickstart, compute(quickstart), "target")
     assert [r["step"] for r in rows] == [50, 100, 204]
-    assert all(r["interval"].method == "paired bootstrap" for r in rows)
+    assert all(r["interval"].method == "Agresti–Min" for r in rows)
 
 
 def test_dynamics_picks_quartiles_and_watchdog_steps():

@@ -1,4 +1,4 @@
-"""Intervals: Wilson, paired bootstrap (exact and resampled), stderr fallback, McNemar, kappa."""
+"""Intervals by what they must do at the edges (reference values are in test_stats_reference.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tunebook.reports.stats import (
+    BadNumber,
     cohen_kappa,
     delta_interval,
+    items_needed,
     mcnemar,
-    paired_bootstrap,
     stderr_of,
     wilson,
     win_rate_interval,
@@ -31,53 +30,54 @@ def test_wilson_known_values_and_bounds():
         wilson(1, 0)
 
 
-def test_exact_bootstrap_matches_many_resamples():
-    rng = np.random.default_rng(0)
-    old = (rng.random(150) < 0.8).astype(float)
-    new = np.where(rng.random(150) < 0.85, old, 1 - old)
-    low, high = paired_bootstrap(old, new)
-    means = (new - old)[rng.integers(0, 150, size=(40_000, 150))].mean(axis=1)
-    mc_low, mc_high = np.quantile(means, [0.025, 0.975])
-    assert abs(low - mc_low) <= 1 / 150 and abs(high - mc_high) <= 1 / 150
+def test_nan_in_samples_is_an_error_not_a_bracket_item1():
+    old, new = binary(100, 80, flip=5)
+    new[3] = math.nan
+    with pytest.raises(BadNumber, match="samples\\[3\\]"):
+        delta_interval(0.8, 0.75, old_samples=old, new_samples=new)
+    with pytest.raises(BadNumber):
+        delta_interval(0.5, 0.6, old_se=math.nan, new_se=0.01)
 
 
-def test_real_valued_bootstrap_is_seeded_and_covers_the_mean():
+def test_rare_flips_never_give_a_zero_width_interval_item5():
+    old, new = binary(13, 10)  # nothing flipped, 13 items
+    iv = delta_interval(10 / 13, 10 / 13, old_samples=old, new_samples=new)
+    assert iv.method == "Agresti–Min" and iv.low < 0 < iv.high and iv.high - iv.low > 0.1
+    one = delta_interval(0.8, 0.795, old_samples=binary(200, 160)[0], new_samples=binary(200, 160, flip=1)[1])
+    assert one.low < 0 < one.high  # a bootstrap stopped at 0 here
+
+
+def test_real_valued_scores_use_a_t_interval_on_differences_item5():
     rng = np.random.default_rng(1)
-    old = rng.normal(size=300)
-    new = old + rng.normal(0.2, 1.0, size=300)
-    first = paired_bootstrap(old, new)
-    assert first == paired_bootstrap(old, new)
-    assert first[0] < (new - old).mean() < first[1]
-    half = 1.96 * (new - old).std(ddof=1) / math.sqrt(300)
-    assert (first[1] - first[0]) / 2 == pytest.approx(half, rel=0.15)
+    old = rng.normal(size=5)
+    new = old + rng.normal(0.2, 1.0, size=5)
+    iv = delta_interval(old.mean(), new.mean(), old_samples=old, new_samples=new)
+    assert iv.method == "paired t" and iv.paired and iv.n == 5
+    assert iv == delta_interval(old.mean(), new.mean(), old_samples=old, new_samples=new)  # deterministic
 
 
-def test_bootstrap_rejects_misaligned_scores():
-    with pytest.raises(ValueError):
-        paired_bootstrap([], [])
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), min_size=2, max_size=60))
-def test_exact_bootstrap_interval_holds_the_mean(pairs):
-    old, new = (np.array(x, dtype=float) for x in zip(*pairs))
-    low, high = paired_bootstrap(old, new)
-    diff = new - old
-    assert diff.min() <= low <= diff.mean() <= high <= diff.max()
-
-
-def test_delta_interval_picks_the_best_method():
+def test_unpaired_fallback_says_why_item12():
     old, new = binary(100, 80, flip=20)
-    assert delta_interval(0.8, 0.6, old_samples=old, new_samples=new).method == "paired bootstrap"
-    # unaligned samples still give standard errors
-    unaligned = delta_interval(0.8, 0.6, old_samples=old, new_samples=new[:50])
-    assert unaligned.method == "stderr" and unaligned.known
+    unaligned = delta_interval(0.8, 0.6, old_samples=old, new_samples=new[:99])
+    assert unaligned.method == "normal" and not unaligned.paired
+    assert "100 items at base, 99 at final" in unaligned.note
     by_se = delta_interval(0.5, 0.6, old_se=0.03, new_se=0.04)
-    assert by_se.method == "stderr"
-    assert by_se.half_width == pytest.approx(1.96 * 0.05, rel=1e-3)
+    assert by_se.half_width == pytest.approx(1.96 * 0.05, rel=1e-3) and "standard errors only" in by_se.note
+    # with item ids, the one missing item does not cost the pairing
+    ids = [f"q{i}" for i in range(100)]
+    paired = delta_interval(0.8, 0.6, old_samples=old, new_samples=new[:99], old_ids=ids, new_ids=ids[:99])
+    assert paired.paired and paired.method == "Agresti–Min" and "1 item(s) missing at final" in paired.note
     unknown = delta_interval(2.0357, 1.4924)
     assert unknown.method == "unknown" and not unknown.known and unknown.half_width is None
-    assert delta_interval(0.5, math.nan, old_se=0.1, new_se=0.1).method == "unknown"
+
+
+def test_items_needed_comes_from_the_intervals_own_formula_item13():
+    iv = win_rate_interval(10 / 13, 13)  # seed 004: 10 wins of 13, "about 8 items" before
+    need = items_needed(iv)
+    assert need == 14
+    # at that n the same rate's Wilson interval clears parity, one item fewer it does not
+    assert wilson(10 / 13 * 14, 14)[0] > 0.5 >= wilson(10 / 13 * 13, 13)[0]
+    assert items_needed(win_rate_interval(0.5, 13)) is None  # no change: no n resolves it
 
 
 def test_stderr_of_samples():
@@ -87,9 +87,8 @@ def test_stderr_of_samples():
 
 def test_win_rate_interval_is_relative_to_parity():
     iv = win_rate_interval(10 / 13, 13)
-    assert iv.method == "wilson" and iv.delta == pytest.approx(10 / 13 - 0.5)
-    # seed 004's "77% in-domain win rate" (10 of 13) cannot be told apart from a coin flip
-    assert iv.low < 0 < iv.high
+    assert iv.method == "Wilson" and iv.delta == pytest.approx(10 / 13 - 0.5)
+    assert iv.low < 0 < iv.high and not iv.significant
     assert win_rate_interval(0.77, 100).low > 0
 
 
@@ -103,10 +102,10 @@ def test_mcnemar_exact_and_non_binary():
     assert mcnemar([1.0, 0.0], [1.0, 0.0]).p == 1.0
 
 
-def test_mcnemar_large_counts_use_the_normal_approximation():
-    old, new = binary(3000, 2000, flip=600)
-    result = mcnemar(old, new)
-    assert result.lost == 600 and result.p < 1e-10
+def test_badge_decision_on_0_1_is_mcnemar_item4():
+    old, new = binary(100, 80, flip=4)  # 4 right->wrong, 0 wrong->right: McNemar p = 0.125
+    iv = delta_interval(0.8, 0.76, old_samples=old, new_samples=new)
+    assert iv.p == pytest.approx(0.125) and not iv.significant
 
 
 def test_cohen_kappa():

@@ -1,0 +1,234 @@
+"""Every interval and test in reports/stats.py against an independent implementation (scipy, statsmodels).
+
+A generated grid: n = 1, 13, 30, 80, 3270; all items equal; all 0 and all 1; proportions near 0 and
+near 1; random and skewed real-valued scores; and NaN, infinite and negative inputs, which must be
+rejected rather than turned into a bracket with nan in it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+scipy_stats = pytest.importorskip("scipy.stats")
+special = pytest.importorskip("scipy.special")
+sm_prop = pytest.importorskip("statsmodels.stats.proportion")
+sm_table = pytest.importorskip("statsmodels.stats.contingency_tables")
+sm_multi = pytest.importorskip("statsmodels.stats.multitest")
+sm_weight = pytest.importorskip("statsmodels.stats.weightstats")
+sm_rater = pytest.importorskip("statsmodels.stats.inter_rater")
+
+from tunebook.reports.stats import (  # noqa: E402
+    Z95,
+    BadNumber,
+    agresti_min,
+    betainc,
+    cohen_kappa,
+    delta_interval,
+    holm,
+    mcnemar,
+    mcnemar_counts,
+    normal_interval,
+    paired_t,
+    stderr_of,
+    t_quantile,
+    t_sf2,
+    wilson,
+    win_rate_interval,
+)
+
+NS = (1, 13, 30, 80, 3270)
+REL = 1e-9
+
+
+def counts(n: int) -> list[int]:
+    """Successes out of n: all 0, one (p near 0), a third, half, all but one (p near 1), all."""
+    return sorted({0, min(1, n), n // 3, n // 2, max(n - 1, 0), n})
+
+
+@pytest.mark.parametrize("n", NS)
+def test_wilson_matches_statsmodels(n):
+    for k in counts(n):
+        low, high = wilson(k, n)
+        ref = sm_prop.proportion_confint(k, n, alpha=0.05, method="wilson")
+        assert (low, high) == pytest.approx(ref, rel=REL, abs=1e-12), (k, n)
+
+
+@pytest.mark.parametrize("n", NS)
+def test_win_rate_score_test_matches_statsmodels(n):
+    for k in counts(n):
+        iv = win_rate_interval(k / n, n)
+        ref_low, ref_high = sm_prop.proportion_confint(k, n, alpha=0.05, method="wilson")
+        assert (iv.low, iv.high) == pytest.approx((ref_low - 0.5, ref_high - 0.5), rel=REL, abs=1e-12)
+        _, p = sm_prop.proportions_ztest(k, n, value=0.5, prop_var=0.5)
+        assert iv.p == pytest.approx(p, rel=1e-7, abs=1e-300)
+        # the score test and the Wilson interval are one decision
+        assert iv.significant == (not iv.low <= 0 <= iv.high) or math.isclose(iv.p, 0.05, rel_tol=1e-6)
+
+
+def _tables(n: int):
+    """(lost, gained) grids for n paired 0/1 items: no flips, one flip, rare flips, many, all."""
+    out = {(0, 0), (min(1, n), 0), (0, min(1, n)), (n, 0), (0, n)}
+    if n >= 13:
+        out |= {(n // 10, 0), (n // 10, n // 20), (n // 3, n // 3), (n // 2, n // 4)}
+    return sorted(out)
+
+
+def _agresti_min_reference(lost: int, gained: int, n: int) -> tuple[float, float]:
+    """Agresti–Min from statsmodels' weighted moments: the per-item differences (-1, 0, +1) of the 2x2 table
+    with ½ added to each cell, weighted by cell counts; mean ± z·sqrt(var / (n + 2)) (ddof=0: the
+    adjusted-table proportions), z and the interval from scipy."""
+    d = np.array([-1.0, 1.0, 0.0, 0.0])  # right->wrong, wrong->right, both right, both wrong
+    w = np.array([lost, gained, 0, n - lost - gained]) + 0.5
+    stats = sm_weight.DescrStatsW(d, weights=w, ddof=0)
+    return scipy_stats.norm.interval(0.95, loc=stats.mean, scale=math.sqrt(stats.var / stats.sum_weights))
+
+
+@pytest.mark.parametrize("n", NS)
+def test_agresti_min_matches_statsmodels_weighted_z(n):
+    for lost, gained in _tables(n):
+        low, high = agresti_min(lost, gained, n)
+        ref = _agresti_min_reference(lost, gained, n)
+        assert (low, high) == pytest.approx((max(-1, ref[0]), min(1, ref[1])), rel=1e-9, abs=1e-12)
+        assert high - low > 0  # never [0, 0], however rarely items flip (item 5)
+
+
+@pytest.mark.parametrize("n", NS)
+def test_mcnemar_matches_statsmodels_exact(n):
+    for lost, gained in _tables(n):
+        ref = sm_table.mcnemar([[0, lost], [gained, 0]], exact=True).pvalue
+        assert mcnemar_counts(lost, gained).p == pytest.approx(min(1.0, ref), rel=1e-9, abs=1e-300), (lost, gained)
+
+
+def test_mcnemar_exact_beyond_a_thousand_discordant_pairs():
+    for lost, gained in ((700, 900), (3000, 3270), (1200, 1201), (10, 2000)):
+        ref = sm_table.mcnemar([[0, lost], [gained, 0]], exact=True).pvalue
+        assert mcnemar_counts(lost, gained).p == pytest.approx(ref, rel=1e-8, abs=1e-300)
+
+
+def _paired_grid(n: int, rng: np.random.Generator):
+    yield "random normal", rng.normal(size=n), rng.normal(0.1, 1.0, size=n)
+    yield "skewed", rng.exponential(size=n), rng.exponential(size=n) * 1.2
+    yield "near zero", np.full(n, 1e-6), np.full(n, 1e-6) + rng.normal(0, 1e-9, size=n)
+    yield "near one", np.full(n, 1 - 1e-6), np.full(n, 1 - 1e-6) - np.abs(rng.normal(0, 1e-9, size=n))
+
+
+@pytest.mark.parametrize("n", NS)
+def test_paired_t_matches_scipy(n):
+    rng = np.random.default_rng(n)
+    for name, old, new in _paired_grid(n, rng):
+        if n < 2:
+            with pytest.raises(BadNumber):
+                paired_t(new - old)
+            continue
+        low, high, p, se = paired_t(new - old)
+        ref = scipy_stats.ttest_rel(new, old)
+        ci = ref.confidence_interval(0.95)
+        assert (low, high) == pytest.approx((ci.low, ci.high), rel=1e-7, abs=1e-15), name
+        assert p == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-300), name
+        assert se == pytest.approx(scipy_stats.sem(new - old), rel=REL), name
+
+
+@pytest.mark.parametrize("n", NS)
+def test_delta_interval_dispatch_on_the_grid(n):
+    rng = np.random.default_rng(100 + n)
+    # 0/1 scores: Agresti–Min with McNemar's p
+    for lost, gained in _tables(n):
+        both = n - lost - gained
+        old = np.array([1.0] * lost + [0.0] * gained + [1.0] * (both // 2) + [0.0] * (both - both // 2))
+        new = np.array([0.0] * lost + [1.0] * gained + list(old[lost + gained:]))
+        if n < 2:
+            assert not delta_interval(old.mean(), new.mean(), old_samples=old, new_samples=new).known
+            continue
+        iv = delta_interval(old.mean(), new.mean(), old_samples=old, new_samples=new)
+        assert iv.method == "Agresti–Min" and iv.paired
+        assert (iv.low, iv.high) == pytest.approx(agresti_min(lost, gained, n), rel=REL)
+        assert iv.p == pytest.approx(sm_table.mcnemar([[0, lost], [gained, 0]], exact=True).pvalue, rel=1e-8)
+    # all items equal on both sides (real-valued): no change and nothing to doubt, or unknown if all moved alike
+    same = np.full(n, 0.37)
+    if n >= 2:
+        zero = delta_interval(0.37, 0.37, old_samples=same, new_samples=same)
+        assert zero.p == 1.0 and not zero.significant
+        shifted = delta_interval(0.37, 0.47, old_samples=same, new_samples=same + 0.1)
+        assert not shifted.known and "no spread" in shifted.note
+
+
+@pytest.mark.parametrize("n", NS)
+def test_stderr_and_normal_interval_match_scipy(n):
+    x = np.random.default_rng(n).normal(size=n)
+    if n < 2:
+        assert stderr_of(x) is None
+        return
+    assert stderr_of(x) == pytest.approx(scipy_stats.sem(x), rel=REL)
+    se = 0.01 * math.sqrt(30 / n)
+    iv = normal_interval(0.02, se)
+    assert (iv.low, iv.high) == pytest.approx(scipy_stats.norm.interval(0.95, loc=0.02, scale=se), rel=1e-9)
+    assert iv.p == pytest.approx(2 * scipy_stats.norm.sf(0.02 / se), rel=1e-9)
+    assert Z95 == pytest.approx(scipy_stats.norm.ppf(0.975), rel=1e-15)
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 12, 29, 79, 3269, 10**5])
+def test_t_distribution_matches_scipy(df):
+    # lgamma differences lose ~1e-16·df of precision: 1e-11 at df=1e5, far below what a log prints
+    assert t_quantile(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-9)
+    for t in (0.0, 0.5, 1.96, 3.0, 8.0, 40.0):
+        assert t_sf2(t, df) == pytest.approx(2 * scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("a, b", [(0.5, 0.5), (0.5, 6.5), (1634.5, 0.5), (2.0, 3.0), (40.0, 0.5)])
+def test_incomplete_beta_matches_scipy(a, b):
+    for x in (1e-12, 0.01, 0.3, 0.5, 0.9, 0.999999):
+        assert betainc(a, b, x) == pytest.approx(special.betainc(a, b, x), rel=1e-10, abs=1e-300)
+
+
+def test_holm_matches_statsmodels():
+    rng = np.random.default_rng(7)
+    for m in (1, 2, 10, 50):
+        p = np.concatenate([rng.uniform(size=m - m // 3), rng.uniform(0, 0.01, size=m // 3)])
+        ref = sm_multi.multipletests(p, alpha=0.05, method="holm")[1]
+        assert holm(p) == pytest.approx(list(ref), rel=1e-12)
+    assert holm([0.01, 0.01, 1.0]) == pytest.approx(list(sm_multi.multipletests([0.01, 0.01, 1.0], method="holm")[1]))
+
+
+def test_cohen_kappa_matches_statsmodels():
+    rng = np.random.default_rng(3)
+    for n in (13, 30, 80):
+        a = rng.integers(0, 3, size=n)
+        b = np.where(rng.random(n) < 0.7, a, rng.integers(0, 3, size=n))
+        table = np.zeros((3, 3))
+        np.add.at(table, (a, b), 1)
+        assert cohen_kappa(list(a), list(b)) == pytest.approx(sm_rater.cohens_kappa(table).kappa, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_inputs_are_rejected(bad):
+    with pytest.raises(BadNumber, match="final samples\\[1\\]"):
+        delta_interval(0.5, 0.5, old_samples=[0.0, 1.0, 0.5], new_samples=[0.0, bad, 1.0])
+    with pytest.raises(BadNumber, match="final stderr"):
+        delta_interval(0.5, 0.6, old_se=0.1, new_se=bad)
+    with pytest.raises(BadNumber, match="final value"):
+        delta_interval(0.5, bad, old_se=0.1, new_se=0.1)
+    with pytest.raises(BadNumber):
+        wilson(bad, 10)
+    with pytest.raises(BadNumber):
+        win_rate_interval(bad, 10)
+    with pytest.raises(BadNumber):
+        paired_t([0.1, bad, 0.2])
+
+
+def test_negative_and_out_of_range_inputs_are_rejected():
+    with pytest.raises(BadNumber, match="negative"):
+        delta_interval(0.5, 0.6, old_se=-0.01, new_se=0.01)
+    with pytest.raises(BadNumber):
+        wilson(3, 0)
+    with pytest.raises(BadNumber):
+        wilson(-1, 10)
+    with pytest.raises(BadNumber):
+        wilson(11, 10)
+    with pytest.raises(BadNumber, match="not a proportion"):
+        win_rate_interval(77, 100)
+    with pytest.raises(BadNumber):
+        agresti_min(-1, 0, 10)
+    assert mcnemar([0.5, 1.0], [1.0, 1.0]) is None  # not 0/1: no McNemar
