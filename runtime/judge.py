@@ -30,6 +30,7 @@ from pathlib import Path
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import JudgeEval, JudgeModel, ModelSpec
 from tunebook.runtime.evaluate import EvalCellError, _digest, write_json_atomic
+from tunebook.reports.stats import wilson  # one Wilson interval: the one the reports test against statsmodels
 
 DEFAULT_TEMPLATE = """\
 Which response answers the question better?
@@ -133,15 +134,6 @@ def outcome(verdict: str | None, order: str) -> float | None:
 
 # ---------------------------------------------------------------------------------------------------
 # statistics
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion; sane at small n and at 0 or 1 (seed 004: n=13)."""
-    if n == 0:
-        return 0.0, 1.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def cohen_kappa(a: list, b: list) -> float | None:
@@ -344,7 +336,7 @@ def eval_judge(judges: dict, spec: JudgeEval, template: str, prompts: list[str],
                 "extra": {"unparseable": s["unparseable"], "judges": list(judges)}}]
     if decided:  # with nothing decided there is no win rate (not 0, not 0.5)
         wr = s["win_rate"]
-        lo, hi = wilson(wr, decided)
+        lo, hi = wilson(wr * decided, decided)
         metrics.insert(0, {"suite": "judge", "task": spec.name, "metric": "win_rate", "checkpoint": checkpoint,
                            "value": wr, "stderr": math.sqrt(wr * (1 - wr) / decided), "n": decided,
                            "higher_is_better": True,

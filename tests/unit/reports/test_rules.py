@@ -220,6 +220,12 @@ def test_judge_position_bias():
     assert "60%" in summary.evidence["blind_ab · win_rate"]
     assert check("judge_position_bias", make(metrics=[judge_metric(position_consistency=0.95)]))[0] is None
     assert check("judge_position_bias", make(metrics=[judge_metric()]))[0] is None
+    # item 17: labels naming a slot ("A"/"B") point at the other answer after the swap; a judge that always
+    # names the same answer is consistent, one that always says "A" favours the first position
+    same_answer = check("judge_position_bias", make(metrics=[judge_metric(verdicts=["A"] * 10, verdicts_swapped=["B"] * 10)]))
+    assert same_answer[0] is None
+    first_slot, _ = check("judge_position_bias", make(metrics=[judge_metric(verdicts=["A"] * 10, verdicts_swapped=["A"] * 10)]))
+    assert "0% of 10 comparisons" in first_slot.evidence["blind_ab · win_rate"]
 
 
 def test_target_gain_missed():

@@ -49,11 +49,14 @@ def test_order_mapping_seed_004():
 
 
 def test_wilson_and_kappa_known_values():
-    lo, hi = wilson(0.5, 100)
+    from tunebook.reports import stats
+
+    assert wilson is stats.wilson  # one implementation (issue 13): the one checked against statsmodels
+    lo, hi = wilson(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
-    lo, hi = wilson(10 / 13, 13)  # seed 004's "77 % win rate" on 13 prompts
+    lo, hi = wilson(10, 13)  # seed 004's "77 % win rate" on 13 prompts
     assert lo == pytest.approx(0.4970, abs=1e-3) and hi == pytest.approx(0.9182, abs=1e-3)
-    assert wilson(1.0, 5)[1] == 1.0 and wilson(0.0, 5)[0] == 0.0
+    assert wilson(5, 5)[1] == 1.0 and wilson(0, 5)[0] == 0.0
     assert cohen_kappa([1, 1, 0, 0], [1, 0, 0, 0]) == pytest.approx(0.5)
     assert cohen_kappa([1, 1], [1, 1]) is None  # one category only: chance agreement is 1, kappa undefined
     assert cohen_kappa([1, None, 0], [1, 0, 0]) == pytest.approx(1.0)  # items one rater skipped are left out
