@@ -64,8 +64,21 @@ def _local_task_dir(root: Path, include_path: str) -> Path:
     return dst
 
 
+def quiet_lm_eval() -> None:
+    """lm-eval's warnings are about how tunebook calls it (an already-built model passed in, num_fewshot
+    set explicitly), not about the run: they stay out of stage logs. Errors still show, and
+    LMEVAL_LOG_LEVEL=INFO (lm-eval's own switch) brings everything back for debugging."""
+    import logging
+    import os
+
+    level = logging.getLevelName(os.environ.get("LMEVAL_LOG_LEVEL", "").upper() or "ERROR")
+    logging.getLogger("lm_eval").setLevel(level if isinstance(level, int) else logging.ERROR)
+
+
 def task_manager(root: Path, general: GeneralEval):
     from lm_eval.tasks import TaskManager
+
+    quiet_lm_eval()
 
     include = str(_local_task_dir(root, general.include_path)) if general.include_path else None
     tm = TaskManager(include_path=include)  # indexing every task takes seconds: once per stage
@@ -129,12 +142,13 @@ def _quiet_hflm():
 def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
     import lm_eval
 
+    quiet_lm_eval()
     # Follow the tokenizer on BOS: a model trained with <s> at the start of every text scores
     # nonsense without it (lm-eval encodes contexts without special tokens by default).
     lm = _quiet_hflm()(pretrained=model, tokenizer=tok, batch_size=general.batch_size,
               max_length=model.config.max_position_embeddings, add_bos_token=bool(getattr(tok, "add_bos_token", False)))
     res = lm_eval.simple_evaluate(model=lm, tasks=list(general.tasks), task_manager=tm, limit=general.limit,
-                                  num_fewshot=general.num_fewshot, log_samples=True, verbosity="ERROR",
+                                  num_fewshot=general.num_fewshot, log_samples=True,
                                   bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
     version = lm_eval_version()
     metrics, tasks_info, warnings = [], {}, []

@@ -54,11 +54,16 @@ def test_unknown_task_says_did_you_mean_and_the_preset_tasks_are_all_known(tm):
     assert "arc_chalenge" in issues[0].message and "arc_challenge" in (issues[0].hint or "")
 
 
-def test_general_suite_on_local_tasks_marks_primary_metric_and_records_harness(tiny, tm, capfd):
+def test_general_suite_on_local_tasks_marks_primary_metric_and_records_harness(tiny, tm, capfd, caplog):
     model, tok = tiny
     res = general.eval_general(model, tok, LOCAL, tm, "base")
     printed = capfd.readouterr()
     assert "Running loglikelihood" not in printed.err + printed.out  # the sweep's own progress line is enough
+    # issue 12: lm-eval's warnings about how it is called ("Overwriting default num_fewshot", "Passed an
+    # already-initialized model") leaked into every eval stage's log
+    # (progress bars are TQDM_DISABLE's, which a stage sets before any library is imported)
+    assert [ln for ln in (printed.err + printed.out).splitlines() if ln.strip() and "%|" not in ln] == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("lm_eval")] == []
     by_metric = {m["metric"]: m for m in res["metrics"]}
     assert set(by_metric) == {"acc", "acc_norm"}
     assert by_metric["acc_norm"]["extra"]["primary"] is True and by_metric["acc"]["extra"]["primary"] is False
