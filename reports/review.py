@@ -4,7 +4,8 @@
 
 Sections: a status tracker (stages done, stale or pending), a comparison table with the best value
 per metric marked (respecting each metric's direction), the parameters that differ between
-experiments, the DVC experiment variants, and a short section per experiment. DVC's JSON is parsed
+experiments, the variants (committed, workspace and `dvc exp`: one table against each one's parent,
+reports/variants.py), and a short section per experiment. DVC's JSON is parsed
 tolerantly: a missing piece leaves a gap, never an exception.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,80 +22,14 @@ from tunebook.reports.markdown import render, safe_name, write_atomic
 from tunebook.reports.record import Record, RecordError, load_record
 from tunebook.reports.rules import Finding, experiment_verdict, run_rules
 from tunebook.reports.status import CAUTION, IMPROVED, NOISE, REGRESSED
+from tunebook.reports.variants import Variant, parse_exp_show, variants_table
+
+__all__ = ["Variant", "parse_exp_show", "parse_dvc_status", "stage_summary", "review_context", "write_review"]
 
 STAGE_KINDS = ("data", "train", "eval", "report")  # per-experiment stages, named <kind>-<exp> or <kind>@<exp>
 COMPARED_SUITES = ("target", "general")
 BADGE_ORDER = (REGRESSED, CAUTION, IMPROVED, NOISE)  # the tally lists the worst first
 DETAIL_ITEMS = 6  # changed deps/outs listed per stage before "and N more"
-
-
-# ---------------------------------------------------------------------------------------------------
-# dvc exp show --json
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of `dvc exp show`: the workspace, a commit, or an experiment run from a commit."""
-
-    name: str
-    rev: str
-    parent: str | None  # the commit (branch name when known) an experiment was run from
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def _files(section: Any) -> dict[str, Any]:
-    """Flatten `{file: {"data": {...}}}`; keys carry `file:` only when there is more than one file."""
-    if not isinstance(section, dict):
-        return {}
-    files = {f: (v or {}).get("data") for f, v in section.items() if isinstance(v, dict)}
-    out: dict[str, Any] = {}
-    for f, data in files.items():
-        for k, v in _flatten(data or {}).items():
-            out[f"{f}:{k}" if len(files) > 1 else k] = v
-    return out
-
-
-def _error(node: dict) -> str | None:
-    err = node.get("error")
-    if isinstance(err, dict):
-        return str(err.get("msg") or err.get("type") or err)
-    return str(err) if err else None
-
-
-def _variant(node: dict, fallback: str, parent: str | None) -> Variant:
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
-    rev = str(node.get("rev") or data.get("rev") or "")
-    name = node.get("name") or fallback or (rev[:7] if rev != "workspace" else "workspace")
-    return Variant(str(name), rev[:7] if rev != "workspace" else rev, parent,
-                   _files(data.get("params")), _files(data.get("metrics")), _error(node))
-
-
-def parse_exp_show(entries: Any) -> list[Variant]:
-    """Variants from parsed `dvc exp show --json`: each commit, then the experiments run from it."""
-    out: list[Variant] = []
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        commit = _variant(entry, "", None)
-        out.append(commit)
-        for exp in entry.get("experiments") or []:
-            if not isinstance(exp, dict):
-                continue
-            for rev in exp.get("revs") or []:
-                if isinstance(rev, dict):
-                    out.append(_variant(rev, str(exp.get("name") or ""), commit.name))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -197,13 +132,9 @@ def _differing(params: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({repr(p.get(k)) for p in params}) > 1]
 
 
-def _variants(variants: list[Variant]) -> dict[str, Any]:
-    metrics = sorted({k for v in variants for k, x in v.metrics.items() if isinstance(x, (int, float))})
-    return {"params": _differing([v.params for v in variants]), "metrics": metrics, "rows": variants}
-
-
-def review_context(runs: list[Run], broken: list[tuple[str, str]], variants: list[Variant] | None,
+def review_context(runs: list[Run], broken: list[tuple[str, str]], variants: dict[str, Any] | None,
                    stages: list[StageState] | None) -> dict[str, Any]:
+    """Everything review.md.j2 shows; `variants` is `variants_table(...)` (None without dvc)."""
     columns, best = _best(runs)
     cells = [{r.series: r for r in run.computed.results} for run in runs]
     params = [run.record.actual or run.record.planned for run in runs]  # as run, else as planned
@@ -231,7 +162,7 @@ def review_context(runs: list[Run], broken: list[tuple[str, str]], variants: lis
         "columns": [label for _, label in columns],
         "diff_keys": diff_keys,
         "broken": broken,
-        "variants": _variants(variants) if variants is not None else None,
+        "variants": variants,
         "stages_known": stages is not None,
         "changed": stages or [],
         "orphans": sorted((e, stage_summary(s)) for e, s in by_exp.items() if e is not None and e not in known),
@@ -239,20 +170,36 @@ def review_context(runs: list[Run], broken: list[tuple[str, str]], variants: lis
 
 
 def write_review(record_paths: list[Path], out_path: Path, exp_show: list | None = None,
-                 dvc_status: dict | None = None) -> Path:
-    """Render one review of all records (unreadable ones are listed, not fatal) to `out_path`."""
+                 dvc_status: dict | None = None, root: Path | None = None) -> Path:
+    """Render one review of all records (unreadable ones are listed, not fatal) to `out_path`.
+
+    `root` is the project (git) root the variants are read from; by default the folder holding
+    `runs/`, else the current directory.
+    """
     out_path = Path(out_path)
-    records, broken = [], []
+    records, broken, texts = [], [], {}
     for path in sorted(Path(p) for p in record_paths):
         try:
-            records.append(load_record(path))
+            record = load_record(path)
         except RecordError as e:
             broken.append((str(path), str(e)))
+            continue
+        records.append(record)
+        texts[record.experiment] = (record, path)
     records.sort(key=lambda r: r.experiment)
     runs = []
     for record, computed in zip(records, compute_many(records)):
         log = out_path.parent / f"{safe_name(record.experiment)}.md"
         runs.append(Run(record, computed, run_rules(record, computed), log.name if log.exists() else None))
-    context = review_context(runs, broken, parse_exp_show(exp_show) if exp_show is not None else None,
+    variants = None
+    if exp_show is not None:
+        if root is None:
+            in_runs = [Path(p).resolve().parents[2] for p in record_paths if Path(p).resolve().parent.parent.name == "runs"]
+            root = in_runs[0] if in_runs else Path.cwd()
+        # the workspace's records, by the experiment they hold (the folder name is what git paths use)
+        workspace = {rec.experiment: (rec, path.read_text()) for rec, path in texts.values()
+                     if path.parent.parent.name == "runs" and path.parent.name == rec.experiment}
+        variants = variants_table(parse_exp_show(exp_show), workspace, root)
+    context = review_context(runs, broken, variants,
                              parse_dvc_status(dvc_status) if dvc_status is not None else None)
     return write_atomic(out_path, render("review.md.j2", **context))

@@ -229,10 +229,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 def run(ctx: StageContext) -> None:
     from tunebook.reports.render import write_report
+    from tunebook.reports.variants import remember_run
 
     rec = build_record(ctx)
     record_path = ctx.run_dir / "record.json"
-    write_atomic(record_path, dump_record(rec))
+    text = dump_record(rec)
+    write_atomic(record_path, text)
+    # a git-ignored copy by params: `dvc exp run` replaces this record in the workspace, and when it was
+    # never committed, the review still finds the variants' parent here (reports/variants.py)
+    remember_run(ctx.root, ctx.name, ctx.params, text)
     write_atomic(ctx.run_dir / "metrics.json", json.dumps(final_metrics(rec), indent=1, sort_keys=True) + "\n")
     out = ctx.root / "logs" / f"{ctx.name}.md"
     write_report(record_path, out)

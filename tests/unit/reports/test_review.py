@@ -100,7 +100,8 @@ def test_review_with_dvc_and_a_broken_record(tmp_path, quickstart):
     assert "| twix-conservative | imported | ❌ failed checks | final | all up to date |" in out
     assert "- train-quickstart (stale): deps train.py modified" in out
     assert "| newexp | pending: eval |" in out and "- eval-newexp (pending): runs/newexp/eval deleted" in out
-    assert "| lr-3e-3 | f4741ea | main | 8 | 0.003 |" in out
+    # DVC lists variants, but git holds no record of them here: the variants table says so, nothing breaks
+    assert "`dvc exp show` listed no experiment with a run record." in out
     assert "missing.json: no such record" in out
     assert "### quickstart: ❌ failed checks" in out and "⚠️ Inputs are not pinned" in out
 
@@ -130,3 +131,105 @@ def test_review_of_1000_records_is_fast(tmp_path):
     elapsed = time.process_time() - start
     assert out.count("\n### variant-") == 1000
     assert elapsed < 3.0, f"review of 1,000 records took {elapsed:.2f} s of CPU"
+
+
+# ---------------------------------------------------------------------------------------------------
+# variants: the committed experiment, the workspace and each `dvc exp` run, in one table
+
+
+def variant_record(right: int) -> str:
+    """The quickstart-like record with `right` of its 100 final subtraction answers correct."""
+    rec = json.loads((FIXTURES / "quickstart_like.json").read_text())
+    for m in rec["metrics"]:
+        if m["checkpoint"] == "final" and m["task"] == "subtraction":
+            m["samples"] = [1.0] * right + [0.0] * (len(m["samples"]) - right)
+            m["value"] = right / len(m["samples"])
+            m.pop("stderr", None)
+    return json.dumps(rec)
+
+
+def git(root: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_record(root: Path, text: str | None, message: str) -> str:
+    path = root / "runs/quickstart/record.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if text is None:
+        (root / "README").write_text(message)  # a commit without a record: results never committed
+        git(root, "add", "README")
+    else:
+        path.write_text(text)
+        git(root, "add", "runs/quickstart/record.json")
+    git(root, "commit", "-qm", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+def exp_show(main: str, exps: dict[str, tuple[str, float]], workspace_lr: float) -> list:
+    """`dvc exp show --json` as DVC 3 prints it: params per file, metrics per file, experiments by name."""
+    def data(rev: str, lr: float) -> dict:
+        return {"rev": rev, "params": {"params.yaml": {"data": {
+                    "quickstart": {"spec": "specs/quickstart.yaml", "method": {"lr": lr, "max_steps": None}},
+                    "builtin": {"tiny": {"seed": 1234}}}}},
+                "metrics": {"runs/quickstart/metrics.json": {"data": {"final": {"target": {"subtraction.accuracy": 0}}}}}}
+    return [{"rev": "workspace", "name": None, "data": data("workspace", workspace_lr), "error": None, "experiments": None},
+            {"rev": main, "name": "main", "data": data(main, 0.005), "error": None,
+             "experiments": [{"name": name, "revs": [{"rev": sha, "name": name, "data": data(sha, lr), "error": None,
+                                                      "experiments": None}]} for name, (sha, lr) in exps.items()]}]
+
+
+@pytest.fixture
+def repo(tmp_path):
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "t@example.com")
+    git(tmp_path, "config", "user.name", "t")
+    return tmp_path
+
+
+def variants_section(out: str) -> str:
+    return out.split("## Variants\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_variants_one_table_with_badges_against_the_parent_and_a_winner(repo):
+    main = commit_record(repo, variant_record(50), "results of dvc repro, committed")
+    a = commit_record(repo, variant_record(80), "dvc: commit experiment (lr 0.01)")
+    b = commit_record(repo, variant_record(47), "dvc: commit experiment (lr 0.002)")  # now in the workspace
+    out = write_review([repo / "runs/quickstart/record.json"], repo / "logs/review.md",
+                       exp_show=exp_show(main, {"exp-a": (a, 0.01), "exp-b": (b, 0.002)}, 0.002)).read_text()
+    section = variants_section(out)
+    tables = [ln for ln in section.splitlines() if ln.startswith("| Experiment |")]
+    assert tables == ["| Experiment | Variant | Compared with | subtraction · accuracy | tiny_facts_city · acc "
+                      "| tiny_facts_color · acc |"]  # one table, primary metrics by task, not by file path
+    rows = {ln.split(" | ")[1]: ln for ln in section.splitlines() if ln.startswith("| quickstart |")}
+    assert list(rows) == ["main", "exp-a 🏆", "exp-b (= workspace)"]  # the workspace is exp-b, not a row of its own
+    assert rows["main"].startswith("| quickstart | main | reference | 0.5000 |")
+    # +30 of 100 paired items, all gained: far beyond noise; -3: within it
+    assert "| 0.8000 +0.3000 [+" in rows["exp-a 🏆"] and rows["exp-a 🏆"].split(" | ")[3].endswith("✅")
+    assert "| 0.4700 -0.0300 [" in rows["exp-b (= workspace)"] and "➖" in rows["exp-b (= workspace)"].split(" | ")[3]
+    assert "- quickstart `method.lr`: main 0.005 · exp-a 0.01 · exp-b 0.002" in section
+    assert "max_steps" not in section and "metrics.json" not in section and "builtin" not in section
+
+
+def test_variants_keep_the_original_when_nothing_was_committed(repo):
+    """`dvc repro`, no commit, `dvc exp run -S`: git has no parent record and the workspace holds the
+    variant, but the report stage kept a copy of the original by its params."""
+    from tunebook.reports.variants import remember_run
+
+    main = commit_record(repo, None, "specs and dvc.yaml only")
+    remember_run(repo, "quickstart", {"spec": "specs/quickstart.yaml", "method": {"lr": 0.005, "max_steps": None}},
+                 variant_record(50))  # what the report stage of `dvc repro` did
+    a = commit_record(repo, variant_record(80), "dvc: commit experiment (lr 0.01)")
+    show = exp_show(main, {"exp-a": (a, 0.01)}, 0.01)
+    section = variants_section(write_review([repo / "runs/quickstart/record.json"], repo / "logs/review.md",
+                                            exp_show=show).read_text())
+    assert "| quickstart | main | reference; not committed: the copy kept when it ran" in section
+    assert "| 0.8000 +0.3000 [+" in section
+    # without the copy, the row stays and says why and what to do
+    for kept in (repo / ".tunebook").rglob("*.json"):
+        kept.unlink()
+    section = variants_section(write_review([repo / "runs/quickstart/record.json"], repo / "logs/review.md",
+                                            exp_show=show).read_text())
+    assert "| quickstart | main | reference; no result: the run was not committed | — |" in section
+    assert "Commit `runs/`, `logs/` and `dvc.lock` after each `dvc repro`" in section
