@@ -10,7 +10,7 @@ One kind of change is not a hand edit but a *variant*: `dvc exp run -S quickstar
 `dvc exp apply`) changes values inside an experiment's section of params.yaml and nothing else. While
 the specs are unchanged since the compile that wrote the file, such a file passes `compile --check`
 with a note naming the overridden values, and `compile` keeps it; `compile --force` returns to the
-specs' values (the variant itself stays in `dvc exp show`).
+specs' values (`dvc exp show` keeps every variant whose run finished).
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def _variant_note(s: FileState, kept: bool) -> str:
     more = f" and {len(s.variant) - 6} more" if len(s.variant) > 6 else ""
     return (f"note: {s.path.name} holds a `dvc exp` variant, not a hand edit: {shown}{more}. "
             + ("`dvc repro` and `dvc exp run` use these values; " if kept else "")
-            + "`tunebook compile --force` returns to the specs' values (the variant stays in `dvc exp show`); "
+            + "`tunebook compile --force` returns to the specs' values (`dvc exp show` keeps each finished variant); "
             "put values you keep into the spec.")
 
 
@@ -313,8 +313,8 @@ def write_pipeline(root: Path, p: Pipeline, *, check: bool = False, force: bool 
             lines = [ln for n in stale for ln in _describe(states[n])]
             if any(states[n].edited for n in stale):
                 lines.append("Fix: put the values you want to keep into the spec, then `tunebook compile --force` "
-                             "(it replaces the files above with what the specs give; a `dvc exp` variant stays "
-                             "in `dvc exp show`).")
+                             "(it replaces the files above with what the specs give; `dvc exp show` keeps each "
+                             "finished variant).")
             else:
                 lines.append("Fix: `tunebook compile`.")
             raise StaleError("\n".join(lines))
@@ -323,7 +323,7 @@ def write_pipeline(root: Path, p: Pipeline, *, check: bool = False, force: bool 
     if edited and not force:
         lines = [ln for n in edited for ln in _describe(states[n])]
         lines.append("Nothing was written. Put lasting changes in the spec, then rerun with --force (or "
-                     "`git checkout -- dvc.yaml params.yaml`); a `dvc exp` variant stays in `dvc exp show`.")
+                     "`git checkout -- dvc.yaml params.yaml`); `dvc exp show` keeps each finished variant.")
         raise StaleError("\n".join(lines))
     _sweep_leftovers(root, texts)
     # rewritten: anything not byte-identical, reformatted files included (the canonical form is the

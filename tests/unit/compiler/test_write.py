@@ -67,6 +67,8 @@ def test_a_dvc_exp_variant_passes_check_with_a_note(compiled):
 def test_cli_check_shows_the_note_and_exits_0(tmp_path):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs/exp.yaml").write_text(MINIMAL + EVAL)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/train.jsonl").write_text('{"prompt": "1-1=", "completion": "0"}\n')  # compile checks it exists
     assert CliRunner().invoke(main, ["-C", str(tmp_path), "compile"]).exit_code == 0
     dvc_set(tmp_path / "params.yaml", "exp.method.lr=0.02")
     res = CliRunner().invoke(main, ["-C", str(tmp_path), "compile", "--check"])
