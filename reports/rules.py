@@ -337,15 +337,28 @@ def _collapse_dynamics(record: Record) -> list[tuple[str, str]]:
     return found
 
 
+def _cut_short(record: Record) -> str:
+    """'max_steps=6 ended training after 0.5 of the 1 planned epoch(s), at step 6'."""
+    t = record.training
+    cap = f"max_steps={t.max_steps}" if t is not None and t.max_steps is not None else "max_steps"
+    planned, ran = number(record.planned.get("method.epochs")), number(record.actual.get("epochs_run"))
+    if planned is not None and ran is not None:
+        at = f", at step {t.actual_steps}" if t is not None and t.actual_steps is not None else ""
+        return f"{cap} ended training after {ran:.3g} of the {planned:g} planned epoch(s){at}"
+    return f"the record is marked as a shortened (dry) run: {cap} ended training before its planned epochs"
+
+
 @rule("dry_run_or_undertrained")
 def dry_run_or_undertrained(record: Record, computed: Computed) -> Finding | None:
-    """A dry run, a run stopped short of its planned steps, or results from a checkpoint other than the final."""
+    """A smoke-test-sized run, a run stopped short of its planned steps or epochs, or results from a checkpoint other than the final."""
     evidence: dict[str, Any] = {}
     fatal = False
     t = record.training
-    if record.status == "dry_run" or (t is not None and t.dry_run):
-        evidence["dry run"] = "the record is marked as a dry run"
-        fatal = True
+    # max_steps alone is a run length (as in HF trainers); the train stage marks the run only when it
+    # ended training before the spec's epochs were done
+    shortened = record.status == "dry_run" or (t is not None and t.dry_run)
+    if shortened:
+        evidence["max_steps"] = _cut_short(record)
     if t is not None and t.actual_steps is not None:
         if t.actual_steps <= SMOKE_STEPS:
             cap = f" (max_steps={t.max_steps})" if t.max_steps is not None else ""
@@ -360,6 +373,14 @@ def dry_run_or_undertrained(record: Record, computed: Computed) -> Finding | Non
         fatal = True
     if not evidence:
         return None
+    if list(evidence) == ["max_steps"]:  # said once, as what it is: a shorter run than the epochs plan
+        return Finding(
+            "warn", "max_steps ended training before the planned epochs", evidence,
+            "max_steps sets the run length and overrides epochs (as in Hugging Face trainers); here it came "
+            "first, so the model saw only part of the data the spec's epochs plan.",
+            ["If the shorter run is what you meant, say it with epochs (a fraction works, e.g. epochs: 0.5) "
+             "instead of max_steps, and this note goes away.",
+             "Otherwise raise or drop max_steps and rerun: this run is shelved under its params, not lost."])
     return Finding(
         "fail" if fatal else "warn", "The evaluated model is not the fully trained one", evidence,
         "What was evaluated is not what was planned: a dry run's output left in place, a job that died "

@@ -77,6 +77,7 @@ def actual_params(ctx: StageContext, manifest: dict, summary: dict) -> dict:
     if summary:
         actual["method.max_steps"] = summary.get("max_steps")
         actual["steps"] = summary.get("actual_steps")
+        actual["epochs_run"] = summary.get("epochs_run")  # beside the planned method.epochs (max_steps may cut it)
     return actual
 
 

@@ -19,8 +19,9 @@ watchdog stopped the run), `history.json` (every logged step, rewritten as the r
 The folder belongs to one set of params (model, method, training data, and what early stopping
 measures). A run from other params is never resumed into and never deleted: it is moved to the shelf
 `runs/<exp>/train.shelf/<fingerprint>/`, and comes back from there when its params come back. So a
-short dry run (`max_steps`, seed 002) can never overwrite a full run, and it is marked as one in
-`summary.json`, the record and the report.
+short dry run (`max_steps`, seed 002) can never overwrite a full run. `max_steps` is a run length, as
+in Hugging Face trainers; only when it ends training before the spec's `epochs` are done is the run
+marked as shortened (`dry_run` in `summary.json` and the record), and the report says so once.
 
 Imported by the train stage only: transformers is imported at module level (`compile`, `report` and
 `review` never import this module).
@@ -545,7 +546,8 @@ def run(ctx: StageContext) -> None:
                        watchdog=watchdog, discarded=discarded, timings=timings)
     if main:
         write_json(out / "summary.json", summary)
-    dry = " DRY RUN (max_steps set; the record and the report say so)." if summary["dry_run"] else ""
+    dry = (f" max_steps={m.max_steps} ended training after {summary['epochs_run']:g} of {m.epochs:g} planned epoch(s) "
+           f"({summary['epoch_steps']} steps); the record and the report say so." if summary["dry_run"] else "")
     why = f" Stopped: {stopped}." if stopped else ""
     loss = f", train loss {summary['train_loss']:.4f}" if summary["train_loss"] is not None else ""
     print(f"[train {ctx.name}] {step}/{summary['planned_steps']} steps in {train_wall:.1f}s{loss}.{why}{dry} "
@@ -567,15 +569,30 @@ def _discard_after(out: Path, trusted_step: int) -> list[str]:
     return moved
 
 
+def epoch_steps(trainer, epochs: float) -> int | None:
+    """Optimizer steps `epochs` epochs take, counted as the trainer counts them without max_steps
+    (its own dataloader, so GRPO's generation batches and DPO's pairs count right)."""
+    try:
+        batches = len(trainer.get_train_dataloader())
+    except TypeError:  # an iterable dataset has no length
+        return None
+    accum = trainer.args.gradient_accumulation_steps
+    return math.ceil(epochs * max(batches // accum + int(batches % accum > 0), 1))
+
+
 def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchdog, discarded, timings) -> dict:
     """summary.json: what the eval stage and the record read (final, checkpoints, dry run, why it stopped)."""
     m, out = ctx.spec.method, ctx.run_dir / "train"
+    for_epochs = epoch_steps(trainer, m.epochs)
     summary = {
         "method": m.kind,
         "planned_steps": int(trainer.state.max_steps),
         "actual_steps": int(trainer.state.global_step),
         "max_steps": m.max_steps,
-        "dry_run": m.max_steps is not None,
+        "epoch_steps": for_epochs,  # what `epochs` alone would have run
+        "epochs_run": round(float(trainer.state.epoch or 0.0), 4),
+        # max_steps is a run length; the run is shortened only when it came before the epochs were done
+        "dry_run": bool(m.max_steps is not None and for_epochs and m.max_steps < for_epochs),
         "resumed_from": resume.name if resume else None,
         "outputs": how,
         "checkpoints": [{"name": c.name, "step": step_of(c)} for c in checkpoints(out)],

@@ -128,6 +128,20 @@ def test_dry_run_or_undertrained():
     assert check("dry_run_or_undertrained", stopped)[0] is None
 
 
+def test_max_steps_is_a_run_length_unless_it_cuts_the_epochs_short():
+    """Issue 12: any max_steps opened the log with ❌ 'not the fully trained one'; in HF trainers
+    max_steps is the ordinary way to set a run length."""
+    hf_style = make(status="completed", planned={"method.max_steps": 300, "method.epochs": 1.0},
+                    actual={"epochs_run": 2.5}, training={"max_steps": 300, "planned_steps": 300, "actual_steps": 300})
+    assert run_rules(hf_style, compute(hf_style)) == []
+    cut = make(status="dry_run", planned={"method.max_steps": 300, "method.epochs": 2.0}, actual={"epochs_run": 0.5},
+               training={"dry_run": True, "max_steps": 300, "planned_steps": 300, "actual_steps": 300})
+    found, _ = check("dry_run_or_undertrained", cut)
+    assert found.severity == "warn" and found.title == "max_steps ended training before the planned epochs"
+    assert found.evidence == {"max_steps": "max_steps=300 ended training after 0.5 of the 2 planned epoch(s), at step 300"}
+    assert [f.name for f in run_rules(cut, compute(cut))] == ["dry_run_or_undertrained"]  # said once
+
+
 def test_loss_fell_task_flat():
     hist = [{"step": 0, "values": {"loss": 0.0457}}, {"step": 7999, "values": {"loss": 0.0099}}]
     found, _ = check("loss_fell_task_flat", make(training={"history": hist},

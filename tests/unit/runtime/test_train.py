@@ -228,3 +228,16 @@ def test_dvclive_writes_its_files_in_a_git_repo_with_no_commit(tmp_path, monkeyp
     live.make_summary()
     assert (tmp_path / "run/dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1].startswith("3\t")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "run"]  # no .dvc, no dvc.yaml
+
+
+def test_max_steps_is_a_run_length_and_marks_only_a_run_it_cut_short(tmp_path):
+    """Issue 12: any max_steps marked the run a dry run (❌ in the log); in HF trainers it is how one sets
+    the run length. 16 rows at batch 8 are 2 steps an epoch: max_steps 4 runs two epochs, not a dry run."""
+    data = {"train": [{"source": "data/tiny/subtraction_train.jsonl", "limit": 16}]}
+    ctx = project(tmp_path, spec_text(method={"max_steps": 4, "epochs": 1}, data=data))
+    s = train(ctx)
+    assert s["actual_steps"] == 4 and s["epoch_steps"] == 2 and s["epochs_run"] == 2.0
+    assert s["dry_run"] is False
+    short = project(tmp_path, spec_text(method={"max_steps": 1, "epochs": 2}, data=data), run_data=False)
+    s = train(short)
+    assert s["epoch_steps"] == 4 and s["epochs_run"] == 0.5 and s["dry_run"] is True
