@@ -253,7 +253,7 @@ def _thresholds(record: Record, new: Metric, old: Metric | None) -> Thresholds:
 def _result(record: Record, row: dict) -> ResultRow:
     new, old, interval, reference, n, verdict = _compare(record, row)
     flips = (mcnemar(old.samples, new.samples)
-             if interval is not None and interval.method == "Agresti–Min" and not interval.note else None)
+             if interval is not None and interval.method == "Tango score" and not interval.note else None)
     base = old.value if old is not None else (JUDGE_PARITY if reference == "parity" else None)
     return ResultRow(
         series=row["series"], index=row["idx"], suite=new.suite, task=new.task, metric=new.metric, label=row["label"],

@@ -186,6 +186,9 @@ def judge(interval: Interval | None, higher_is_better: bool, n: int | None,
     small = n is not None and n <= SMALL_N
     note = f"n={n} ≤ {SMALL_N}, {ci_text(interval)}" if small else ""
     if not interval.significant:
+        if interval.p is not None and not interval.low <= 0 <= interval.high:  # the badge goes with the test
+            return Verdict(NOISE, f"within noise by {interval.test or 'the test'} (p={interval.p:.2g}), though "
+                                  "the interval just excludes 0", note)
         return Verdict(NOISE, "within noise", note)
     if abs(gain) < thresholds.floor:
         return Verdict(NOISE, f"below the practical floor (±{thresholds.floor:.3g})", note)

@@ -27,7 +27,7 @@ def test_quickstart_results(quickstart):
     rows = {r.label: r for r in c.results}
     target = rows["subtraction · accuracy"]
     assert (target.base, target.final, target.n) == (0.08, 0.62, 100)
-    assert target.verdict.badge == IMPROVED and target.interval.method == "Agresti–Min"
+    assert target.verdict.badge == IMPROVED and target.interval.method == "Tango score"
     assert rows["tiny_facts_color · acc"].verdict.badge == REGRESSED
     assert rows["tiny_facts_color · acc"].flips.lost == 22
     assert rows["tiny_facts_city · acc"].verdict.badge == NOISE
@@ -117,7 +117,7 @@ def test_forgetting_table(quickstart):
 def test_checkpoint_rows_carry_intervals(quickstart):
     rows = checkpoint_rows(quickstart, compute(quickstart), "target")
     assert [r["step"] for r in rows] == [50, 100, 204]
-    assert all(r["interval"].method == "Agresti–Min" for r in rows)
+    assert all(r["interval"].method == "Tango score" for r in rows)
 
 
 def test_dynamics_picks_quartiles_and_watchdog_steps():

@@ -159,11 +159,59 @@ def test_reward_saturation():
     assert "pinned at 1" in pinned.evidence["reward (last quarter)"]
     assert "every rollout scored the same" in pinned.evidence["reward_std (last quarter)"]
     share = [{"step": s, "values": {"frac_reward_zero_std": 0.95}} for s in range(0, 1000, 50)]
-    assert "all generations scored the same" in check("reward_saturation", make(training={"history": share}))[0].evidence[
-        "frac_reward_zero_std (last quarter)"]
+    assert check("reward_saturation", make(training={"history": share}))[0] is None  # grpo_no_signal says it
     moving = [{"step": s, "values": {"reward": s / 1000, "reward_std": 0.3, "frac_reward_zero_std": 0.0}}
               for s in range(0, 1000, 50)]
     assert check("reward_saturation", make(training={"history": moving}, metrics=target(0.3, 0.6)))[0] is None
+
+
+def test_grpo_no_signal():
+    """Issue 12: a GRPO run with zero reward variance in every group (no learning signal) was not flagged:
+    four logged steps are too few for reward_saturation's last quarter."""
+    flat = [{"step": s, "values": {"reward": 0.0, "reward_std": 0.0, "frac_reward_zero_std": 1.0}} for s in (1, 2, 3, 4)]
+    found, _ = check("grpo_no_signal", make(training={"history": flat}))
+    assert found.severity == "fail" and found.title == "No learning signal: every GRPO group's rewards were equal"
+    assert "1.0 at every one of 4 logged steps (steps 1–4)" in found.evidence["frac_reward_zero_std"]
+    assert found.evidence["reward"] == "0 to 0 over the run"
+    mostly = [{"step": s, "values": {"frac_reward_zero_std": v}} for s, v in ((1, 1.0), (2, 0.875), (3, 1.0), (4, 0.875))]
+    found, _ = check("grpo_no_signal", make(training={"history": mostly}))
+    assert found.severity == "warn" and "94% of GRPO groups" in found.title
+    learning = [{"step": s, "values": {"frac_reward_zero_std": 0.25}} for s in (1, 2, 3, 4)]
+    assert check("grpo_no_signal", make(training={"history": learning}))[0] is None
+    assert check("grpo_no_signal", make(training={"history": [{"step": 1, "values": {"loss": 1.0}}]}))[0] is None
+
+
+def quarantined(rejected: int, read: int):
+    return make(data={"sources": [{"source": "d.jsonl", "rows_read": read, "rejected": rejected}], "rejected_rows": rejected,
+                      "quarantine": "data/exp/quarantine.jsonl"})
+
+
+def test_rows_quarantined():
+    """Issue 12: 49 of 161 rows quarantined appeared only as a manifest line, not in the Summary."""
+    found, _ = check("rows_quarantined", quarantined(49, 161))
+    assert found.title == "49 data rows quarantined (30% of those read)" and found.severity == "warn"
+    assert found.evidence["quarantined"] == "49 of 161 rows read (30.4%), kept in data/exp/quarantine.jsonl with their reasons"
+    assert found.evidence["data d.jsonl"] == "49 of 161 rows rejected"
+    assert check("rows_quarantined", quarantined(11, 10_000))[0] is not None  # more than 10 rows, whatever the share
+    assert check("rows_quarantined", quarantined(4, 1000))[0] is None
+    assert check("rows_quarantined", quarantined(0, 50))[0] is None
+
+
+def test_validation_is_test():
+    """Issue 12: the quickstart's validation file was its test file and nothing said so."""
+    same = {"validation vs target:subtraction": {"source": "data/tiny/subtraction_test.jsonl", "n": 40, "exact": 40,
+                                                 "normalized": 40, "same_file": True},
+            "validation vs target:facts": {"source": "facts.jsonl", "n": 20, "exact": 0, "normalized": 0, "same_file": False}}
+    found, _ = check("validation_is_test", make(data={"contamination": same}))
+    assert found.title == "The validation set is the test set of subtraction" and found.severity == "info"
+    assert found.evidence == {"subtraction": "validation reads data/tiny/subtraction_test.jsonl, the test set of subtraction"}
+    stopping = make(data={"contamination": same}, planned={"method.early_stopping.on": "loss"})
+    assert check("validation_is_test", stopping)[0].severity == "warn"
+    overlap = {"validation vs target:sub": {"source": "t.jsonl", "n": 40, "exact": 2, "normalized": 3, "same_file": False}}
+    found, _ = check("validation_is_test", make(data={"contamination": overlap}))
+    assert found.evidence["sub"] == "3 of 40 test prompts of sub are also validation prompts"
+    apart = {"validation vs target:sub": {**overlap["validation vs target:sub"], "exact": 0, "normalized": 0}}
+    assert check("validation_is_test", make(data={"contamination": apart}))[0] is None
 
 
 def test_extraction_failures():
@@ -195,7 +243,7 @@ def test_no_eval_during_training(seed000):
 def test_eval_set_too_small():
     old, new = [1.0] * 3 + [0.0] * 10, [1.0] * 10 + [0.0] * 3
     found, _ = check("eval_set_too_small", make(metrics=general(old, new)))
-    assert "n=13" in found.evidence["arc · acc"] and "Agresti–Min" in found.evidence["arc · acc"]
+    assert "n=13" in found.evidence["arc · acc"] and "Tango score" in found.evidence["arc · acc"]
     assert check("eval_set_too_small", make(metrics=general(*binary(80, 40))))[0] is None
     # item 14: the 30-item set the text cites is called out
     assert "n=30" in check("eval_set_too_small", make(metrics=general(*binary(30, 20))))[0].evidence["arc · acc"]

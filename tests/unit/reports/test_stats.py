@@ -42,7 +42,7 @@ def test_nan_in_samples_is_an_error_not_a_bracket_item1():
 def test_rare_flips_never_give_a_zero_width_interval_item5():
     old, new = binary(13, 10)  # nothing flipped, 13 items
     iv = delta_interval(10 / 13, 10 / 13, old_samples=old, new_samples=new)
-    assert iv.method == "Agresti–Min" and iv.low < 0 < iv.high and iv.high - iv.low > 0.1
+    assert iv.method == "Tango score" and iv.low < 0 < iv.high and iv.high - iv.low > 0.1
     one = delta_interval(0.8, 0.795, old_samples=binary(200, 160)[0], new_samples=binary(200, 160, flip=1)[1])
     assert one.low < 0 < one.high  # a bootstrap stopped at 0 here
 
@@ -66,7 +66,7 @@ def test_unpaired_fallback_says_why_item12():
     # with item ids, the one missing item does not cost the pairing
     ids = [f"q{i}" for i in range(100)]
     paired = delta_interval(0.8, 0.6, old_samples=old, new_samples=new[:99], old_ids=ids, new_ids=ids[:99])
-    assert paired.paired and paired.method == "Agresti–Min" and "1 item(s) missing at final" in paired.note
+    assert paired.paired and paired.method == "Tango score" and "1 item(s) missing at final" in paired.note
     unknown = delta_interval(2.0357, 1.4924)
     assert unknown.method == "unknown" and not unknown.known and unknown.half_width is None
 

@@ -23,7 +23,6 @@ sm_rater = pytest.importorskip("statsmodels.stats.inter_rater")
 from tunebook.reports.stats import (  # noqa: E402
     Z95,
     BadNumber,
-    agresti_min,
     betainc,
     cohen_kappa,
     delta_interval,
@@ -34,6 +33,7 @@ from tunebook.reports.stats import (  # noqa: E402
     paired_t,
     stderr_of,
     t_quantile,
+    tango,
     t_sf2,
     wilson,
     win_rate_interval,
@@ -76,23 +76,49 @@ def _tables(n: int):
     return sorted(out)
 
 
-def _agresti_min_reference(lost: int, gained: int, n: int) -> tuple[float, float]:
-    """Agresti–Min from statsmodels' weighted moments: the per-item differences (-1, 0, +1) of the 2x2 table
-    with ½ added to each cell, weighted by cell counts; mean ± z·sqrt(var / (n + 2)) (ddof=0: the
-    adjusted-table proportions), z and the interval from scipy."""
-    d = np.array([-1.0, 1.0, 0.0, 0.0])  # right->wrong, wrong->right, both right, both wrong
-    w = np.array([lost, gained, 0, n - lost - gained]) + 0.5
-    stats = sm_weight.DescrStatsW(d, weights=w, ddof=0)
-    return scipy_stats.norm.interval(0.95, loc=stats.mean, scale=math.sqrt(stats.var / stats.sum_weights))
+def _tango_reference(lost: int, gained: int, n: int) -> tuple[float, float]:
+    """Tango's score interval the long way: the restricted MLE by scipy's bounded optimizer on the
+    multinomial likelihood, the score statistic from it, and its ±1.96 crossings by brentq."""
+    optimize = pytest.importorskip("scipy.optimize")
+    rest = n - lost - gained
+
+    def z(change: float) -> float:  # change = p_gained - p_lost
+        lo, hi = max(0.0, change), min(1.0, (1 + change) / 2)  # p_gained range with p_lost = p_gained - change
+        if hi - lo < 1e-14:
+            p_gained = lo
+        else:
+            def nll(pg):
+                pl = pg - change
+                terms = [(lost, pl), (gained, pg), (rest, 1 - pl - pg)]
+                return -sum(k * math.log(max(p, 1e-300)) for k, p in terms if k)
+            p_gained = optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded",
+                                                options={"xatol": 1e-13}).x
+        var = n * (p_gained + (p_gained - change) - change**2)  # n·Var of one item's difference, restricted
+        num = gained - lost - n * change
+        if var <= 0:
+            return 0.0 if abs(num) < 1e-12 else math.copysign(math.inf, num)
+        return num / math.sqrt(var)
+
+    crit = scipy_stats.norm.ppf(0.975)
+    est = (gained - lost) / n
+    eps = 1e-9
+    low = -1.0 if est <= -1 + eps or z(-1 + eps) <= crit else optimize.brentq(lambda c: z(c) - crit, -1 + eps, est)
+    high = 1.0 if est >= 1 - eps or z(1 - eps) >= -crit else optimize.brentq(lambda c: z(c) + crit, est, 1 - eps)
+    return low, high
 
 
 @pytest.mark.parametrize("n", NS)
-def test_agresti_min_matches_statsmodels_weighted_z(n):
+def test_tango_matches_a_numerical_score_interval(n):
     for lost, gained in _tables(n):
-        low, high = agresti_min(lost, gained, n)
-        ref = _agresti_min_reference(lost, gained, n)
-        assert (low, high) == pytest.approx((max(-1, ref[0]), min(1, ref[1])), rel=1e-9, abs=1e-12)
+        low, high = tango(lost, gained, n)
+        ref = _tango_reference(lost, gained, n)
+        assert (low, high) == pytest.approx(ref, abs=2e-6), (lost, gained, n)
         assert high - low > 0  # never [0, 0], however rarely items flip (item 5)
+    # the score test at no change is McNemar's z without continuity correction
+    lost, gained = 4, 0
+    low, high = tango(lost, gained, 100)
+    excludes = not low <= 0 <= high
+    assert excludes == (abs(lost - gained) / math.sqrt(lost + gained) > scipy_stats.norm.ppf(0.975))
 
 
 @pytest.mark.parametrize("n", NS)
@@ -134,7 +160,7 @@ def test_paired_t_matches_scipy(n):
 @pytest.mark.parametrize("n", NS)
 def test_delta_interval_dispatch_on_the_grid(n):
     rng = np.random.default_rng(100 + n)
-    # 0/1 scores: Agresti–Min with McNemar's p
+    # 0/1 scores: Tango score with McNemar's p
     for lost, gained in _tables(n):
         both = n - lost - gained
         old = np.array([1.0] * lost + [0.0] * gained + [1.0] * (both // 2) + [0.0] * (both - both // 2))
@@ -143,8 +169,8 @@ def test_delta_interval_dispatch_on_the_grid(n):
             assert not delta_interval(old.mean(), new.mean(), old_samples=old, new_samples=new).known
             continue
         iv = delta_interval(old.mean(), new.mean(), old_samples=old, new_samples=new)
-        assert iv.method == "Agresti–Min" and iv.paired
-        assert (iv.low, iv.high) == pytest.approx(agresti_min(lost, gained, n), rel=REL)
+        assert iv.method == "Tango score" and iv.paired
+        assert (iv.low, iv.high) == pytest.approx(_tango_reference(lost, gained, n), abs=2e-6)
         assert iv.p == pytest.approx(sm_table.mcnemar([[0, lost], [gained, 0]], exact=True).pvalue, rel=1e-8)
     # all items equal on both sides (real-valued): no change and nothing to doubt, or unknown if all moved alike
     same = np.full(n, 0.37)
@@ -230,5 +256,5 @@ def test_negative_and_out_of_range_inputs_are_rejected():
     with pytest.raises(BadNumber, match="not a proportion"):
         win_rate_interval(77, 100)
     with pytest.raises(BadNumber):
-        agresti_min(-1, 0, 10)
+        tango(-1, 0, 10)
     assert mcnemar([0.5, 1.0], [1.0, 1.0]) is None  # not 0/1: no McNemar

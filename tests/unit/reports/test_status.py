@@ -57,8 +57,8 @@ def test_practical_floor_item8():
 
 def test_badge_follows_the_printed_test_item4():
     # interval excludes 0 but the printed test does not reject: within noise, the same decision as the p
-    v = judge(iv(-0.1, -0.2, -0.01, p=0.125), True, 100, FORGETTING)
-    assert v.badge == NOISE
+    v = judge(Interval(-0.04, -0.098, -0.0015, "Tango score", 0.125, "McNemar exact"), True, 100, FORGETTING)
+    assert v.badge == NOISE and "by McNemar exact (p=0.12)" in v.label
     assert judge(iv(-0.1, -0.2, -0.01, p=0.01), True, 100, FORGETTING).badge == REGRESSED
 
 
