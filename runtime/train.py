@@ -356,9 +356,19 @@ def early_stopping_measure(ctx: StageContext):
 
 
 def trainer_args(m, out: Path) -> dict:
-    """TrainingArguments every tunebook trainer shares (SFTConfig, GRPOConfig and DPOConfig extend it)."""
-    import torch
+    """TrainingArguments every tunebook trainer shares (SFTConfig, GRPOConfig and DPOConfig extend it).
 
+    trl's configs default to bf16 autocast and gradient checkpointing, on any device; both are turned
+    off here. The precision is the spec's `model.dtype` (the weights as loaded) plus `resources.
+    mixed_precision` (`accelerate launch --mixed_precision`, which TrainingArguments still reads from
+    the environment), so a float32 spec trains in float32. Checkpointing recomputes every forward in
+    the backward pass: measured with bench/bench_gpu.py on CPU, trl's defaults ran LoRA SFT at ~0.57x a
+    bare loop's tokens/s (docs/performance.md)."""
+    import torch
+    from transformers import TrainingArguments
+
+    # transformers >= 5.2x renamed gradient_checkpointing (the old name warns); older 5.x know only it
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
     return dict(
         output_dir=str(out),
         per_device_train_batch_size=m.batch_size,
@@ -381,6 +391,9 @@ def trainer_args(m, out: Path) -> dict:
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
         dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+        **{checkpointing: False},
     )
 
 
