@@ -21,9 +21,13 @@ N_adapter + the attention term. The peak is the datasheet's dense bf16 tensor-co
 device (`PEAKS`); on CPU, and on a GPU not in the table, it is a measured matmul peak instead (said so
 in the output), so MFU then means "share of what this machine's matmul reaches".
 
-Sides alternate (tunebook, bare, [anchored]) in each repeat; medians. Training time only: model
-loading, dataset tokenization and checkpoint saving are outside both clocks (the train stage's
-summary.json times them apart). One torch thread on CPU, as the stages run there.
+Sides alternate (tunebook, bare, [anchored]) in each repeat; medians. Training throughput is the
+steady state after step `WARM_STEPS` (`steady_seconds`: on CUDA the synchronized window to the last
+step, on CPU the median step), read on tunebook's side by a callback that only looks at the clock
+(added to the trainer the train stage builds), on the bare side in its loop. Model loading, tokenization, trainer
+set-up and teardown and the first steps are outside both clocks; the whole `trainer.train()` against
+the whole bare loop is printed beside it as a comment (fixed costs per run). One torch thread on CPU,
+as the stages run there.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from bench import line
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).with_name("gpu.yaml")
+WARM_STEPS = 5  # steps before the clock starts: allocator growth, kernel selection, first log
 WORDS = 1000  # tokenizer vocabulary: w0..w999 plus 4 specials; one word is one token
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -184,8 +189,8 @@ class Peak:
 
 
 def rotate(sides: dict, repeats: int, device: str) -> dict:
-    """Run each side in turn, `repeats` rounds. A side returns its own seconds (its training clock).
-    Returns {name: (median seconds, highest peak MiB)}."""
+    """Run each side in turn, `repeats` rounds. A side returns its own seconds (one clock, or a tuple of
+    clocks). Returns {name: (median seconds (per clock), highest peak MiB)}."""
     secs = {k: [] for k in sides}
     peaks = {k: 0.0 for k in sides}
     for _ in range(repeats):
@@ -193,7 +198,8 @@ def rotate(sides: dict, repeats: int, device: str) -> dict:
             with Peak(device) as p:
                 secs[name].append(fn())
             peaks[name] = max(peaks[name], p.mib)
-    return {k: (statistics.median(secs[k]), peaks[k]) for k in sides}
+    med = {k: tuple(map(statistics.median, zip(*v))) if isinstance(v[0], tuple) else statistics.median(v) for k, v in secs.items()}
+    return {k: (med[k], peaks[k]) for k in sides}
 
 
 def memory_line(name: str, ours: float, bare: float, device: str) -> None:
@@ -274,20 +280,62 @@ def project(root: Path, size: dict, rows: list[dict]) -> dict:
     return ctxs
 
 
-def tunebook_seconds(ctx) -> float:
-    """Training seconds of one fresh run of the train stage, as its summary.json times them."""
+def steady_seconds(ends: list[float], device: str) -> float:
+    """Seconds of the steps after WARM_STEPS, from `ends` (the clock at the end of steps 1, 2, ...).
+    CPU: the median step time times their number, so a burst of other people's load on the shared
+    machine does not land in one side's figure; CUDA: the window between the two synchronized marks
+    (kernels run ahead of the host: only synchronized readings mean anything)."""
+    after = ends[WARM_STEPS - 1 :]
+    if device == "cuda":
+        return after[-1] - after[0]
+    return statistics.median(b - a for a, b in zip(after, after[1:])) * (len(after) - 1)
+
+
+def step_clock(device: str):
+    """A trainer callback that only reads the clock at each step's end (synchronizing the device at
+    the end of step WARM_STEPS and of the last step)."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step in (WARM_STEPS, state.max_steps):
+                sync(device)
+            self.ends.append(time.perf_counter())
+
+    return StepClock()
+
+
+def tunebook_seconds(ctx, device: str) -> tuple[float, float]:
+    """One fresh run of the train stage: (steady-state seconds after step WARM_STEPS, training seconds
+    as its summary.json times them). The stage builds its trainer itself; the clock is added to it."""
     from tunebook.runtime import train
 
+    clock, real = step_clock(device), train.build_trainer
+
+    def build_observed(*args, **kw):
+        trainer = real(*args, **kw)
+        trainer.add_callback(clock)
+        return trainer
+
     shutil.rmtree(ctx.run_dir, ignore_errors=True)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        train.run(ctx)
-    return json.loads((ctx.run_dir / "train" / "summary.json").read_text())["timings"]["training"]
+    train.build_trainer = build_observed
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            train.run(ctx)
+    finally:
+        train.build_trainer = real
+    whole = json.loads((ctx.run_dir / "train" / "summary.json").read_text())["timings"]["training"]
+    return steady_seconds(clock.ends, device), whole
 
 
-def bare_seconds(folder: Path, size: dict, rows: list[dict], lora: bool, device: str) -> float:
+def bare_seconds(folder: Path, size: dict, rows: list[dict], lora: bool, device: str) -> tuple[float, float]:
     """The same training as a plain transformers+peft loop: AdamW as the Trainer picks it, linear decay,
     gradient clipping at 1.0, prompt tokens masked; the weights' own precision, no autocast, no
-    gradient checkpointing. Timed from optimizer creation to the last step's end."""
+    gradient checkpointing. Returns (steady-state seconds after step WARM_STEPS, seconds from optimizer
+    creation to the last step's end)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -312,7 +360,8 @@ def bare_seconds(folder: Path, size: dict, rows: list[dict], lora: bool, device:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=device == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / sft["steps"])
-    for x, y in batches:
+    ends = []
+    for step, (x, y) in enumerate(batches, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = model(input_ids=x, labels=y).loss
         loss.backward()
@@ -320,8 +369,10 @@ def bare_seconds(folder: Path, size: dict, rows: list[dict], lora: bool, device:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-    sync(device)
-    return time.perf_counter() - t0
+        if step in (WARM_STEPS, len(batches)):
+            sync(device)
+        ends.append(time.perf_counter())
+    return steady_seconds(ends, device), ends[-1] - t0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -391,7 +442,6 @@ def main(small: bool = False) -> None:
 
     sft, cfg = size["sft"], size["model"]
     rows = sft_rows(sft)
-    tokens = sft["steps"] * sft["batch_size"] * seq_len(sft)
     with tempfile.TemporaryDirectory(prefix="tunebook-bench-gpu-") as d:
         root = Path(d)
         folder = root / "models" / "llama"
@@ -402,22 +452,27 @@ def main(small: bool = False) -> None:
         ctxs = project(root, size, rows)
 
         # LoRA: tunebook, bare loop and tunebook + KL anchor, in rotation
-        tunebook_seconds(ctxs["sft_lora"])  # warm-up: first-call imports, allocator, kernels on no clock
+        steady = (sft["steps"] - WARM_STEPS) * sft["batch_size"] * seq_len(sft)  # tokens on the steady-state clock
+        tokens = sft["steps"] * sft["batch_size"] * seq_len(sft)  # tokens of a whole run
+        tunebook_seconds(ctxs["sft_lora"], device)  # warm-up: first-call imports, allocator, kernels on no clock
         bare_seconds(folder, size, rows, True, device)
-        tunebook_seconds(ctxs["sft_kl"])
-        got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_lora"]),
+        tunebook_seconds(ctxs["sft_kl"], device)
+        got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_lora"], device),
                       "bare": lambda: bare_seconds(folder, size, rows, True, device),
-                      "kl": lambda: tunebook_seconds(ctxs["sft_kl"])}, sft["repeats"], device)
-        report_sft("lora", got, tokens, train_flops_per_token(cfg, seq_len(sft), size["lora"]["r"]), peak, device)
-        (t_kl, m_kl), (t_plain, _) = got["kl"], got["tunebook"]
-        print(f"# KL anchor: {t_kl / sft['steps'] * 1e3:.1f} ms/step vs {t_plain / sft['steps'] * 1e3:.1f} ms/step plain LoRA", flush=True)
+                      "kl": lambda: tunebook_seconds(ctxs["sft_kl"], device)}, sft["repeats"], device)
+        report_sft("lora", got, steady, tokens, train_flops_per_token(cfg, seq_len(sft), size["lora"]["r"]), peak, device)
+        ((t_kl, _), m_kl), ((t_plain, _), m_plain) = got["kl"], got["tunebook"]
+        per_step = sft["steps"] - WARM_STEPS
+        print(f"# KL anchor: {t_kl / per_step * 1e3:.1f} ms/step vs {t_plain / per_step * 1e3:.1f} ms/step plain LoRA", flush=True)
         line("gpu_kl_anchor_cost_ratio", t_kl / t_plain, "x", "<=", 1.30)
-        memory_line("gpu_kl_anchor_peak_mib", m_kl, got["tunebook"][1], device)
+        memory_line("gpu_kl_anchor_peak_mib", m_kl, m_plain, device)
 
         # full fine-tuning
-        got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_full"]),
+        tunebook_seconds(ctxs["sft_full"], device)
+        bare_seconds(folder, size, rows, False, device)
+        got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_full"], device),
                       "bare": lambda: bare_seconds(folder, size, rows, False, device)}, sft["repeats"], device)
-        report_sft("full", got, tokens, train_flops_per_token(cfg, seq_len(sft), None), peak, device)
+        report_sft("full", got, steady, tokens, train_flops_per_token(cfg, seq_len(sft), None), peak, device)
         shutil.rmtree(root / "runs", ignore_errors=True)
 
         from tunebook.runtime.models import load_model, load_tokenizer
@@ -429,12 +484,14 @@ def main(small: bool = False) -> None:
         eval_generate(model, tok, size, TargetTask.model_fields["batch_size"].default, device)
 
 
-def report_sft(kind: str, got: dict, tokens: int, flops_per_token: float, peak: float, device: str) -> None:
-    (t_tb, m_tb), (t_bare, m_bare) = got["tunebook"], got["bare"]
-    tps, tps_bare = tokens / t_tb, tokens / t_bare
+def report_sft(kind: str, got: dict, steady: int, tokens: int, flops_per_token: float, peak: float, device: str) -> None:
+    ((t_tb, whole_tb), m_tb), ((t_bare, whole_bare), m_bare) = got["tunebook"], got["bare"]
+    tps, tps_bare = steady / t_tb, steady / t_bare
     mfu_tb, mfu_bare = mfu(tps, flops_per_token, peak), mfu(tps_bare, flops_per_token, peak)
-    print(f"# {kind} SFT: tunebook {tps:,.0f} tokens/s (MFU {mfu_tb:.1%}), bare loop {tps_bare:,.0f} tokens/s "
-          f"(MFU {mfu_bare:.1%}); {flops_per_token / 1e6:.2f} MFLOP per token", flush=True)
+    print(f"# {kind} SFT, steady state: tunebook {tps:,.0f} tokens/s (MFU {mfu_tb:.1%}), bare loop {tps_bare:,.0f} tokens/s "
+          f"(MFU {mfu_bare:.1%}); {flops_per_token / 1e6:.3g} MFLOP per token", flush=True)
+    print(f"# {kind} SFT, whole run with set-up and teardown: tunebook {tokens / whole_tb:,.0f} tokens/s, "
+          f"bare {tokens / whole_bare:,.0f} tokens/s ({whole_bare / whole_tb:.2f}x)", flush=True)
     line(f"gpu_sft_tokens_per_s_{kind}", tps, "tokens/s", ">=", round(0.9 * tps_bare, 1))
     line(f"gpu_sft_mfu_{kind}", mfu_tb, "fraction", ">=", float(f"{0.9 * mfu_bare:.3g}"))
     line(f"gpu_sft_vs_bare_loop_ratio_{kind}", tps / tps_bare, "x", ">=", 0.90)
