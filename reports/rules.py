@@ -28,6 +28,8 @@ SEVERITIES = ("fail", "warn", "info")
 LOSS_DROP = 0.10  # a training loss 10 % below its start has clearly learned *something*
 SATURATED = 0.98  # a 0/1 score this close to 1 leaves almost no items to learn from
 ZERO_STD_SHARE = 0.9  # most prompts' generations all scoring alike: GRPO has almost no advantage left
+QUARANTINE_SHARE = 0.05  # more than 1 row in 20 rejected: the data is not what the spec assumes
+QUARANTINE_ROWS = 10  # ... or more than a handful of rows, whatever their share
 POSITION_CONSISTENCY_MIN = 0.80  # a fair judge keeps its verdict when the answers swap places
 EXTRACTION_FAILURE_MAX = 0.10  # more than 1 in 10 unparsable answers and accuracy measures format
 SMOKE_STEPS = 20  # a run this short is a pipeline check, not training (seed 002: 5 steps)
@@ -503,9 +505,8 @@ def reward_saturation(record: Record, computed: Computed) -> Finding | None:
             continue
         # trl's GRPO logs: reward (mean), reward_std, rewards/<fn>/mean|std, frac_reward_zero_std
         if k == "frac_reward_zero_std":
-            if min(vals) >= ZERO_STD_SHARE:
-                evidence[f"{k} (last quarter)"] = f"≥ {min(vals):.0%} of prompts: all generations scored the same"
-        elif k.endswith("std"):
+            continue  # groups that all scored alike are grpo_no_signal's, over the whole run
+        if k.endswith("std"):
             if max(abs(v) for v in vals) < 1e-3:
                 evidence[f"{k} (last quarter)"] = f"≈ 0 over {len(vals)} logs: every rollout scored the same"
         elif max(vals) - min(vals) <= 1e-6 * max(1.0, abs(vals[0])):
@@ -519,6 +520,93 @@ def reward_saturation(record: Record, computed: Computed) -> Finding | None:
         ["Stop training at the step where saturation began: later checkpoints only risk forgetting.",
          "Use harder prompts: drop those the base model already solves in every sample.",
          "Evaluate on a harder held-out split so the metric can still move."])
+
+
+@rule("grpo_no_signal")
+def grpo_no_signal(record: Record, computed: Computed) -> Finding | None:
+    """Most GRPO groups (≥ 90% on average, or all) had equal rewards for every completion: no advantage, no learning signal."""
+    hist = sorted(record.training.history, key=lambda h: h.step) if record.training else []
+    share = [(h.step, h.values["frac_reward_zero_std"]) for h in hist if "frac_reward_zero_std" in h.values]
+    if not share:
+        return None
+    mean = sum(v for _, v in share) / len(share)
+    everywhere = all(v >= 1.0 for _, v in share)
+    if not everywhere and mean < ZERO_STD_SHARE:
+        return None
+    span = f"steps {share[0][0]}–{share[-1][0]}" if len(share) > 1 else f"step {share[0][0]}"
+    evidence: dict[str, Any] = {"frac_reward_zero_std": (
+        f"1.0 at every one of {len(share)} logged steps ({span}): within each prompt's group every completion scored the same"
+        if everywhere else f"{mean:.0%} of groups on average over {len(share)} logged steps ({span})")}
+    rewards = [h.values["reward"] for h in hist if "reward" in h.values]
+    if rewards:
+        evidence["reward"] = f"{min(rewards):.4g} to {max(rewards):.4g} over the run"
+    return Finding(
+        "fail" if everywhere else "warn",
+        "No learning signal: every GRPO group's rewards were equal" if everywhere
+        else f"Little learning signal: {mean:.0%} of GRPO groups had equal rewards", evidence,
+        "GRPO learns from differences between the completions of one prompt; when all of them get the same "
+        "reward (all wrong, all right, or a reward that cannot read them) every advantage is zero and the "
+        "update is only drift. A low-entropy model at a low temperature samples near-identical completions.",
+        ["Read a few completions with their rewards: an answer cut off by max_completion_length or in a form "
+         "the extractor cannot read scores 0 every time.",
+         "Make completions differ: raise grpo.temperature or grpo.num_generations.",
+         "Use prompts of the right difficulty: drop those every completion solves or none does."])
+
+
+@rule("rows_quarantined")
+def rows_quarantined(record: Record, computed: Computed) -> Finding | None:
+    """More than 5% of the rows read, or more than 10 rows, were rejected into quarantine."""
+    d = record.data
+    if d is None or not d.rejected_rows:
+        return None
+    read = sum(s.rows_read or 0 for s in d.sources)
+    share = d.rejected_rows / read if read else None
+    if d.rejected_rows <= QUARANTINE_ROWS and (share is None or share <= QUARANTINE_SHARE):
+        return None
+    of = f" of {read} rows read ({share:.1%})" if share is not None else ""
+    evidence: dict[str, Any] = {"quarantined": f"{d.rejected_rows}{of}" + (f", kept in {d.quarantine} with their reasons"
+                                                                         if d.quarantine else "")}
+    for s in d.sources:
+        if s.rejected:
+            evidence[f"data {s.source}"] = f"{s.rejected} of {s.rows_read} rows rejected"
+    return Finding(
+        "warn", f"{d.rejected_rows} data rows quarantined" + (f" ({share:.0%} of those read)" if share is not None else ""),
+        evidence,
+        "Rows that do not have the format the spec expects (missing or empty fields, stringified JSON, "
+        "numbers where text belongs) were left out of training: the model trained on less, and on a "
+        "different mix, than the source holds.",
+        ["Read the quarantine file: every row carries the reason it was rejected.",
+         "Map columns with fields:, or set standardize: true to convert stringified JSON and numbers.",
+         "If no row may be lost, set on_invalid: fail so the data stage stops instead."])
+
+
+@rule("validation_is_test")
+def validation_is_test(record: Record, computed: Computed) -> Finding | None:
+    """The validation set is a target task's test set, or shares prompts with it."""
+    contamination = record.data.contamination if record.data else {}
+    evidence: dict[str, Any] = {}
+    same = []
+    for key, v in sorted(contamination.items()):
+        if not key.startswith("validation vs target:") or not isinstance(v, dict):
+            continue
+        task, hits = key.split(":", 1)[1], number(v.get("normalized")) or 0
+        if v.get("same_file"):
+            same.append(task)
+            evidence[task] = f"validation reads {v.get('source')}, the test set of {task}"
+        elif hits:
+            evidence[task] = f"{int(hits)} of {v.get('n')} test prompts of {task} are also validation prompts"
+    if not evidence:
+        return None
+    selects = record.planned.get("method.early_stopping.on") == "loss"
+    return Finding(
+        "warn" if selects else "info",
+        (f"The validation set is the test set of {', '.join(same)}" if same
+         else f"Validation overlaps the test set of {', '.join(evidence)}"), evidence,
+        "Whatever is chosen on the validation set (early stopping on held-out loss, the delivered checkpoint, "
+        "settings compared across variants) is then chosen on the test set, and the test score is optimistic."
+        + (" This run stops early on the validation loss." if selects else ""),
+        ["Hold validation out of the training data (data.validation_split) or give it a file of its own.",
+         "Keep the test set for the final number only."])
 
 
 @rule("extraction_failures")

@@ -725,6 +725,13 @@ class Contamination:
                 "examples": [e if len(e) <= 200 else e[:200] + "..." for e in examples]}
 
 
+def same_source(root: Path, src: Source, task) -> bool:
+    """Does an eval.target task read the very data `src` names (the same file, or hub split)?"""
+    if src.source.startswith("hf:") or task.source.startswith("hf:"):
+        return src.source == task.source and src.split == task.split
+    return (root / src.source).resolve() == (root / task.source).resolve()
+
+
 def _eval_prompts(root: Path, where: Where, task) -> pl.Series:
     """The prompts an eval.target task will be asked (its first `limit` rows)."""
     loaded = load_source(root, Source(source=task.source, split=task.split), where, where.key)
@@ -849,16 +856,21 @@ def prepare(ctx: StageContext) -> Prepared:
     else:
         validation = train.clear()
 
-    # 4. contamination: training prompts against every evaluation set
+    # 4. contamination: training prompts against every evaluation set, and the validation set against
+    # each test set (the quickstart's validation file was its test file, and nothing said so)
     contamination = {}
     targets = ctx.spec.eval.target
     if validation.height or targets:
         index = Contamination(prompts_of(train, fmt))
+        held = Contamination(prompts_of(validation, fmt)) if validation.height else None
         if validation.height:
             contamination["validation"] = index.check(prompts_of(validation, fmt), d.validation.source if d.validation else "validation_split")
         for i, task in enumerate(targets):
             prompts = _eval_prompts(root, Where(spec_file, f"{ctx.name}.eval.target.{i}"), task)
             contamination[f"target:{task.name}"] = index.check(prompts, task.source)
+            if held is not None:
+                contamination[f"validation vs target:{task.name}"] = {
+                    **held.check(prompts, task.source), "same_file": bool(d.validation) and same_source(root, d.validation, task)}
 
     # 5. the manifest: counts, ratios and weights planned and actual, so a report can flag a difference
     used = dict(chosen.group_by(SOURCE).len().iter_rows())

@@ -381,6 +381,20 @@ def test_contamination_against_validation_and_every_target_task(tmp_path):
                                                      "examples": ["what is the capital of  france"]}
 
 
+def test_a_validation_set_that_is_a_test_set_is_recorded(tmp_path):
+    """Issue 12: the quickstart validated on its test file and nothing said so."""
+    write_jsonl(tmp_path / "train.jsonl", pc_rows(50))
+    write_jsonl(tmp_path / "test.jsonl", pc_rows(4, start=900))
+    write_jsonl(tmp_path / "other.jsonl", pc_rows(3, start=700))
+    evals = {"target": [{"name": "sub", "source": "test.jsonl", "answer_field": "completion"},
+                        {"name": "other", "source": "./other.jsonl", "answer_field": "completion"}]}
+    m = run(context(tmp_path, {"train": [{"source": "train.jsonl"}], "validation": {"source": "test.jsonl"}}, evals))["manifest"]
+    same = m["contamination"]["validation vs target:sub"]
+    assert same["same_file"] is True and same["n"] == 4 and same["exact"] == 4
+    other = m["contamination"]["validation vs target:other"]
+    assert other["same_file"] is False and other["exact"] == 0
+
+
 def test_normalized_text_keeps_numbers_apart():
     frame = pl.DataFrame({"p": ["27-1=", "2-71=", "What is 2+2?"]}).select(data._normalized(pl.col("p")))
     assert frame.to_series().to_list() == ["27 1", "2 71", "what is 2 2"]
