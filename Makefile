@@ -10,7 +10,7 @@ TORCH   ?= torch==2.13.0
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-slow test-studies bench compile smoke clean
+.PHONY: setup demo test test-slow test-studies bench bench-gpu compile smoke clean
 
 # The venv is made once; the stamp file is rebuilt when pyproject.toml or constraints.txt changes.
 # constraints.txt pins every package to the versions the README's figures were produced with.
@@ -49,6 +49,11 @@ test-studies: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# GPU figures beside bare loops on a random-init ~370M Llama in bf16 (docs/performance.md); on a
+# machine without CUDA it runs the --small size on CPU. `python -m bench --gpu --small` anywhere.
+bench-gpu: setup
+	$(BIN)/python -m bench --gpu
 
 compile: setup
 	$(BIN)/tunebook compile
