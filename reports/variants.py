@@ -219,11 +219,9 @@ def _against(parent: Record, child: Record) -> Record:
     variant's change against its parent with the same intervals and badges as against the base model."""
     (pc, cc) = compute_many([parent, child])
     parent_final = {r.series: parent.metrics[r.index] for r in pc.results}
-    base, final = [], []
-    for r in cc.results:
-        if r.series in parent_final:
-            base.append(parent_final[r.series].model_copy(update={"checkpoint": "base", "step": 0}))
-            final.append(child.metrics[r.index])
+    base = [parent_final[r.series].model_copy(update={"checkpoint": "base", "step": 0})
+            for r in cc.results if r.series in parent_final]
+    final = [child.metrics[r.index] for r in cc.results]  # a task the parent lacks: its value, no change
     return child.model_copy(update={"metrics": base + final})
 
 

@@ -233,3 +233,15 @@ def test_variants_keep_the_original_when_nothing_was_committed(repo):
                                             exp_show=show).read_text())
     assert "| quickstart | main | reference; no result: the run was not committed | — |" in section
     assert "Commit `runs/`, `logs/` and `dvc.lock` after each `dvc repro`" in section
+
+
+def test_a_task_the_parent_lacks_shows_its_value_without_a_change(repo):
+    parent = json.loads(variant_record(50))
+    parent["metrics"] = [m for m in parent["metrics"] if m["task"] != "tiny_facts_city"]
+    main = commit_record(repo, json.dumps(parent), "results without the city task")
+    a = commit_record(repo, variant_record(80), "dvc: commit experiment (adds a task)")
+    section = variants_section(write_review([repo / "runs/quickstart/record.json"], repo / "logs/review.md",
+                                            exp_show=exp_show(main, {"exp-a": (a, 0.01)}, 0.01)).read_text())
+    row = next(ln for ln in section.splitlines() if ln.startswith("| quickstart | exp-a"))
+    assert row.split(" | ")[4] == "0.7833"  # tiny_facts_city: measured, nothing to compare with
+    assert "| quickstart | main | reference | 0.5000 | — |" in section
