@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from tunebook.reports.record import Metric, Record
+from tunebook.reports.record import Change, Metric, Record
 from tunebook.reports.stats import (
     Z95,
     BadNumber,
@@ -37,6 +37,10 @@ from tunebook.reports.status import Thresholds, Verdict, judge, thresholds_for, 
 SUITE_ORDER = ("target", "general")  # shown first, in this order; other suites follow alphabetically
 JUDGE_PARITY = 0.5  # a pairwise win rate against the base model (extra.reference == "base") starts at parity
 RATIO_TOLERANCE = 0.01  # achieved data ratios come from whole rows: 1 % relative is "as planned"
+DYNAMICS_COLUMNS = 10  # a table one can read; trl's GRPO logs ~30 values a step (history.json keeps them all)
+# what a reader looks for first when a trainer logs more than fits, in this order of preference
+DYNAMICS_FIRST = ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "rewards/margins",
+                  "rewards/accuracies", "clip_ratio/region_mean", "policy_ratio/max", "grad_norm", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class Computed:
     general_worst: list[tuple[str, int | None, float, int]]
     # the other metrics of tasks that have a primary one (acc_norm beside acc): the log's details section
     details: list[ResultRow] = field(default_factory=list)
+    # results known only as a change against the base (record.changes), aggregates included
+    changes: list[ResultRow] = field(default_factory=list)
 
     def suite(self, name: str) -> list[ResultRow]:
         return [r for r in self.results if r.suite == name]
@@ -264,6 +270,23 @@ def _result(record: Record, row: dict) -> ResultRow:
         reference_source=new.reference_source)
 
 
+def change_row(record: Record, ch: Change) -> ResultRow:
+    """A result recorded only as a change: a normal interval from its stderr, the badge as for any row."""
+    t = thresholds_for(ch.suite, ch.task, ch.metric, record.expect, 1.0 if ch.relative else None, None,
+                       ch.higher_is_better, unit=ch.proportion and not ch.relative)
+    if ch.stderr:
+        interval = normal_interval(ch.delta, ch.stderr, "a change recorded without its values", ch.n)
+    else:
+        interval = unknown(ch.delta, "a change recorded without a stderr")
+    label = f"{ch.task} · {ch.metric}" + (" (relative)" if ch.relative else "")
+    extra = {"members": list(ch.members), "worst": ch.worst.model_dump() if ch.worst else None}
+    return ResultRow(
+        series=f"change/{ch.suite}/{ch.task}/{ch.metric}", index=-1, suite=ch.suite, task=ch.task, metric=ch.metric,
+        label=label, checkpoint=ch.checkpoint, step=None, base=None, final=None, n=ch.n,
+        higher_is_better=ch.higher_is_better, reference="base", interval=interval,
+        verdict=judge(interval, ch.higher_is_better, ch.n, t), flips=None, extra=extra, thresholds=t)
+
+
 def _with_family(rows: list[ResultRow]) -> list[ResultRow]:
     """Holm-adjust the p-values of the general suite's rows: the forgetting verdict is one family."""
     family = [i for i, r in enumerate(rows) if r.suite == "general" and r.interval is not None and r.interval.p is not None]
@@ -301,10 +324,12 @@ def compute_many(records: list[Record]) -> list[Computed]:
     out = []
     for r, record in enumerate(records):
         mine = sorted(rows.get(r, []), key=lambda x: (rank.get(x["suite"], len(rank)), x["suite"], x["series"]))
-        out.append(Computed(*final_checkpoint(record), _with_family([_result(record, x) for x in mine if x["primary"]]),
-                            param_rows(record),
+        results = [_result(record, x) for x in mine if x["primary"]]
+        changes = [change_row(record, ch) for ch in record.changes]
+        family = _with_family(results + changes)  # one family: a suite's rows whether values or changes
+        out.append(Computed(*final_checkpoint(record), family[:len(results)], param_rows(record),
                             parts.get((r,), curves.clear()), worst.get(r, []),
-                            [_result(record, x) for x in mine if not x["primary"]]))
+                            [_result(record, x) for x in mine if not x["primary"]], changes=family[len(results):]))
     return out
 
 
@@ -425,11 +450,15 @@ def dynamics(record: Record, fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0
     """Training history at a few steps (first, ~25 %, ~50 %, last) plus any step a watchdog fired."""
     t = record.training
     if t is None or not t.history:
-        return {"columns": [], "rows": []}
+        return {"columns": [], "rows": [], "left_out": []}
     logged = sorted(t.history, key=lambda h: h.step)
     # a value logged in fewer than half the steps is a one-off (a trainer's end-of-run summary), not a dynamic
     counts = Counter(k for h in logged for k in h.values)
     columns = [k for k in dict.fromkeys(k for h in logged for k in h.values) if 2 * counts[k] >= len(logged)]
+    keep = set([k for k in DYNAMICS_FIRST if k in columns][:DYNAMICS_COLUMNS])
+    keep |= set([k for k in columns if k not in keep][: DYNAMICS_COLUMNS - len(keep)])
+    left_out = [k for k in columns if k not in keep]
+    columns = [k for k in columns if k in keep]  # in the order logged
     hist = [h for h in logged if all(k in h.values for k in columns)] or logged
 
     def nearest(step: float) -> int:
@@ -443,7 +472,7 @@ def dynamics(record: Record, fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0
     wanted |= alerts.keys()
     rows = [{"step": h.step, "values": [h.values.get(k) for k in columns], "alerts": sorted(alerts.get(h.step, []))}
             for h in hist if h.step in wanted]
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows, "left_out": left_out}
 
 
 def runtime(record: Record) -> dict:

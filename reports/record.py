@@ -92,6 +92,57 @@ class Metric(_M):
         return self
 
 
+class ChangeMember(_M):
+    task: str
+    delta: float
+
+    @field_validator("delta")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"not a finite number ({v})")
+        return v
+
+
+class Change(_M):
+    """A result known only as a change against the base (an old log's "-2.1 points on ARC"), or an
+    aggregate over several benchmarks, with its worst member when the log named one."""
+
+    suite: str = "general"
+    task: str = Field(description="the benchmark, or a name for the aggregate ('general average')")
+    metric: str
+    checkpoint: str = "final"
+    delta: float = Field(description="final - base in the metric's units (or a share of the base when relative)")
+    stderr: float | None = None
+    n: int | None = None
+    higher_is_better: bool = True
+    relative: bool = Field(False, description="delta is a share of the baseline: -0.05 is 5 % worse")
+    proportion: bool = Field(False, description="the metric is a 0–1 proportion, so absolute thresholds apply")
+    members: list[str] = Field(default_factory=list, description="the benchmarks an aggregate averages")
+    worst: ChangeMember | None = None
+
+    @field_validator("delta")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"not a finite number ({v})")
+        return v
+
+    @field_validator("stderr")
+    @classmethod
+    def _stderr(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"a standard error is a finite number >= 0 (got {v})")
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"n counts the items measured: at least 1 (got {v})")
+        return v
+
+
 class Checkpoint(_M):
     name: str
     step: int
@@ -180,6 +231,7 @@ class Record(_M):
     training: Training | None = None
     checkpoints: list[Checkpoint] = Field(default_factory=list)
     metrics: list[Metric] = Field(default_factory=list)
+    changes: list[Change] = Field(default_factory=list, description="results known only as a change against the base")
     samples: list[Sample] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict, description="seconds: data, training, evaluation, model_io")
     environment: dict[str, Any] = Field(default_factory=dict)

@@ -53,6 +53,7 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
                     "references": any(r.reference_value is not None for r in computed.suite(s))}
                    for s in computed.suites],
         "details": computed.details,
+        "changes": computed.changes,
         "extraction": extraction,
         "forgetting": c.forgetting_table(record, computed),
         "plots": plots,

@@ -108,7 +108,11 @@ def describe(r: ResultRow) -> str:
         parts.append(iv.note)
     if r.n is not None:
         parts.append(f"n={r.n}")
-    text = f"{r.base:.4f} → {r.final:.4f} ({', '.join(parts)})"
+    text = (f"{r.base:.4f} → {r.final:.4f} ({', '.join(parts)})" if r.final is not None
+            else f"change only ({', '.join(parts)})")
+    worst = r.extra.get("worst") if r.index < 0 else None
+    if isinstance(worst, dict):
+        text += f"; worst member {worst['task']} {worst['delta']:+.4f}"
     if r.flips is not None:
         text += f"; {r.flips.lost} items right→wrong, {r.flips.gained} wrong→right (McNemar p={r.flips.p:.2g})"
     return text
@@ -137,7 +141,9 @@ def _worse(r: ResultRow) -> bool:
 
 
 def _general(computed: Computed) -> list[ResultRow]:
-    return [r for r in computed.suite("general") if r.interval is not None]
+    """The general suite's rows with a baseline, changes recorded without values included."""
+    return [r for r in computed.suite("general") + [c for c in computed.changes if c.suite == "general"]
+            if r.interval is not None]
 
 
 def _catastrophic(r: ResultRow) -> bool:
@@ -172,12 +178,18 @@ def catastrophic_forgetting(record: Record, computed: Computed) -> Finding | Non
     """A general benchmark dropped past its fail threshold, significantly across the suite (Holm)."""
     rows = _general(computed)
     hits = [r for r in rows if _catastrophic(r)]
-    if not hits:
+    members = [(r, w) for r in rows if r.index < 0 and isinstance(w := r.extra.get("worst"), dict)
+               and r.thresholds.fail is not None and w["delta"] * (1 if r.higher_is_better else -1) < r.thresholds.fail]
+    if not hits and not members:
         return None
     tested = [r for r in hits if r.interval.known]
     evidence: dict[str, Any] = {r.label: describe(r) for r in hits}
     for r in hits:
         evidence[f"{r.label} threshold"] = r.thresholds.source
+    for r, w in members:
+        evidence[f"{w['task']} (worst member of {r.label})"] = (
+            f"{w['delta']:+.4f}, past fail {r.thresholds.fail:+.4g} ({r.thresholds.source}); point estimate only")
+    hits = hits + [replace(r, label=f"{w['task']} (in {r.label})") for r, w in members if r not in hits]
     evidence["family"] = _family(rows)
     anchor = _anchor(record)
     actions = [

@@ -126,11 +126,12 @@ def unit_scale(higher_is_better: bool, *values: float | None) -> bool:
 
 
 def thresholds_for(suite: str, task: str, metric: str, expect: Mapping[str, Any], base: float | None,
-                   final: float | None = None, higher_is_better: bool = True) -> Thresholds:
-    """The thresholds that apply to one series (see the module doc); the defaults when the record has none."""
+                   final: float | None = None, higher_is_better: bool = True, unit: bool | None = None) -> Thresholds:
+    """The thresholds that apply to one series (see the module doc); the defaults when the record has none.
+    `unit` says whether the metric is on a 0–1 scale when its values cannot (a change recorded alone)."""
     t = expect.get("forgetting") if suite == "general" else None
     t = t if isinstance(t, Mapping) else {}
-    unit = unit_scale(higher_is_better, base, final)
+    unit = unit_scale(higher_is_better, base, final) if unit is None else unit
     tasks = t.get("tasks") if isinstance(t.get("tasks"), Mapping) else {}
     for key in (f"{task}/{metric}", task):
         if key in tasks:

@@ -105,3 +105,28 @@ def test_win_rate_also_recorded_at_base_uses_wilson_item17():
                         metric("ab", "final", 10 / 13, suite="judge", metric="win_rate", n=13, extra={"reference": "base"})])
     row = compute(rec).results[0]
     assert row.reference == "parity" and row.interval.method == "Wilson" and row.interval.known
+
+
+def test_a_result_known_only_as_a_change_or_an_aggregate_item19(tmp_path):
+    rec = make(changes=[
+        {"task": "general average", "metric": "acc", "delta": -0.021, "stderr": 0.004, "n": 5000, "proportion": True,
+         "members": ["arc", "hellaswag"], "worst": {"task": "arc", "delta": -0.06}},
+        {"task": "mt_bench", "metric": "score", "delta": -0.08, "relative": True, "stderr": 0.01}])
+    c = compute(rec)
+    avg, mt = c.changes
+    assert avg.verdict.label == "mild regression" and avg.interval.method == "normal"
+    assert mt.verdict.badge == "❌" and mt.thresholds.fail == pytest.approx(-0.05)  # -5 % of the baseline
+    from tunebook.reports.rules import run_rule
+
+    found = run_rule("catastrophic_forgetting", rec, c)
+    assert "mt_bench · score (relative)" in found.title and "arc (in general average · acc)" in found.title
+    assert "point estimate only" in found.evidence["arc (worst member of general average · acc)"]
+    from tunebook.reports.render import write_report
+
+    path = tmp_path / "r.json"
+    path.write_text(rec.model_dump_json())
+    log = write_report(path, tmp_path / "log.md").read_text()
+    assert "### Changes recorded without their values" in log
+    assert "| general · general average · acc ↑ | -0.0210 |" in log and "arc, hellaswag; worst arc -0.0600" in log
+    with pytest.raises(Exception, match="changes.0.delta"):
+        make(changes=[{"task": "x", "metric": "acc", "delta": math.nan}])
