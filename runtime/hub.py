@@ -11,6 +11,7 @@ cached": offline, `datasets.load_dataset(name, revision=...)` would silently ign
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -41,10 +42,26 @@ def _cache_dir(repo_id: str, repo_type: str) -> Path:
     return Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
 
 
+def _checked(repo_id: str, revision: str | None) -> None:
+    """A repo id and revision that cannot steer a path out of the hub cache (compiler/policy.py): the
+    compiler checks them too, this is for params.yaml edited behind its back."""
+    from tunebook.compiler.policy import repo_id_problem, revision_problem
+
+    if problem := repo_id_problem(repo_id):
+        raise HubError(problem, "source")
+    if problem := revision_problem(revision):
+        raise HubError(f"revision {problem}", "revision")
+
+
 def cached_commit(repo_id: str, revision: str | None, repo_type: str) -> str | None:
     """The commit a branch or tag pointed to when it was last fetched into the local hub cache."""
-    ref = _cache_dir(repo_id, repo_type) / "refs" / (revision or "main")
-    return ref.read_text().strip() if ref.is_file() else None
+    _checked(repo_id, revision)
+    repo = _cache_dir(repo_id, repo_type)
+    ref = repo / "refs" / (revision or "main")
+    if not ref.is_file() or not ref.resolve().is_relative_to(repo.resolve()):
+        return None
+    commit = ref.read_text(errors="replace")[:100].strip()
+    return commit if is_commit(commit) else None  # a ref holds a commit, nothing else
 
 
 def resolve_revision(repo_id: str, revision: str | None, repo_type: str) -> str | None:
@@ -64,16 +81,22 @@ def resolve_revision(repo_id: str, revision: str | None, repo_type: str) -> str 
 
 def load_hub_dataset(repo_id: str, config: str | None, split: str, revision: str | None):
     """(one split of a hub dataset as a `datasets.Dataset`, the commit it was read at)."""
+    _checked(repo_id, revision)
     if _offline():
         commit = revision if is_commit(revision) else cached_commit(repo_id, revision, "dataset")
-        snapshot = _cache_dir(repo_id, "dataset") / "snapshots" / (commit or "-")
+        repo = _cache_dir(repo_id, "dataset")
+        snapshot = repo / "snapshots" / (commit or "-")
+        if snapshot.is_dir() and not snapshot.resolve().is_relative_to(repo.resolve()):
+            raise HubError(f"the cached snapshot of '{repo_id}' at {commit} resolves outside the hub cache "
+                           f"({snapshot.resolve()}): not read", "revision")
         if not snapshot.is_dir():
             refs = sorted(p.name for p in (_cache_dir(repo_id, "dataset") / "refs").glob("*"))
             cached = f"cached revisions: {', '.join(refs)}" if refs else "nothing of it is cached"
             raise HubError(f"revision '{revision or 'main'}' of dataset '{repo_id}' is not in the local hub cache "
                            f"({cached}); it may not exist, or was never downloaded: run once with TUNEBOOK_ONLINE=1",
                            "revision" if refs else "source")
-        return load_local_dataset(snapshot, config, split), commit
+        # a snapshot's files are symlinks into the repo's blobs/: that, and nothing else, may be read
+        return load_local_dataset(snapshot, config, split, inside=[repo]), commit
 
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
@@ -91,10 +114,13 @@ def load_hub_dataset(repo_id: str, config: str | None, split: str, revision: str
     return _pick(lambda: load_dataset(repo_id, config, split=split, revision=commit), repo_id, split), commit
 
 
-def load_local_dataset(path: Path, config: str | None, split: str):
+def load_local_dataset(path: Path, config: str | None, split: str, inside: list[Path] | None = None):
     """One split of a local dataset folder: a `Dataset`/`DatasetDict.save_to_disk` folder, or a folder
-    of data files (train.jsonl, data/test-*.parquet, ...) read by `datasets`' own folder loader."""
+    of data files (train.jsonl, data/test-*.parquet, ...) read by `datasets`' own folder loader.
+    Every file it would read must lie inside the folder or `inside` (confine_folder)."""
     from datasets import DatasetDict, load_dataset, load_from_disk
+
+    confine_folder(path, [path, *(inside or [])])
 
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         ds = load_from_disk(str(path))
@@ -119,3 +145,104 @@ def _pick(load, name: str, split: str):
         if "BuilderConfig" in text or "config name" in text.lower():
             raise HubError(f"{name}: {text}", "config") from None
         raise
+
+
+# --- what a dataset folder may make `datasets` read ----------------------------------------------------
+MAX_FOLDER_FILES = 100_000
+
+
+def confine_folder(folder: Path, roots: list[Path]) -> None:
+    """Raise HubError unless every file `datasets` may read from `folder` lies inside `roots`: each file
+    and folder below it with symlinks resolved, the `data_files` of a README's dataset card (no absolute
+    path, URL, `~` or `..`), and the file names a `save_to_disk` folder's state.json lists."""
+    folder = Path(folder)
+    roots = [Path(r).resolve() for r in roots]
+
+    def check(p: Path, shown: str) -> None:
+        try:
+            target = p.resolve(strict=False)
+        except (OSError, RuntimeError) as e:
+            raise HubError(f"{folder}: '{shown}' cannot be resolved ({e})") from None
+        if not any(target.is_relative_to(r) for r in roots):
+            raise HubError(f"{folder}: '{shown}' leads to {target}, outside the dataset folder: not read (a dataset "
+                           "folder's files stay inside it; copy the file in instead)")
+
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in dirnames + filenames:
+            seen += 1
+            if seen > MAX_FOLDER_FILES:
+                raise HubError(f"{folder}: more than {MAX_FOLDER_FILES} files; not read")
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                check(p, p.relative_to(folder).as_posix())
+                if p.is_dir():  # os.walk does not enter it; what is below it stays below its (checked) target
+                    for sub in p.rglob("*"):
+                        check(sub, sub.relative_to(folder).as_posix())
+    for ref in _card_data_files(folder / "README.md") + _state_files(folder):
+        if not isinstance(ref, str) or "://" in ref or "::" in ref or ref.startswith(("/", "~", "\\")) or \
+                ".." in Path(ref.replace("\\", "/")).parts or (len(ref) > 1 and ref[1] == ":"):
+            raise HubError(f"{folder}: the dataset names the file {str(ref)[:120]!r}, outside the folder (an absolute "
+                           "path, a URL or '..'): not read")
+        for match in folder.glob(ref) if any(c in ref for c in "*?[") else [folder / ref]:
+            check(match, ref)
+
+
+def _card_data_files(readme: Path) -> list:
+    """Every `data_files` entry in a dataset card's YAML front matter (what `datasets` would read)."""
+    if not readme.is_file():
+        return []
+    text = readme.read_text(encoding="utf-8", errors="replace")[: 1 << 20]
+    if not text.startswith("---"):
+        return []
+    end = text.find("\n---", 3)
+    try:
+        import yaml
+
+        meta = yaml.safe_load(text[3:end if end > 0 else None]) or {}
+    except Exception:  # noqa: BLE001 - a card `datasets` cannot parse either is not ours to read
+        return []
+    out: list = []
+
+    def walk(v) -> None:
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x.get("path") if isinstance(x, dict) else x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif v is not None:
+            out.append(v)
+
+    configs = meta.get("configs") if isinstance(meta, dict) else None
+    for cfg in configs if isinstance(configs, list) else []:
+        if isinstance(cfg, dict):
+            walk(cfg.get("data_files"))
+            if cfg.get("data_dir") is not None:
+                out.append(cfg["data_dir"])
+    return out
+
+
+def _state_files(folder: Path) -> list:
+    """The file names a `save_to_disk` folder's state.json files list (joined to their folder when loaded)."""
+    import json
+
+    out: list = []
+    for state in [folder / "state.json", *folder.glob("*/state.json")]:
+        try:
+            data = json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for f in data.get("_data_files", []) if isinstance(data, dict) else []:
+            name = f.get("filename") if isinstance(f, dict) else f
+            out.append(name if state.parent == folder else f"{state.parent.name}/{name}" if isinstance(name, str) else name)
+    splits = folder / "dataset_dict.json"
+    if splits.is_file():
+        try:
+            names = json.loads(splits.read_text(encoding="utf-8")).get("splits", [])
+        except (OSError, ValueError, AttributeError):
+            names = []
+        out += list(names) if isinstance(names, list) else [names]
+    return out

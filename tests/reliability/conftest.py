@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, tunebook_cmd
-from tests.reliability.tally import COUNTS
+from tests.reliability.tally import COUNTS, ISSUE16_KINDS
 
 FAKE_HF_TOKEN = "hf_FAKEtunebookReliabilityToken0123456789"
 FAKE_JUDGE_KEY = "sk-FAKEtunebookJudgeKey-9876543210abcdef"
@@ -79,8 +79,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
               and "tests/unit/runtime/" in r.nodeid and "kill" in r.nodeid.split("::")[-1]}
     kills = f"{COUNTS['kills']} kills" + (f" (+{len(others)} kill-and-resume tests in tests/unit/runtime)" if others else "")
     verdict = "nothing lost" if not failed else f"{len(failed)} test(s) FAILED — see above"
+    # the classes of issue 16, each counted by its own tests (tally.ISSUE16_KINDS), shown when tried
+    more = "".join(f", {COUNTS[k]} {k}" for k in ISSUE16_KINDS if COUNTS[k])
     terminalreporter.write_line(f"reliability: {COUNTS['mutated specs']} mutated specs, {COUNTS['hand edits']} hand edits, "
-                                f"{kills}, {COUNTS['hostile inputs']} hostile inputs — {verdict}")
+                                f"{kills}, {COUNTS['hostile inputs']} hostile inputs{more} — {verdict}")
 
 
 # --- running the CLI and dvc -----------------------------------------------------------------------

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-COUNTS: Counter = Counter()  # "mutated specs", "hand edits", "kills", "hostile inputs"
+COUNTS: Counter = Counter()  # "mutated specs", "hand edits", "kills", "hostile inputs", and ISSUE16_KINDS
+
+# What issue 16's tests try, one kind per class of attack (docs/reliability.md, sections 8-11).
+ISSUE16_KINDS = ("confinement escapes", "secret leaks", "bad records", "name collisions", "injections", "faults")
 
 
 def tried(kind: str, n: int = 1) -> None:
