@@ -308,10 +308,35 @@ def mode_collapse(record: Record, computed: Computed) -> Finding | None:
         "The policy concentrated on a degenerate output. In RL this follows an unstable update (seed 003: "
         "the PPO ratio reached 21.75 at batch ~999 and outputs became '4444…'); in SFT, a learning rate far "
         "too high or a dataset of near-identical targets.",
-        ["Resume from the last checkpoint before the first watchdog step, with a lower learning rate.",
-         "Keep the policy near the reference: a KL penalty (beta > 0), ratio clipping, max_grad_norm 1.0.",
+        [("Resume from the last checkpoint before the first watchdog step, with a lower learning rate." if events
+          else "Resume from a checkpoint before the signals above turned, with a lower learning rate."),
+         (f"Keep the policy nearer the reference: the run already had a KL term ({kl}); raise it, and clip the "
+          "ratio and gradients (max_grad_norm 1.0)." if (kl := _kl_term(record)) else
+          "Keep the policy near the reference: a KL penalty (beta > 0), ratio clipping, max_grad_norm 1.0."),
          "With actor-reward training, use plain policy gradient instead of PPO (seed 003).",
          "Watch entropy and the share of repeated outputs during training, not only at the end."])
+
+
+def _kl_term(record: Record) -> str | None:
+    """The KL penalty or anchor the record shows ('beta 0.04', 'type kl, coef 0.03'), or None."""
+    anchor = _anchor(record)
+    if anchor:
+        return anchor
+    for params in (record.actual, record.planned):
+        for k, v in sorted(params.items()):
+            if k.rsplit(".", 1)[-1] == "beta" and isinstance(v, (int, float)) and v > 0:
+                return f"beta {v:g}"
+    return None
+
+
+def _samples_action(record: Record, computed: Computed, tasks: set[str], what: str) -> str:
+    """'Read the wrong samples below…' only when the log shows wrong samples of these tasks."""
+    at = {r.task: r.checkpoint for r in computed.results}
+    shown = any(s.task in tasks and s.correct is False and s.checkpoint == at.get(s.task, computed.final_checkpoint)
+                for s in record.samples)
+    if shown:
+        return f"Read the wrong samples below: {what}"
+    return f"Keep a few wrong outputs in the record (samples) and read them: {what}"
 
 
 def _collapse_dynamics(record: Record) -> list[tuple[str, str]]:
@@ -432,7 +457,8 @@ def loss_fell_task_flat(record: Record, computed: Computed) -> Finding | None:
         "The model fit the training distribution (format, surface patterns) without gaining the measured "
         "skill, or the measurement misses the gain: answer extraction, or a prompt format that differs "
         "between training and evaluation (seed 003: loss and reward improved while GSM8K stayed at 5%).",
-        ["Read the wrong samples below: is the answer there but not extracted?",
+        [_samples_action(record, computed, {r.task for r in target if r.label in flat},
+                         "is the answer there but not extracted?"),
          "Evaluate on a slice of the training set: high there and flat here means memorisation.",
          "Check that evaluation prompts use the training chat template.",
          "If the loss is still falling at the last step, train longer before drawing conclusions."])
@@ -497,7 +523,8 @@ def below_reference(record: Record, computed: Computed) -> Finding | None:
         "reference reported under other conditions (seed 003 compared against a paper's number).",
         ["Evaluate the base model under the same settings: a baseline explains more than a reference.",
          "Check the reference's evaluation settings (shots, prompt, metric variant) against this run's.",
-         "Read the wrong samples: answers right but not extracted point at the set-up, not the model."])
+         _samples_action(record, computed, {r.task for r in computed.results if r.label in evidence},
+                        "answers right but not extracted point at the set-up, not the model.")])
 
 
 @rule("reward_saturation")
@@ -525,10 +552,13 @@ def reward_saturation(record: Record, computed: Computed) -> Finding | None:
             evidence[f"{k} (last quarter)"] = f"pinned at {vals[0]:.4g} over {len(vals)} logs"
     if not evidence:
         return None
+    from_rewards = any("(last quarter)" in k for k in evidence)
     return Finding(
         "warn", "Saturated: the target (or reward) has no room left", evidence,
         "When every rollout gets the same reward, GRPO's advantages are zero and further steps add only "
-        "drift (seed 001: GRPO on TriviaQA saturated at ~100% accuracy).",
+        "drift (seed 001: GRPO on TriviaQA saturated at ~100% accuracy)." if from_rewards else
+        "A 0/1 target this close to 1 leaves almost no wrong items to learn from or to show a gain on; "
+        "further training adds only drift.",
         ["Stop training at the step where saturation began: later checkpoints only risk forgetting.",
          "Use harder prompts: drop those the base model already solves in every sample.",
          "Evaluate on a harder held-out split so the metric can still move."])
@@ -636,7 +666,8 @@ def extraction_failures(record: Record, computed: Computed) -> Finding | None:
         "warn", "Many answers could not be extracted", evidence,
         "The answers are not in the form the extractor expects, so they count as wrong whatever they say "
         "(seed 003 counted 'X' predictions as errors without reporting how many there were).",
-        ["Read the wrong samples with no extracted answer below.",
+        [_samples_action(record, computed, {r.task for r in computed.suite("target") if r.label in evidence},
+                         "which have no extracted answer, and what do they say?"),
          "Try another extractor (answer_anchor, last_number, mcq_word_boundary) and compare.",
          "Make the training targets end with the answer in the format the extractor reads."])
 

@@ -405,3 +405,22 @@ def test_loss_fell_task_flat_without_a_baseline_item21():
                              metric("gsm8k", "final", 0.055, suite="target", samples=new)])
     found, _ = check("loss_fell_task_flat", by_curve)
     assert "0.0500 at c1 → 0.0550 at final" in found.evidence["gsm8k · acc"] and "not significant" in found.evidence["gsm8k · acc"]
+
+
+def test_rule_texts_say_only_what_the_record_shows_item16():
+    hist = [{"step": s, "values": {"policy_ratio/max": 1.1 if s < 900 else 21.75}} for s in range(0, 1000, 100)]
+    with_beta = make(planned={"method.beta": 0.04}, training={"history": hist})
+    found, _ = check("mode_collapse", with_beta)
+    assert "already had a KL term (beta 0.04)" in found.actions[1] and "watchdog" not in found.actions[0]
+    bare, _ = check("mode_collapse", make(training={"history": hist}))
+    assert "a KL penalty (beta > 0)" in bare.actions[1]
+    # "the wrong samples below" only when the log shows some
+    loss = [{"step": 0, "values": {"loss": 2.0}}, {"step": 100, "values": {"loss": 0.5}}]
+    no_samples, _ = check("loss_fell_task_flat", make(training={"history": loss}, metrics=target(0.05, 0.0523)))
+    assert no_samples.actions[0].startswith("Keep a few wrong outputs in the record")
+    wrong = [{"task": "sub", "checkpoint": "final", "prompt": "1-1", "output": "2", "correct": False}]
+    shown, _ = check("loss_fell_task_flat", make(training={"history": loss}, metrics=target(0.05, 0.0523), samples=wrong))
+    assert shown.actions[0].startswith("Read the wrong samples below")
+    # a saturated 0/1 target in SFT is not explained by GRPO's advantages
+    sft, _ = check("reward_saturation", make(training={"method": "sft"}, metrics=target(0.6, 0.995)))
+    assert "GRPO" not in sft.root_cause
