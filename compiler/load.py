@@ -58,7 +58,12 @@ def _merge(base: dict, child: dict, base_org: dict, child_org: dict) -> tuple[di
 MAX_EXTENDS_DEPTH = 32
 
 
-def _read_tree(given: Path, root: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
+def _read_tree(given: Path, root: Path, chain: tuple[Path, ...], home: Path | None = None) -> tuple[dict, dict]:
+    # home: the folder of the spec named on the command line *as named*: a symlinked spec whose target
+    # lies outside does not make the outside folder its home (issue 16)
+    home = home or Path(os.path.abspath(given)).parent
+    if home.is_relative_to(os.path.abspath(root)):  # a symlinked specs/ folder is no way out either
+        home = root
     display = _display(given, root)  # as named (a symlinked spec shows as the link, not its target)
     try:
         path = given.resolve()
@@ -92,11 +97,10 @@ def _read_tree(given: Path, root: Path, chain: tuple[Path, ...]) -> tuple[dict, 
             raise SpecError([SpecIssue(display, "extends", f"'{ref}' is not a usable path ({e})", line)]) from None
         if not found:
             raise SpecError([SpecIssue(display, "extends", f"'{ref}' not found (paths are relative to this file)", line)])
-        home = chain[0].parent if chain else path.parent  # the spec named on the command line
         if not (_inside(ppath, root) or _inside(ppath, home)):
             raise SpecError([SpecIssue(display, "extends", f"'{ref}' is outside the project ({ppath}); "
                                        "a parent spec must be versioned with the project", line)])
-        pdata, porg = _read_tree(ppath, root, chain + (path,))
+        pdata, porg = _read_tree(ppath, root, chain + (path,), home)
         merged, morg = _merge(merged, pdata, morg, porg)
     return _merge(merged, data, morg, origins)
 
@@ -335,4 +339,6 @@ def path_problems(spec: Spec, root: Path) -> list[tuple[tuple, str]]:
                 continue
             problems.append((loc, f"'{raw}' is a symlink to {resolved}, outside the project; inputs stay inside it "
                                   "unless the spec sets `allow_external_inputs: true`"))
-    return problems
+    from tunebook.compiler.policy import policy_problems  # hub revisions, judge keys and hosts (issue 16)
+
+    return problems + policy_problems(spec, root)

@@ -392,7 +392,9 @@ def load_source(root: Path, src: Source, where: Where, label: str) -> Loaded:
             near = did_you_mean(path.name, [p.name for p in path.parent.iterdir()]) if path.parent.is_dir() else None
             raise where.error("source", f"'{src.source}' does not exist", hint=near)
         elif path.is_dir():
-            frame = _with_row_index(load_local_dataset(path, src.config, src.split).to_polars())
+            from tunebook.compiler.load import _dvc_cache_dirs  # DVC-tracked files may be symlinks into its cache
+
+            frame = _with_row_index(load_local_dataset(path, src.config, src.split, inside=_dvc_cache_dirs(root)).to_polars())
             entry.update(type="folder", config=src.config, split=src.split, sha256=_frame_digest(frame), sha256_of="rows")
             loaded = Loaded(frame, entry)
         else:
