@@ -127,7 +127,7 @@ def test_dynamics_picks_quartiles_and_watchdog_steps():
     assert d["columns"] == ["loss"]
     assert [r["step"] for r in d["rows"]] == [0, 200, 500, 700, 1000]  # 250 ties go to the lower step
     assert d["rows"][3]["alerts"] == ["ppo_ratio"]
-    assert dynamics(make()) == {"columns": [], "rows": []}
+    assert dynamics(make()) == {"columns": [], "rows": [], "left_out": []}
 
 
 def test_dynamics_leaves_out_one_off_summary_logs():
@@ -135,6 +135,23 @@ def test_dynamics_leaves_out_one_off_summary_logs():
     hist.append({"step": 102, "values": {"train_runtime": 12.0, "train_loss": 0.2}})  # the trainer's summary
     d = dynamics(make(training={"history": hist}))
     assert d["columns"] == ["loss", "lr"] and d["rows"][-1]["step"] == 100
+
+
+def test_dynamics_of_a_grpo_run_fit_on_a_screen():
+    """Issue 12: GRPO's dynamics table had 33 columns. The ones a reader looks for come first; the rest
+    are named below the table (history.json and dvclive keep every value)."""
+    names = ["loss", "grad_norm", "learning_rate", "num_tokens", "reward", "reward_std", "frac_reward_zero_std", "kl",
+             "entropy", "clip_ratio/region_mean", "policy_ratio/max", "policy_ratio/mean", "logprobs/mean"]
+    names += [f"completions/{k}_length" for k in ("mean", "min", "max", "mean_terminated", "min_terminated", "max_terminated")]
+    names += [f"rewards/{f}/{k}" for f in ("numeric_match", "format") for k in ("mean", "std")]
+    names += [f"clip_ratio/{k}" for k in ("low_mean", "low_min", "high_mean", "high_max")]
+    names += ["completions/clipped_ratio", "epoch", "step_time", "sampling/sampling_logp_difference/mean",
+              "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/max"]
+    assert len(names) == 33
+    d = dynamics(make(training={"history": [{"step": s, "values": {k: 0.5 for k in names}} for s in (1, 2, 3, 4)]}))
+    assert d["columns"] == ["loss", "grad_norm", "learning_rate", "reward", "reward_std", "frac_reward_zero_std", "kl",
+                            "entropy", "clip_ratio/region_mean", "policy_ratio/max"]
+    assert len(d["left_out"]) == 23 and "num_tokens" in d["left_out"]
 
 
 def test_runtime_breakdown(quickstart):
