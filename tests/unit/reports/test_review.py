@@ -245,3 +245,24 @@ def test_a_task_the_parent_lacks_shows_its_value_without_a_change(repo):
     row = next(ln for ln in section.splitlines() if ln.startswith("| quickstart | exp-a"))
     assert row.split(" | ")[4] == "0.7833"  # tiny_facts_city: measured, nothing to compare with
     assert "| quickstart | main | reference | 0.5000 | — |" in section
+
+
+def test_a_wide_general_suite_folds_into_one_worst_change_column(repo):
+    def wide(right: int, city: float) -> str:
+        rec = json.loads(variant_record(right))
+        extra = [dict(m, task=f"task_{i}") for m in rec["metrics"] if m["task"] == "tiny_facts_color" for i in range(6)]
+        for m in rec["metrics"]:
+            if m["task"] == "tiny_facts_city" and m["checkpoint"] == "final":
+                m["samples"] = [1.0] * int(city * len(m["samples"])) + [0.0] * (len(m["samples"]) - int(city * len(m["samples"])))
+                m["value"] = sum(m["samples"]) / len(m["samples"])
+        rec["metrics"] += extra
+        return json.dumps(rec)
+
+    main = commit_record(repo, wide(50, 0.8), "parent")
+    a = commit_record(repo, wide(80, 0.5), "variant: learns subtraction, forgets cities")
+    section = variants_section(write_review([repo / "runs/quickstart/record.json"], repo / "logs/review.md",
+                                            exp_show=exp_show(main, {"exp-a": (a, 0.01)}, 0.01)).read_text())
+    header = next(ln for ln in section.splitlines() if ln.startswith("| Experiment |"))
+    assert header == "| Experiment | Variant | Compared with | subtraction · accuracy | general suite: worst change |"
+    row = next(ln for ln in section.splitlines() if ln.startswith("| quickstart | exp-a"))
+    assert row.split(" | ")[4].startswith("tiny_facts_city · acc: 0.5000 -0.3000 [")
