@@ -160,8 +160,9 @@ def test_hand_edits_are_refused_and_files_left_alone(compiled, data, name, cosme
     tried("hand edits")
 
 
-def test_dvc_exp_run_style_edit_is_shown_as_a_diff(compiled):
-    """What `dvc exp run -S quickstart.method.lr=0.01` leaves behind: the message shows old and new."""
+def test_a_typed_value_edit_is_shown_as_a_diff(compiled):
+    """A value typed into params.yaml (tunebook's style kept, so not DVC's writing): the message shows
+    old and new. The same change written by `dvc exp run -S` is a variant (tests/unit/compiler/test_write.py)."""
     root, pristine = compiled
     for n, b in pristine.items():
         (root / n).write_bytes(b)
