@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,8 +149,25 @@ def params_of(v: Variant, experiment: str) -> dict[str, Any]:
     return {k[len(prefix):]: x for k, x in v.params.items() if k.startswith(prefix)}
 
 
+_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def _number(v: Any) -> Any:
+    """A number however it was read: DVC writes `lr: 1e-05`, which YAML 1.1 readers (the stages' PyYAML)
+    take for text and DVC's JSON gives as a number; 5 and 5.0 are one value here too."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str) and _NUMBER.fullmatch(v.strip()):
+        return float(v)
+    return v
+
+
 def params_digest(params: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The key a record is kept under: the experiment's flattened params, numbers compared as numbers."""
+    canon = {k: _number(v) for k, v in params.items()}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def remember(root: Path, experiment: str, params: dict[str, Any], text: str) -> None:

@@ -266,3 +266,12 @@ def test_a_wide_general_suite_folds_into_one_worst_change_column(repo):
     assert header == "| Experiment | Variant | Compared with | subtraction · accuracy | general suite: worst change |"
     row = next(ln for ln in section.splitlines() if ln.startswith("| quickstart | exp-a"))
     assert row.split(" | ")[4].startswith("tiny_facts_city · acc: 0.5000 -0.3000 [")
+
+
+def test_a_kept_record_is_found_however_its_numbers_were_read(tmp_path):
+    """DVC writes `lr: 1e-05`: the stage's YAML 1.1 reader sees text, `dvc exp show --json` a number."""
+    from tunebook.reports.variants import recall, remember_run
+
+    remember_run(tmp_path, "quickstart", {"method": {"lr": "1e-05", "epochs": 2}}, "{}")
+    assert recall(tmp_path, "quickstart", {"method.lr": 1e-05, "method.epochs": 2.0}) == "{}"
+    assert recall(tmp_path, "quickstart", {"method.lr": 2e-05, "method.epochs": 2.0}) is None
