@@ -170,8 +170,8 @@ class Peak:
     def __enter__(self):
         import torch
 
-        gc.collect()
-        if self.device == "cuda":
+        if self.device == "cuda":  # on CPU a whole-heap collection per side costs ~0.5 s and frees no RSS
+            gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         else:
@@ -202,9 +202,9 @@ def rotate(sides: dict, repeats: int, device: str) -> dict:
     return {k: (med[k], peaks[k]) for k in sides}
 
 
-def memory_line(name: str, ours: float, bare: float, device: str) -> None:
+def memory_line(name: str, ours: float, bare: float, device: str, labels: tuple[str, str] = ("tunebook", "bare")) -> None:
     what = "max CUDA memory allocated" if device == "cuda" else "peak RSS above the side's starting RSS"
-    print(f"# {name}: {what}: tunebook {ours:.0f} MiB, bare {bare:.0f} MiB", flush=True)
+    print(f"# {name}: {what}: {labels[0]} {ours:.0f} MiB, {labels[1]} {bare:.0f} MiB", flush=True)
     line(name, ours, "MiB" if device == "cuda" else "MiB-rss", "<=", round(1.1 * bare, 1))
 
 
@@ -212,8 +212,9 @@ def memory_line(name: str, ours: float, bare: float, device: str) -> None:
 # the model, the tokenizer, the rows
 
 
-def build_model(folder: Path, size: dict) -> None:
-    """A random-init Llama and a word-level tokenizer (one word, one token), saved as a model folder."""
+def build_model(folder: Path, size: dict) -> int:
+    """A random-init Llama and a word-level tokenizer (one word, one token), saved as a model folder in
+    the size's dtype. Returns the number of parameters."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -228,9 +229,10 @@ def build_model(folder: Path, size: dict) -> None:
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # no early EOS in greedy decoding: every prompt generates max_new_tokens
         model.lm_head.weight[: len(SPECIALS)] = 0.0
-    model.save_pretrained(folder, safe_serialization=True)
+    model.to(getattr(torch, size["dtype"])).save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     (folder / "generation_config.json").unlink(missing_ok=True)
+    return sum(p.numel() for p in model.parameters())
 
 
 def words(rng: random.Random, n: int) -> str:
@@ -411,8 +413,6 @@ def main(small: bool = False) -> None:
     import datasets
     import torch
 
-    from tunebook.compiler.schema import GeneralEval, TargetTask
-
     cuda = torch.cuda.is_available()
     if not cuda and not small:
         print("# bench_gpu: no CUDA device here: running the --small size on CPU instead", flush=True)
@@ -440,48 +440,72 @@ def main(small: bool = False) -> None:
         print(f"# MFU denominator: MEASURED {size['dtype']} matmul peak here, {peak / 1e9:.1f} GFLOP/s "
               f"({'device not in PEAKS' if device == 'cuda' else 'CPU: no datasheet figure'})", flush=True)
 
-    sft, cfg = size["sft"], size["model"]
+    sft = size["sft"]
     rows = sft_rows(sft)
     with tempfile.TemporaryDirectory(prefix="tunebook-bench-gpu-") as d:
         root = Path(d)
         folder = root / "models" / "llama"
-        build_model(folder, size)
-        n_params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(folder).parameters())
+        n_params = build_model(folder, size)
         print(f"# random-init Llama {n_params / 1e6:.1f}M params, {size['dtype']}, {device}; SFT {sft['steps']} steps x "
               f"batch {sft['batch_size']} x {seq_len(sft)} tokens; {sft['repeats']} alternated repeats, medians", flush=True)
         ctxs = project(root, size, rows)
+        model_spec = {"base": "models/llama", "dtype": size["dtype"]}
+        # each part reports on its own: a failure (out of memory, say) leaves the others' lines standing
+        for part in (lambda: train_lora_and_kl(ctxs, folder, size, rows, peak, device),
+                     lambda: train_full(ctxs, folder, size, rows, peak, device),
+                     lambda: evaluation(root, model_spec, size, device)):
+            t0 = time.perf_counter()
+            try:
+                part()
+            except Exception:  # noqa: BLE001 - a benchmark reports, it never fails the build
+                import traceback
 
-        # LoRA: tunebook, bare loop and tunebook + KL anchor, in rotation
-        steady = (sft["steps"] - WARM_STEPS) * sft["batch_size"] * seq_len(sft)  # tokens on the steady-state clock
-        tokens = sft["steps"] * sft["batch_size"] * seq_len(sft)  # tokens of a whole run
-        tunebook_seconds(ctxs["sft_lora"], device)  # warm-up: first-call imports, allocator, kernels on no clock
-        bare_seconds(folder, size, rows, True, device)
+                print("# part failed:\n# " + traceback.format_exc().replace("\n", "\n# "), flush=True)
+            print(f"# ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def train_lora_and_kl(ctxs: dict, folder: Path, size: dict, rows: list[dict], peak: float, device: str) -> None:
+    """LoRA: tunebook, the bare loop and tunebook with the KL anchor, in rotation."""
+    sft, cfg = size["sft"], size["model"]
+    steady = (sft["steps"] - WARM_STEPS) * sft["batch_size"] * seq_len(sft)  # tokens on the steady-state clock
+    tokens = sft["steps"] * sft["batch_size"] * seq_len(sft)  # tokens of a whole run
+    tunebook_seconds(ctxs["sft_lora"], device)  # warm-up: first-call imports, allocator, kernels on no clock
+    bare_seconds(folder, size, rows, True, device)
+    if device == "cuda":  # new shapes, new kernels; on CPU the median of the repeats absorbs a first run
         tunebook_seconds(ctxs["sft_kl"], device)
-        got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_lora"], device),
-                      "bare": lambda: bare_seconds(folder, size, rows, True, device),
-                      "kl": lambda: tunebook_seconds(ctxs["sft_kl"], device)}, sft["repeats"], device)
-        report_sft("lora", got, steady, tokens, train_flops_per_token(cfg, seq_len(sft), size["lora"]["r"]), peak, device)
-        ((t_kl, _), m_kl), ((t_plain, _), m_plain) = got["kl"], got["tunebook"]
-        per_step = sft["steps"] - WARM_STEPS
-        print(f"# KL anchor: {t_kl / per_step * 1e3:.1f} ms/step vs {t_plain / per_step * 1e3:.1f} ms/step plain LoRA", flush=True)
-        line("gpu_kl_anchor_cost_ratio", t_kl / t_plain, "x", "<=", 1.30)
-        memory_line("gpu_kl_anchor_peak_mib", m_kl, m_plain, device)
+    got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_lora"], device),
+                  "bare": lambda: bare_seconds(folder, size, rows, True, device),
+                  "kl": lambda: tunebook_seconds(ctxs["sft_kl"], device)}, sft["repeats"], device)
+    report_sft("lora", got, steady, tokens, train_flops_per_token(cfg, seq_len(sft), size["lora"]["r"]), peak, device)
+    ((t_kl, _), m_kl), ((t_plain, _), m_plain) = got["kl"], got["tunebook"]
+    per_step = sft["steps"] - WARM_STEPS
+    print(f"# KL anchor: {t_kl / per_step * 1e3:.1f} ms/step vs {t_plain / per_step * 1e3:.1f} ms/step plain LoRA", flush=True)
+    line("gpu_kl_anchor_cost_ratio", t_kl / t_plain, "x", "<=", 1.30)
+    memory_line("gpu_kl_anchor_peak_mib", m_kl, m_plain, device, ("anchored", "plain LoRA"))
 
-        # full fine-tuning
+
+def train_full(ctxs: dict, folder: Path, size: dict, rows: list[dict], peak: float, device: str) -> None:
+    sft, cfg = size["sft"], size["model"]
+    steady = (sft["steps"] - WARM_STEPS) * sft["batch_size"] * seq_len(sft)
+    tokens = sft["steps"] * sft["batch_size"] * seq_len(sft)
+    if device == "cuda":
         tunebook_seconds(ctxs["sft_full"], device)
         bare_seconds(folder, size, rows, False, device)
-        got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_full"], device),
-                      "bare": lambda: bare_seconds(folder, size, rows, False, device)}, sft["repeats"], device)
-        report_sft("full", got, steady, tokens, train_flops_per_token(cfg, seq_len(sft), None), peak, device)
-        shutil.rmtree(root / "runs", ignore_errors=True)
+    got = rotate({"tunebook": lambda: tunebook_seconds(ctxs["sft_full"], device),
+                  "bare": lambda: bare_seconds(folder, size, rows, False, device)}, sft["repeats"], device)
+    report_sft("full", got, steady, tokens, train_flops_per_token(cfg, seq_len(sft), None), peak, device)
+    shutil.rmtree(ctxs["sft_full"].run_dir, ignore_errors=True)  # a full checkpoint with optimizer state
 
-        from tunebook.runtime.models import load_model, load_tokenizer
-        from tunebook.compiler.schema import ModelSpec
 
-        spec = ModelSpec(base="models/llama", dtype=size["dtype"])
-        model, tok = load_model(root, spec).to(device).eval(), load_tokenizer(root, spec)
-        eval_loglik(model, tok, size, GeneralEval.model_fields["batch_size"].default, device)
-        eval_generate(model, tok, size, TargetTask.model_fields["batch_size"].default, device)
+def evaluation(root: Path, model_spec: dict, size: dict, device: str) -> None:
+    """Both evaluation figures on one loaded model, as the eval stage loads it."""
+    from tunebook.compiler.schema import GeneralEval, ModelSpec, TargetTask
+    from tunebook.runtime.models import load_model, load_tokenizer
+
+    spec = ModelSpec(**model_spec)
+    model, tok = load_model(root, spec).to(device).eval(), load_tokenizer(root, spec)
+    eval_loglik(model, tok, size, GeneralEval.model_fields["batch_size"].default, device)
+    eval_generate(model, tok, size, TargetTask.model_fields["batch_size"].default, device)
 
 
 def report_sft(kind: str, got: dict, steady: int, tokens: int, flops_per_token: float, peak: float, device: str) -> None:
@@ -527,7 +551,7 @@ def eval_loglik(model, tok, size: dict, batch_size: int, device: str) -> None:
     print(f"# {len(reqs)} loglikelihood requests: batch {batch_size} {len(reqs) / t_b:,.0f} req/s, batch 1 {len(reqs) / t_1:,.0f} req/s; "
           f"max |delta logprob| {worst:.2e}", flush=True)
     line("gpu_eval_loglik_speedup", t_1 / t_b, "x", ">=", 3)
-    memory_line("gpu_eval_loglik_peak_mib", m_b, m_1, device)
+    memory_line("gpu_eval_loglik_peak_mib", m_b, m_1, device, (f"batch {batch_size}", "batch 1"))
 
 
 def eval_generate(model, tok, size: dict, batch_size: int, device: str) -> None:

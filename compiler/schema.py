@@ -481,6 +481,15 @@ class Spec(Part):
         False, description="let input paths (data, eval sets, templates, local models) point outside the project, "
                             "symlinks included; off: such a path is an error. Outputs always stay inside")
 
+    @field_validator("description")
+    @classmethod
+    def _no_secret(cls, v: str) -> str:
+        # free text travels (params.yaml, dvc exp show, the record's title, the log's heading): a pasted
+        # token is cut out here, and `tunebook compile` warns about it (compiler/policy.py)
+        from tunebook.compiler.policy import redact
+
+        return redact(v)
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:

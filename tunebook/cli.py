@@ -126,6 +126,10 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
     if not paths:
         raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
     loaded = load_specs(paths, ctx.root)
+    from tunebook.compiler.policy import secret_warnings
+
+    for warning in secret_warnings(loaded, ctx.root):  # a pasted token: said, never echoed (issue 16)
+        click.echo(f"warning: {warning}", err=True)
     pipeline = compile_specs(loaded)
     changed = write_pipeline(ctx.root, pipeline, check=check, force=force)
     for note in changed.notes:  # a kept `dvc exp` variant: not an error, but said

@@ -52,7 +52,7 @@ RICH = {
     "eval": {"general": {"preset": "forgetting-10", "limit": 20},
              "target": [{"name": "gsm", "source": "data/gsm.jsonl", "extract": "answer_anchor", "temperature": 0.7, "num_samples": 2}],
              "judge": {"prompts": "data/p.jsonl", "judges": [{"name": "j", "kind": "openai", "model": "m",
-                                                               "url": "http://127.0.0.1:9/v1", "api_key_env": "JUDGE_KEY"}]},
+                                                               "url": "http://127.0.0.1:9/v1", "api_key_env": "JUDGE_API_KEY"}]},
              "checkpoints": {"every": 2}},
     "expect": {"forgetting": {"warn": -0.01, "fail": -0.05}, "target_gain": 0.02},
     "resources": {"gpus": 2, "strategy": "ddp"},

@@ -240,11 +240,11 @@ def test_an_echoing_judge_endpoint_cannot_put_the_key_in_a_verdict(fake_judge, m
     from tunebook.runtime.judge import HTTPJudge
     from tests.reliability.conftest import FAKE_JUDGE_KEY
 
-    monkeypatch.setenv("TUNEBOOK_FAKE_JUDGE_KEY", FAKE_JUDGE_KEY)
+    monkeypatch.setenv("TUNEBOOK_FAKE_JUDGE_API_KEY", FAKE_JUDGE_KEY)
     monkeypatch.setitem(os.environ, "NO_PROXY", "127.0.0.1")
     monkeypatch.setattr(fake_judge, "echo_key", True)
     judge = HTTPJudge(JudgeModel(name="j", kind="openai", model="m", url=fake_judge.url,
-                                 api_key_env="TUNEBOOK_FAKE_JUDGE_KEY", retries=0))
+                                 api_key_env="TUNEBOOK_FAKE_JUDGE_API_KEY", retries=0))
     answer = judge.ask("Which is better? A or B")
     assert fake_judge.keys_seen[-1] == FAKE_JUDGE_KEY  # the key was sent...
     tried("hostile inputs")
