@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from tunebook.compiler.load import LoadedSpec
-from tunebook.compiler.schema import STAGE_PARTS, ResourcesSpec, Spec
+from tunebook.compiler.schema import STAGE_PARTS, Spec
 
 BUILTIN_PREFIX = "builtin:"
 TINY_CONFIG = Path(__file__).with_name("tiny.yaml")
@@ -137,27 +137,6 @@ def _weights_deps(base: str) -> list[str]:
     return [base] if (base.startswith((".", "/")) or Path(base).is_dir()) else []
 
 
-def launch_prefix(res: ResourcesSpec | None) -> str:
-    """How the train stage starts: plainly, or under `accelerate launch` with the spec's resources.
-
-    Flags, not a generated config file: the whole launch is visible in dvc.yaml, and a change of
-    resources is a change of the stage command (and its params), so DVC reruns it.
-    """
-    if res is None:
-        return ""
-    flags = ["accelerate launch", f"--num_processes {res.gpus}", "--num_machines 1",
-             f"--mixed_precision {res.mixed_precision}", "--dynamo_backend no"]
-    if res.strategy == "ddp" and res.gpus > 1:
-        flags.append("--multi_gpu")
-    elif res.strategy == "fsdp":
-        # full state dicts: checkpoints stay plain Hugging Face folders that the eval stage loads
-        flags += ["--use_fsdp", "--fsdp_sharding_strategy FULL_SHARD", "--fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP",
-                  "--fsdp_state_dict_type FULL_STATE_DICT"]
-    elif res.strategy == "deepspeed":
-        flags += ["--use_deepspeed", f"--zero_stage {res.zero_stage}"]
-    return " ".join(flags) + " -m "
-
-
 def _train_stages(s: Spec, run: str, p) -> list[Stage]:
     """train-<exp>, preceded by teacher-<exp> for teacher-SFT (generation cached as its own stage)."""
     e, m = s.name, s.method
@@ -171,9 +150,9 @@ def _train_stages(s: Spec, run: str, p) -> list[Stage]:
         params.append(f"{e}.eval.general")  # the suite measured during training: changing it retrains
         if s.eval.general and s.eval.general.include_path:
             deps.append(s.eval.general.include_path)
-    if s.resources:
+    if s.resources:  # the processes set the global batch; the launcher is the runtime's (runtime/launch.py)
         params.append(f"{e}.resources")
-    stages.append(Stage(f"train-{e}", f"{launch_prefix(s.resources)}tunebook run train {e}",
+    stages.append(Stage(f"train-{e}", f"tunebook run train {e}",
                         deps=deps, params=params, outs=[{f"{run}/train": {"persist": True}}],
                         desc=f"{m.kind} training of {e} (resumes from its last checkpoint)"))
     return stages

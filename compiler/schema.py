@@ -272,9 +272,11 @@ class MethodSpec(Part):
 
 
 class ResourcesSpec(Part):
-    """Where the train stage runs: more than one GPU compiles it to `accelerate launch`."""
+    """How many processes train: more than one starts through torch's launchers (runtime/launch.py).
+    The processes set the global batch, so this is a parameter; where they run is cluster.yaml's."""
 
-    gpus: int = Field(1, gt=0)
+    gpus: int = Field(1, gt=0, description="processes per node (one per GPU; on CPU, gloo processes)")
+    nodes: int = Field(1, gt=0, description="more than one needs a SLURM job (cluster.yaml)")
     strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     zero_stage: int = Field(2, ge=0, le=3, description="deepspeed only")

@@ -97,6 +97,19 @@ def _cpu_threads(kind: str) -> None:
 
 
 def run_stage(root: Path, kind: str, name: str) -> None:
+    from tunebook.runtime import cluster
+
+    req = cluster.job_request(root, kind)  # cluster.yaml lists this kind: it runs as SLURM job(s)
+    if req is not None:
+        from tunebook.runtime import slurm
+
+        res = experiment_context(root, name).spec.resources if kind == "train" else None
+        slurm.run_as_job(root, kind, name, req, res)
+        return
+    if os.environ.get("TUNEBOOK_JOB") == "1":
+        from tunebook.runtime import walltime
+
+        walltime.install()  # the batch script forwards SLURM's walltime warning as USR1
     _quiet_libraries()
     if kind != "report":  # the report stage never imports torch
         _cpu_threads(kind)
@@ -123,6 +136,10 @@ def run_stage(root: Path, kind: str, name: str) -> None:
 
             teacher.run(ctx)
         elif kind == "train":
+            from tunebook.runtime import launch
+
+            if launch.needs_launcher(ctx.spec.resources) and os.environ.get("TUNEBOOK_LAUNCHED") != "1":
+                raise SystemExit(launch.run_locally(root, ctx.spec.resources, name))  # ranks rerun this stage
             from tunebook.runtime import train
 
             train.run(ctx)

@@ -505,6 +505,10 @@ def run(ctx: StageContext) -> None:
         early = EarlyStopping(m.early_stopping, measure, higher, runlog, what)
     clock = Clock()
     callbacks = [LogCallback(runlog, f"train {ctx.name}")] + ([early] if early else []) + [watchdog, clock]
+    if os.environ.get("TUNEBOOK_JOB") == "1":  # a SLURM job: checkpoint and exit at the walltime warning
+        from tunebook.runtime import walltime
+
+        callbacks.insert(-1, walltime.callback())
 
     t_io = time.time()
     tok = load_tokenizer(ctx.root, ctx.spec.model)
@@ -617,6 +621,9 @@ def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchd
         "evaluated_during_training": early is not None,
         "timings": timings,
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        # the global batch: processes x per-process batch x accumulation (resources: sets the processes)
+        "world_size": int(trainer.args.world_size),
+        "effective_batch": int(trainer.args.world_size * m.batch_size * m.grad_accum),
         "shelf": shelved_runs(out),
     }
     if early is not None:
