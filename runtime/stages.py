@@ -12,6 +12,7 @@ import yaml
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import Spec
+from tunebook.compiler.yamlio import Loader
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ def read_params(root: Path) -> dict:
     path = root / "params.yaml"
     if not path.exists():
         raise SpecError([SpecIssue("params.yaml", "", "not found: run `tunebook compile` first")])
-    return yaml.safe_load(path.read_text()) or {}
+    # As the compiler and DVC read it (YAML 1.2 numbers): DVC writes `-S lr=1e-5` as `lr: 1e-05`,
+    # which PyYAML's YAML 1.1 reader takes for the text "1e-05".
+    return yaml.load(path.read_text(), Loader=Loader) or {}
 
 
 def experiment_context(root: Path, name: str) -> StageContext:
