@@ -240,7 +240,7 @@ def text_warnings(data, prefix: tuple = ()) -> list[tuple[tuple, str]]:
 def secret_warnings(loaded, root: Path) -> list[str]:
     """A warning per line of a spec file (parents included) that looks like it holds a secret: free text
     such as `description` is redacted on its way out, but the file itself is committed."""
-    files = dict.fromkeys(f for ls in loaded for f, _ in ls.origins.values())
+    files = dict.fromkeys(f for ls in loaded for f in [ls.file, *(f for f, _ in getattr(ls, "origins", {}).values())])
     out = []
     for file in files:
         path = Path(file) if Path(file).is_absolute() else Path(root) / file

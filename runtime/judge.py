@@ -233,13 +233,22 @@ class HTTPJudge:
 
     RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
-    def __init__(self, spec: JudgeModel, sleep=time.sleep):
+    def __init__(self, spec: JudgeModel, sleep=time.sleep, root: Path | None = None):
         self.spec, self.sleep = spec, sleep
         self.endpoint = spec.url.rstrip("/") + "/chat/completions"
         self.dead: str | None = None  # once unreachable, later cells fail at once instead of re-waiting
+        self.root = Path(root) if root is not None else Path.cwd()  # stages run in the project root
 
     def _key(self) -> str | None:
+        from tunebook.compiler.policy import key_name_problem, url_problem
+
+        # the secrets policy once more, right where a key would be read (compiler/policy.py): whatever
+        # params.yaml now says, no other variable is read and no other host is sent one
         name = self.spec.api_key_env
+        problem = (key_name_problem(name) and f"api_key_env {key_name_problem(name)}") if name is not None else None
+        problem = problem or (f"url {p}" if (p := url_problem(self.spec.url, self.root, name is not None)) else None)
+        if problem:
+            raise JudgePolicyError(f"judge '{self.spec.name}': {problem}")
         if name is None:
             return None
         key = os.environ.get(name)
@@ -264,7 +273,7 @@ class HTTPJudge:
                 self.sleep(self.spec.backoff_s * 2 ** (attempt - 1))
             try:
                 req = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.spec.timeout_s) as resp:
+                with _NO_REDIRECTS.open(req, timeout=self.spec.timeout_s) as resp:
                     # an endpoint that echoes the key must not get it into cached verdicts or the record
                     reply = _content(json.loads(resp.read().decode("utf-8", "replace")))
                     return reply.replace(key, "***") if key else reply
@@ -280,6 +289,20 @@ class HTTPJudge:
         raise JudgeUnavailable(self.dead) from None
 
 
+class JudgePolicyError(PermissionError):
+    """A judge the secrets policy refuses (compiler/policy.py): never retried, never skipped."""
+
+
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    """A redirect would carry the Authorization header to wherever the endpoint points: not followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect refused (a judge's key goes to its url only)", headers, fp)
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
+
+
 def _content(reply: dict) -> str:
     try:
         return str(reply["choices"][0]["message"]["content"] or "")
@@ -288,7 +311,7 @@ def _content(reply: dict) -> str:
 
 
 def make_judges(root: Path, spec: JudgeEval) -> dict:
-    return {j.name: (HTTPJudge(j) if j.kind == "openai" else HFJudge(root, j)) for j in spec.judges}
+    return {j.name: (HTTPJudge(j, root=root) if j.kind == "openai" else HFJudge(root, j)) for j in spec.judges}
 
 
 # ---------------------------------------------------------------------------------------------------

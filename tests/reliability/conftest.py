@@ -61,7 +61,7 @@ eval:
     prompts: inputs/judge_prompts.jsonl
     max_new_tokens: 6
     judges:
-      - {name: remote, kind: openai, model: fake-judge, url: "{url}", api_key_env: TUNEBOOK_FAKE_JUDGE_KEY, retries: 0, timeout_s: 20}
+      - {name: remote, kind: openai, model: fake-judge, url: "{url}", api_key_env: TUNEBOOK_FAKE_JUDGE_API_KEY, retries: 0, timeout_s: 20}
   checkpoints: final
 """
 JUDGE_PROMPTS = ["7-3=", "12-5=", "9-9=", "20-1="]
@@ -160,7 +160,7 @@ def secret_env(fake_judge: FakeJudge) -> dict:
     env = base_env()
     env["HF_TOKEN"] = FAKE_HF_TOKEN
     env["HUGGING_FACE_HUB_TOKEN"] = FAKE_HF_TOKEN
-    env["TUNEBOOK_FAKE_JUDGE_KEY"] = FAKE_JUDGE_KEY
+    env["TUNEBOOK_FAKE_JUDGE_API_KEY"] = FAKE_JUDGE_KEY
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
 

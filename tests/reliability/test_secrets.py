@@ -67,5 +67,5 @@ def test_secrets_appear_in_no_file_and_no_output(built, fake_judge):
 
 def test_params_name_the_key_variable_not_the_key(built):
     params = (built.project.root / "params.yaml").read_text()
-    assert "api_key_env: TUNEBOOK_FAKE_JUDGE_KEY" in params  # the NAME is configuration...
+    assert "api_key_env: TUNEBOOK_FAKE_JUDGE_API_KEY" in params  # the NAME is configuration...
     assert FAKE_JUDGE_KEY not in params  # ...the value never is
