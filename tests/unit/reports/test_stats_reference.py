@@ -258,3 +258,23 @@ def test_negative_and_out_of_range_inputs_are_rejected():
     with pytest.raises(BadNumber):
         tango(-1, 0, 10)
     assert mcnemar([0.5, 1.0], [1.0, 1.0]) is None  # not 0/1: no McNemar
+
+
+def test_items_needed_matches_a_search_with_the_reference_intervals():
+    from tunebook.reports.stats import items_needed
+
+    for wins, n in ((10, 13), (9, 13), (20, 30), (45, 80)):
+        rate = wins / n
+        need = items_needed(win_rate_interval(rate, n))
+        ref = next(k for k in range(2, 100_000)
+                   if not sm_prop.proportion_confint(rate * k, k, alpha=0.05, method="wilson")[0] <= 0.5
+                   <= sm_prop.proportion_confint(rate * k, k, alpha=0.05, method="wilson")[1])
+        assert need == ref, (wins, n)
+    rng = np.random.default_rng(11)
+    for n in (13, 30):
+        d = rng.normal(0.1, 1.0, size=n)
+        mean, sd = d.mean(), d.std(ddof=1)
+        ref = next(k for k in range(2, 1_000_000)
+                   if scipy_stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k) < abs(mean))
+        iv = delta_interval(0.0, float(mean), old_samples=np.zeros(n), new_samples=d)
+        assert items_needed(iv) == ref
