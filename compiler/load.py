@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -32,6 +33,9 @@ class LoadedSpec:
     spec: Spec
     file: str  # as given, relative to the project when possible
     sha256: str  # of the merged, validated spec (inheritance included)
+    # key path -> (file, line) of every value, inherited ones included: later checks (compiler/inputs.py)
+    # locate their findings at the spec's line too
+    origins: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def _merge(base: dict, child: dict, base_org: dict, child_org: dict) -> tuple[dict, dict]:
@@ -140,6 +144,8 @@ def _issues_from(e: ValidationError, origins: dict, file: str, data: dict) -> li
             msg = "required key is missing"
         elif err["type"] == "literal_error":
             msg = f"{err['msg']} (got {err.get('input')!r})"
+            choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            hint = did_you_mean(err.get("input"), choices) if isinstance(err.get("input"), str) else None
         elif err["type"] in _SCALAR_TYPES and isinstance(err.get("input"), str):
             msg = f"{err['msg']} (got the text {err['input'][:40]!r})"
             hint = ("write true or false, without quotes" if err["type"] == "bool_type"
@@ -242,7 +248,7 @@ def load_spec(path: Path, root: Path | None = None, overrides: dict | None = Non
     if outside:
         raise SpecError([SpecIssue(f, ".".join(map(str, loc)), msg, line) for loc, msg, f, line in outside])
     canon = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-    return LoadedSpec(spec=spec, file=file, sha256=hashlib.sha256(canon.encode()).hexdigest())
+    return LoadedSpec(spec=spec, file=file, sha256=hashlib.sha256(canon.encode()).hexdigest(), origins=origins)
 
 
 def load_specs(paths: list[Path], root: Path) -> list[LoadedSpec]:

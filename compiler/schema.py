@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tunebook.compiler.errors import did_you_mean
+from tunebook.compiler.registries import extractors
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*(-[a-z0-9_]+)*$")
 
@@ -166,8 +167,9 @@ class WatchdogSpec(Part):
     max_new_tokens: int = Field(32, gt=0)
 
 
-# The answer extractors of runtime/extract.py, by name (a reward or a teacher filter uses one).
-Extract = Literal["first_number", "last_number", "answer_anchor", "boxed", "mcq_word_boundary", "mcq_first_letter", "exact"]
+# The answer extractors of runtime/extract.py, by name (a reward, a teacher filter or an eval task uses
+# one), read from that file: a new extractor is one decorated function there, and the schema offers it.
+Extract = Literal[extractors()]
 
 
 class GRPOSpec(Part):
@@ -346,7 +348,7 @@ class TargetTask(Part):
     split: str = "test"
     prompt_field: str = "prompt"
     answer_field: str = "answer"
-    extract: Literal["first_number", "last_number", "answer_anchor", "boxed", "mcq_word_boundary", "mcq_first_letter", "exact"] = "first_number"
+    extract: Extract = "first_number"
     max_new_tokens: int = Field(32, gt=0)
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)

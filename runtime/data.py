@@ -23,7 +23,6 @@ docs/data.md describes the spec keys, the policies and every manifest field.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import json
@@ -36,11 +35,11 @@ import yaml
 
 from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
 from tunebook.compiler.schema import FORMAT_FIELDS, DataSpec, Source
+from tunebook.compiler.inputs import DETECT_ORDER, format_problem
 from tunebook.runtime.folders import replacing
 from tunebook.runtime.progress import Progress
 from tunebook.runtime.stages import StageContext
 
-DETECT_ORDER = ("preference", "messages", "prompt_completion", "verifiable")  # most specific first
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 # internal columns, never written: a row's index in its source, its sort key, stratum, source, and
@@ -624,32 +623,17 @@ def check_rows(loaded: Loaded, fmt: str, src: Source, standardize: bool, seed: t
 
 
 def detect_format(src: Source, columns: list[str], where: Where) -> str:
-    """The source's format: as given, or the first whose (mapped) columns are all present."""
+    """The source's format: as given, or the first whose (mapped) columns are all present. The rule is
+    the compiler's (compiler/inputs.py), which checks the first rows of local files at compile time."""
     if not columns:
         raise where.error("source", f"'{src.source}' has no rows")
-    for canon, col in src.fields.items():
-        if col not in columns:
-            raise where.error(f"fields.{canon}", f"no column '{col}' in {src.source}",
-                              hint=did_you_mean(col, columns) or f"columns: {', '.join(columns)}")
-
-    def needs(fmt: str) -> list[str]:
-        return [src.fields.get(c, c) for c in FORMAT_FIELDS[fmt]]
-
+    problem = format_problem(src, columns)
+    if problem:
+        sub, message, hint = problem
+        raise where.error(sub, message, hint=hint)
     if src.format != "auto":
-        missing = [c for c in needs(src.format) if c not in columns]
-        if missing:
-            raise where.error("format", f"format {src.format} needs column '{missing[0]}', which {src.source} does not have",
-                              hint=did_you_mean(missing[0], columns) or f"map a column with fields:; columns: {', '.join(columns)}")
         return src.format
-    for fmt in DETECT_ORDER:
-        if all(c in columns for c in needs(fmt)):
-            return fmt
-    # canonical fields that are missing but have a look-alike column: suggest the mapping
-    close = {c: difflib.get_close_matches(c, columns, n=1, cutoff=0.6)
-             for c in dict.fromkeys(f for fmt in DETECT_ORDER for f in FORMAT_FIELDS[fmt]) if c not in columns and c not in src.fields}
-    hints = [f"{c}: {match[0]}" for c, match in close.items() if match]
-    raise where.error("format", f"cannot tell the format of {src.source} from its columns ({', '.join(columns)})",
-                      hint=f"map them with fields: {{{', '.join(hints)}}}" if hints else "set format: and fields:")
+    return next(fmt for fmt in DETECT_ORDER if all(src.fields.get(c, c) in columns for c in FORMAT_FIELDS[fmt]))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -32,3 +32,14 @@ def cli_env(tmp_path) -> dict:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["DVC_NO_ANALYTICS"] = "1"
     return env
+
+
+_START = os.getcwd()
+
+
+@pytest.fixture(autouse=True)
+def _back_to_start():
+    """`tunebook -C` changes directory, and CliRunner runs the CLI in this process: each test starts where
+    pytest did, never in a folder an earlier test removed."""
+    yield
+    os.chdir(_START)

@@ -131,6 +131,7 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
     for warning in secret_warnings(loaded, ctx.root):  # a pasted token: said, never echoed (issue 16)
         click.echo(f"warning: {warning}", err=True)
     pipeline = compile_specs(loaded)
+    _check_inputs(loaded, ctx.root, pipeline, missing_ok=check)  # before writing: a mistake changes nothing
     changed = write_pipeline(ctx.root, pipeline, check=check, force=force)
     for note in changed.notes:  # a kept `dvc exp` variant: not an error, but said
         click.echo(note, err=True)
@@ -147,6 +148,21 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
         click.echo(f"compiled {len(loaded)} spec(s) ({names}): {what}. Next: `dvc repro`")
 
 
+def _check_inputs(loaded, root: Path, pipeline, missing_ok: bool) -> None:
+    """What the files on disk say about the specs (compiler/inputs.py). An input not there is an error,
+    or only a warning when `missing_ok` (--check: the data may not have been fetched here)."""
+    from tunebook.compiler.errors import SpecError
+    from tunebook.compiler.inputs import check_inputs, stage_outputs
+
+    found = check_inputs(loaded, root, stage_outputs(pipeline) if pipeline else [])
+    if missing_ok:
+        for issue in found.missing:
+            click.echo(f"warning: {issue}", err=True)
+    errors = found.errors + ([] if missing_ok else found.missing)
+    if errors:
+        raise SpecError(errors)
+
+
 def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None):
     """Write the smoke project (compiler/smoke.py) and return its folder. It is a git and DVC project of
     its own: DVC refuses a dvc.yaml inside a git-ignored folder, and the study's committed full-scale
@@ -158,6 +174,7 @@ def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None):
     if not paths:
         raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
     loaded = load_specs(paths, ctx.root)  # the full specs first: an error there is the study's, not smoke's
+    _check_inputs(loaded, ctx.root, None, missing_ok=True)  # stand-ins replace the data; names and columns still count
     out = (out or ctx.root / ".smoke").resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not (out / ".git").exists():

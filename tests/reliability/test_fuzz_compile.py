@@ -234,7 +234,10 @@ def check_outcome(root: Path, files: dict, changed: list[tuple], code: int, outp
             keys = {printable(".".join(map(str, path))) for path in changed}
 
             def related(key: str) -> bool:
-                return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys)
+                # the key, a parent or child of it, or a key in the same block (a check across fields, e.g.
+                # a task name that a removed `include_path` defined, reports at the field it checks)
+                return any(key == k or key.startswith(k + ".") or k.startswith(key + ".")
+                           or ("." in k and key.startswith(k.rsplit(".", 1)[0] + ".")) for k in keys)
 
             assert any(m["key"] is None or related(m["key"]) for m in named), f"changed {sorted(keys)}: {output}"
     else:
@@ -245,9 +248,24 @@ def check_outcome(root: Path, files: dict, changed: list[tuple], code: int, outp
             assert _digest(yaml.safe_load(text)) == recorded, f"{name}: header hash does not match its content"
 
 
+# The inputs the two base specs read: compile checks that they exist and have the columns named
+# (compiler/inputs.py), so a mutation is refused for what it changed, not for absent data.
+ROW = '{"prompt": "p", "q": "q", "completion": "c", "answer": "1", "category": "a"}\n'
+INPUTS = {"data/a.jsonl": ROW, "data/gsm.jsonl": ROW, "data/p.jsonl": ROW, "data/tiny/subtraction_train.jsonl": ROW,
+          "data/tiny/subtraction_test.jsonl": ROW, "data/tiny/tasks/tiny_facts_color.yaml": "task: tiny_facts_color\n",
+          "data/tiny/tasks/tiny_facts_city.yaml": "task: tiny_facts_city\n"}
+
+
+def write_inputs(root: Path) -> None:
+    for name, text in INPUTS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
 @pytest.fixture(scope="module")
 def project():
     root = Path(tempfile.mkdtemp(prefix="tunebook-fuzz-"))
+    write_inputs(root)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -291,6 +309,7 @@ HANDFUL = {
 @pytest.mark.parametrize("name", sorted(HANDFUL))
 def test_a_handful_through_a_real_subprocess(tmp_path, name):
     files = HANDFUL[name]
+    write_inputs(tmp_path)
     write_specs(tmp_path, files)
     before = generated(tmp_path)
     res = subprocess.run(tunebook_cmd() + ["compile"], cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=60)

@@ -139,6 +139,9 @@ eval:
 """
 
 
+ROW = '{"prompt": "1+1=", "completion": "2", "answer": "2"}\n'  # fits the train source and the eval target
+
+
 def compile_spec(root: Path, text: str):
     (root / "specs").mkdir(exist_ok=True)
     (root / "specs/x.yaml").write_text(text)
@@ -153,6 +156,7 @@ def compile_spec(root: Path, text: str):
 def test_input_paths_cannot_leave_the_project_without_opt_in(tmp_path, field, value):
     root = tmp_path / "proj"
     (root / "data").mkdir(parents=True)
+    (root / "data/ok.jsonl").write_text(ROW)
     (root / "link").symlink_to("/etc")  # a symlinked folder pointing outside
     (root / "data/escape.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
     args = {"name": "x", "base": "builtin:tiny", "source": "data/ok.jsonl", "target": "data/ok.jsonl", field: value}
@@ -164,7 +168,12 @@ def test_input_paths_cannot_leave_the_project_without_opt_in(tmp_path, field, va
     assert f"specs/x.yaml:{line}: {key}: '{value}'" in result.stderr, result.stderr
     assert "allow_external_inputs: true" in result.stderr
     assert not (root / "dvc.yaml").exists()
-    # the explicit opt-in lets the same input in; the outputs stay where they were
+    # the explicit opt-in lets the same input in (compile still wants it there, where the stages read it);
+    # the outputs stay where they were
+    for raw in (args["source"], args["target"]):
+        if not (root / raw).exists():
+            (root / raw).parent.mkdir(parents=True, exist_ok=True)
+            (root / raw).write_text(ROW)
     result = compile_spec(root, text + "allow_external_inputs: true\n")
     assert result.exit_code == 0, result.output
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
@@ -193,6 +202,7 @@ def test_extends_cannot_reach_outside_the_project(tmp_path):
 
 def test_dvc_exp_run_set_cannot_smuggle_a_path_past_the_compiler(tmp_path):
     """`dvc exp run -S 'x.data.train.0.source=/etc/passwd'` edits params.yaml directly: the stage refuses."""
+    (tmp_path / "d.jsonl").write_text(ROW)
     assert compile_spec(tmp_path, SPEC.format(name="x", base="builtin:tiny", source="d.jsonl", target="d.jsonl")).exit_code == 0
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["x"]["data"]["train"][0]["source"] = "/etc/passwd"
@@ -258,7 +268,7 @@ def test_a_symlink_into_the_projects_own_dvc_cache_is_not_leaving_it(tmp_path):
     (root / ".dvc").mkdir(parents=True)
     (root / ".dvc/config").write_text(f"[cache]\n    dir = {cache}\n    type = symlink\n")
     (cache / "files/md5/ab").mkdir(parents=True)
-    (cache / "files/md5/ab/cdef").write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    (cache / "files/md5/ab/cdef").write_text(ROW)
     (root / "data").mkdir()
     (root / "data/train.jsonl").symlink_to(cache / "files/md5/ab/cdef")
     result = compile_spec(root, SPEC.format(name="x", base="builtin:tiny", source="data/train.jsonl", target="data/train.jsonl"))

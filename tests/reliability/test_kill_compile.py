@@ -67,6 +67,9 @@ def whole(text: str) -> bool:
 
 @pytest.fixture
 def two_versions(tmp_path):
+    (tmp_path / "data").mkdir()
+    for name in ("train", "a", "b"):  # compile checks the inputs exist and have the columns named
+        (tmp_path / "data" / f"{name}.jsonl").write_text('{"prompt": "1+1=", "completion": "2", "answer": "2"}\n')
     a = make_version(tmp_path, "specs_a", "data/a.jsonl")
     b = make_version(tmp_path, "specs_b", "data/b.jsonl")
     texts = {}

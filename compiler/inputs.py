@@ -1,0 +1,341 @@
+"""What `tunebook compile` checks on disk, so a mistake surfaces at the spec's line and not later in a
+stage (DVC's raw `[Errno 2]`, or an error pointing at params.yaml).
+
+    tunebook compile            # every check below; any problem: exit 2, nothing written
+    tunebook compile --check    # inputs not there yet (data still to fetch) only warn
+
+- local inputs exist: data sources, eval sets, prompt files, judge templates, lm-eval task folders.
+  An input that DVC tracks (a `.dvc` file beside it or above it) or that a stage of this pipeline
+  writes (`data/tiny/...`, written by pretrain-tiny) is not missing: it is not there *yet*.
+- columns: `fields:` mappings, the format's columns, `stratify`, and an eval task's `prompt_field` /
+  `answer_field`, checked against the first rows of local .jsonl/.json/.csv files and the schema of
+  .parquet files. Cheap: at most FIRST_ROWS rows or FIRST_BYTES bytes are read.
+- lm-eval task names: the local task YAMLs of `include_path` and lm-eval's own task folder, scanned
+  for `task:`, `group:` and `tag:` names without importing lm_eval (or torch) and cached per
+  lm-eval version. Skipped when lm-eval is not installed or the local folder is still to be written.
+- reward and extractor names: read from the registries (runtime/rewards.py, runtime/extract.py) by
+  parsing their source, so the compiler never imports the runtime.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunebook.compiler.errors import SpecIssue, did_you_mean
+from tunebook.compiler.registries import rewards
+from tunebook.compiler.schema import FORMAT_FIELDS, Source, Spec
+
+FIRST_ROWS = 100
+FIRST_BYTES = 1 << 20
+# auto-detection tries formats in this order (the data stage's order)
+DETECT_ORDER = ("preference", "messages", "prompt_completion", "verifiable")
+
+
+@dataclass
+class Findings:
+    """Problems found on disk: `errors` always fail compile; `missing` (inputs not there) fail a plain
+    compile and only warn under --check, where the data may not have been fetched."""
+
+    errors: list[SpecIssue] = field(default_factory=list)
+    missing: list[SpecIssue] = field(default_factory=list)
+
+
+# --- lm-eval task names ------------------------------------------------------------------------------
+_NAME_LINE = re.compile(r"""^["']?(task|group|tag)["']?\s*:\s*(.*?)\s*(?:#.*)?$""")
+_ITEM_LINE = re.compile(r"^\s*-\s+(.*?)\s*(?:#.*)?$")
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
+def task_names_in(folder: Path) -> set[str]:
+    """Task, group and tag names defined by the task configs under `folder`, read line by line (top-level
+    keys only; a `!function` tag or an `include:` never needs resolving for a name). Included templates
+    count too (`_template_yaml`, extension-less files): lm-eval registers the tags they carry."""
+    names: set[str] = set()
+    for path in folder.rglob("*"):
+        if not (path.name.endswith("yaml") or not path.suffix) or not path.is_file():
+            continue
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        key = None
+        for line in lines:
+            m = _NAME_LINE.match(line)
+            if m:
+                key, value = m.groups()
+                if value.startswith("[") and value.endswith("]"):  # tag: [a, b]
+                    names.update(_unquote(v.strip()) for v in value[1:-1].split(",") if v.strip())
+                elif value and not value.startswith(("{", "|", ">", "!")):
+                    names.add(_unquote(value))
+                    key = None
+                continue
+            item = _ITEM_LINE.match(line) if key in ("tag", "group") else None  # tag:\n  - a\n  - b
+            if item and not item.group(1).startswith(("{", "task:", "group:")):
+                names.add(_unquote(item.group(1)))
+            elif line and not line[0].isspace() and not line.startswith("-"):
+                key = None
+    return names - {"null", "~"}
+
+
+def lm_eval_tasks() -> set[str] | None:
+    """Every task, group and tag name lm-eval knows, or None if lm-eval is not installed. Cached on disk
+    per lm-eval version and install folder (a scan of its ~14,000 YAML files takes a few seconds)."""
+    spec = importlib.util.find_spec("lm_eval")  # finds the package without running it (no torch)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "tasks"
+    if not folder.is_dir():
+        return None
+    from importlib import metadata
+
+    try:
+        version = metadata.version("lm_eval")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return set(_cached_scan(str(folder), version))
+
+
+@functools.cache
+def _cached_scan(folder: str, version: str) -> tuple[str, ...]:
+    import hashlib
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunebook"
+    cache = base / f"lm_eval-tasks-{version}-{hashlib.sha256(folder.encode()).hexdigest()[:12]}.json"
+    try:
+        return tuple(json.loads(cache.read_text()))
+    except (OSError, ValueError):
+        pass
+    names = tuple(sorted(task_names_in(Path(folder))))
+    try:  # atomic: a concurrent compile reads the old cache or the new one, never half of one
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # an unwritable cache only costs the scan next time
+    return names
+
+
+# --- columns of local files ----------------------------------------------------------------------------
+def first_columns(path: Path) -> list[str] | None:
+    """Column names seen in the first rows of a local file, or None when this cheap look cannot tell
+    (a folder, an unknown type, an unreadable or very large .json, no object rows)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            with path.open("rb") as f:
+                head = f.read(FIRST_BYTES)
+            lines = head.splitlines()
+            if len(head) == FIRST_BYTES and lines:
+                lines = lines[:-1]  # the last line may be cut
+            rows = []
+            for line in lines:
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        continue  # the data stage quarantines it
+                if len(rows) >= FIRST_ROWS:
+                    break
+            return _keys(rows)
+        if suffix == ".json":
+            if path.stat().st_size > 16 * FIRST_BYTES:
+                return None
+            data = json.loads(path.read_bytes())
+            if isinstance(data, dict) and isinstance(data.get("data"), list):
+                data = data["data"]
+            return _keys(data[:FIRST_ROWS]) if isinstance(data, list) else None
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8", errors="replace") as f:
+                header = next(csv.reader(io.StringIO(f.readline())), None)
+            return [h for h in header if h] if header else None
+        if suffix == ".parquet":
+            import polars as pl
+
+            return list(pl.read_parquet_schema(path))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    except Exception:  # noqa: BLE001 - a damaged parquet file: the data stage says what is wrong with it
+        return None
+    return None
+
+
+def _keys(rows: list) -> list[str] | None:
+    keys = list(dict.fromkeys(k for r in rows if isinstance(r, dict) for k in r))
+    return keys or None
+
+
+def format_problem(src: Source, columns: list[str]) -> tuple[str, str, str | None] | None:
+    """(sub-key, message, hint) if `src`'s fields and format do not fit `columns`, else None. The data
+    stage asks the same of the whole file (runtime/data.py detect_format)."""
+    for canon, col in src.fields.items():
+        if col not in columns:
+            return f"fields.{canon}", f"no column '{col}' in {src.source}", did_you_mean(col, columns) or f"columns: {', '.join(columns)}"
+
+    def needs(fmt: str) -> list[str]:
+        return [src.fields.get(c, c) for c in FORMAT_FIELDS[fmt]]
+
+    if src.format != "auto":
+        missing = [c for c in needs(src.format) if c not in columns]
+        if missing:
+            return ("format", f"format {src.format} needs column '{missing[0]}', which {src.source} does not have",
+                    did_you_mean(missing[0], columns) or f"map a column with fields:; columns: {', '.join(columns)}")
+        return None
+    if any(all(c in columns for c in needs(fmt)) for fmt in DETECT_ORDER):
+        return None
+    import difflib
+
+    close = {c: difflib.get_close_matches(c, columns, n=1, cutoff=0.6)
+             for c in dict.fromkeys(f for fmt in DETECT_ORDER for f in FORMAT_FIELDS[fmt]) if c not in columns and c not in src.fields}
+    hints = [f"{c}: {match[0]}" for c, match in close.items() if match]
+    return ("format", f"cannot tell the format of {src.source} from its columns ({', '.join(columns)})",
+            f"map them with fields: {{{', '.join(hints)}}}" if hints else "set format: and fields:")
+
+
+# --- the checks ----------------------------------------------------------------------------------------
+class _Checker:
+    def __init__(self, root: Path, file: str, origins: dict, produced: list[str], found: Findings):
+        self.root, self.file, self.origins, self.produced, self.found = root, file, origins, produced, found
+
+    def issue(self, loc: tuple, message: str, hint: str | None = None) -> SpecIssue:
+        from tunebook.compiler.load import _locate
+
+        f, line = _locate(loc, self.origins, self.file)
+        return SpecIssue(f, ".".join(map(str, loc)), message, line, hint)
+
+    def error(self, loc: tuple, message: str, hint: str | None = None) -> None:
+        self.found.errors.append(self.issue(loc, message, hint))
+
+    def local(self, loc: tuple, raw: str, folder: bool = False) -> Path | None:
+        """The input's path if it is there to read; None for hub sources and inputs not there (yet)."""
+        if raw.startswith(("hf:", "builtin:")):
+            return None
+        path = Path(raw) if Path(raw).is_absolute() else self.root / raw
+        if path.exists():
+            if folder and not path.is_dir():
+                self.error(loc, f"'{raw}' is not a folder")
+                return None
+            return path
+        if self._pending(raw, path):
+            return None
+        self.found.missing.append(self.issue(loc, f"'{raw}' does not exist", _near_file(raw, path) or "put the file there, or correct the path"))
+        return None
+
+    def _pending(self, raw: str, path: Path) -> bool:
+        """DVC-tracked (a .dvc file here or above) or written by a stage: not there yet is fine."""
+        rel = os.path.normpath(raw)
+        if any(rel == out or rel.startswith(out.rstrip("/") + "/") for out in self.produced):
+            return True
+        for p in [path, *path.parents]:
+            if p.with_name(p.name + ".dvc").is_file():
+                return True
+            if p == self.root:
+                break
+        return False
+
+    def columns(self, loc: tuple, raw: str) -> list[str] | None:
+        path = self.local(loc, raw)
+        return first_columns(path) if path is not None and path.is_file() else None
+
+    def column(self, loc: tuple, name: str, columns: list[str], source: str) -> None:
+        if name not in columns:
+            self.error(loc, f"no column '{name}' in {source}", did_you_mean(name, columns) or f"its first rows have: {', '.join(columns)}")
+
+    def source(self, loc: tuple, src: Source, stratify: str | None = None) -> None:
+        cols = self.columns(loc + ("source",), src.source)
+        if cols is None:
+            return
+        problem = format_problem(src, cols)
+        if problem:
+            sub, message, hint = problem
+            self.error(loc + tuple(sub.split(".")), message, hint)
+        if stratify:
+            self.column(("data", "stratify"), stratify, cols, src.source)
+
+
+def _near_file(raw: str, path: Path) -> str | None:
+    """'did you mean ...' among the files beside a missing one, compared without their extensions."""
+    import difflib
+
+    if not path.parent.is_dir():
+        return None
+    by_stem = {p.stem: p.name for p in path.parent.iterdir()}
+    close = difflib.get_close_matches(path.stem, list(by_stem), n=1, cutoff=0.75)
+    return f"did you mean '{str(Path(raw).parent / by_stem[close[0]])}'?" if close else None
+
+
+def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[str], found: Findings) -> None:
+    c = _Checker(root, file, origins, produced, found)
+    d, m, ev = spec.data, spec.method, spec.eval
+    for i, src in enumerate(d.train):
+        c.source(("data", "train", i), src, d.stratify)
+    if d.validation:
+        c.source(("data", "validation"), d.validation)
+    for i, t in enumerate(ev.target):
+        cols = c.columns(("eval", "target", i, "source"), t.source)
+        if cols is not None:
+            c.column(("eval", "target", i, "prompt_field"), t.prompt_field, cols, t.source)
+            c.column(("eval", "target", i, "answer_field"), t.answer_field, cols, t.source)
+    for key in ("reward", "judge"):
+        ps = getattr(ev, key)
+        if ps is None:
+            continue
+        cols = c.columns(("eval", key, "prompts"), ps.prompts)
+        if cols is not None:
+            c.column(("eval", key, "prompt_field"), ps.prompt_field, cols, ps.prompts)
+        if key == "judge" and ps.template:
+            c.local(("eval", "judge", "template"), ps.template)
+    if ev.general:
+        _check_tasks(c, ev.general)
+    known = rewards()
+    names = [(("method", "grpo", "rewards", i), r) for i, r in enumerate(m.grpo.rewards)] if m.grpo else []
+    names += [(("method", "teacher", "reward"), m.teacher.reward)] if m.teacher else []
+    for loc, name in names:
+        if name not in known:
+            c.error(loc, f"unknown reward '{name}'; available: {', '.join(sorted(known))}",
+                    did_you_mean(name, known) or "a new reward is a function decorated with @reward(...) in runtime/rewards.py")
+
+
+def _check_tasks(c: _Checker, general) -> None:
+    local: set[str] = set()
+    if general.include_path:
+        folder = c.local(("eval", "general", "include_path"), general.include_path, folder=True)
+        if folder is None:
+            return  # not there (yet): its task names cannot be known
+        local = task_names_in(folder)
+    harness = lm_eval_tasks()
+    if harness is None:
+        return  # lm-eval is not installed here: the eval stage checks against its own index
+    known = local | harness
+    for i, task in enumerate(general.tasks):
+        if task not in known:
+            where = f"in {general.include_path} nor in lm-eval's index" if general.include_path else \
+                "in lm-eval's index; a local task needs eval.general.include_path, its folder"
+            c.error(("eval", "general", "tasks", i), f"unknown lm-eval task '{task}'", did_you_mean(task, known) or f"not {where}")
+
+
+def check_inputs(loaded, root: Path, produced: list[str]) -> Findings:
+    """Check every loaded spec against the files on disk. `produced`: the outputs of the pipeline's
+    stages (relative paths), which are not missing before they are written."""
+    found = Findings()
+    produced = [os.path.normpath(p) for p in produced]
+    for ls in loaded:
+        check_spec(ls.spec, ls.file, ls.origins, root, produced, found)
+    # a base file's mistake is found once per spec that extends it: said once
+    return Findings(list(dict.fromkeys(found.errors)), list(dict.fromkeys(found.missing)))
+
+
+def stage_outputs(pipeline) -> list[str]:
+    """Every output path of a compiled pipeline."""
+    return [o if isinstance(o, str) else next(iter(o)) for st in pipeline.stages for o in st.outs]
