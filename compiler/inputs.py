@@ -229,7 +229,7 @@ class _Checker:
             return path
         if self._pending(raw, path):
             return None
-        self.found.missing.append(self.issue(loc, f"'{raw}' does not exist", _near_file(raw, path) or "put the file there, or correct the path"))
+        self.found.missing.append(self.issue(loc, f"'{raw}' does not exist", _near_file(raw, path) or "put the file there, correct the path, or compile --missing-ok to write the pipeline first"))
         return None
 
     def _pending(self, raw: str, path: Path) -> bool:

@@ -109,11 +109,12 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
 @click.argument("specs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--check", is_flag=True, help="fail (exit 3) if dvc.yaml/params.yaml are not what the specs compile to")
 @click.option("--force", is_flag=True, help="overwrite dvc.yaml/params.yaml even if they were edited by hand")
+@click.option("--missing-ok", is_flag=True, help="write even if input files are not there yet (data to fetch later); they are warned about")
 @click.option("--smoke", is_flag=True, help="write the specs' miniatures on builtin:tiny as their own project in --out")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="with --smoke: the smoke project (default .smoke)")
 @click.pass_obj
 @_guard
-def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: bool, out: Path | None) -> None:
+def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, missing_ok: bool, smoke: bool, out: Path | None) -> None:
     """Validate specs and write dvc.yaml and params.yaml (all specs in specs/ by default)."""
     from tunebook.compiler import compile_specs, discover, load_specs, write_pipeline
 
@@ -131,7 +132,7 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
     for warning in secret_warnings(loaded, ctx.root):  # a pasted token: said, never echoed (issue 16)
         click.echo(f"warning: {warning}", err=True)
     pipeline = compile_specs(loaded)
-    _check_inputs(loaded, ctx.root, pipeline, missing_ok=check)  # before writing: a mistake changes nothing
+    _check_inputs(loaded, ctx.root, pipeline, missing="warn" if check or missing_ok else "error")  # before writing: a mistake changes nothing
     changed = write_pipeline(ctx.root, pipeline, check=check, force=force)
     for note in changed.notes:  # a kept `dvc exp` variant: not an error, but said
         click.echo(note, err=True)
@@ -148,17 +149,17 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, smoke: 
         click.echo(f"compiled {len(loaded)} spec(s) ({names}): {what}. Next: `dvc repro`")
 
 
-def _check_inputs(loaded, root: Path, pipeline, missing_ok: bool) -> None:
-    """What the files on disk say about the specs (compiler/inputs.py). An input not there is an error,
-    or only a warning when `missing_ok` (--check: the data may not have been fetched here)."""
+def _check_inputs(loaded, root: Path, pipeline, missing: str) -> None:
+    """What the files on disk say about the specs (compiler/inputs.py). An input that is not there is an
+    "error", or a "warn"ing (--check: the data may not have been fetched here), or "ignore"d (smoke)."""
     from tunebook.compiler.errors import SpecError
     from tunebook.compiler.inputs import check_inputs, stage_outputs
 
     found = check_inputs(loaded, root, stage_outputs(pipeline) if pipeline else [])
-    if missing_ok:
+    if missing == "warn":
         for issue in found.missing:
             click.echo(f"warning: {issue}", err=True)
-    errors = found.errors + ([] if missing_ok else found.missing)
+    errors = found.errors + (found.missing if missing == "error" else [])
     if errors:
         raise SpecError(errors)
 
@@ -174,7 +175,7 @@ def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None):
     if not paths:
         raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
     loaded = load_specs(paths, ctx.root)  # the full specs first: an error there is the study's, not smoke's
-    _check_inputs(loaded, ctx.root, None, missing_ok=True)  # stand-ins replace the data; names and columns still count
+    _check_inputs(loaded, ctx.root, None, missing="ignore")  # stand-ins replace the data; names and columns still count
     out = (out or ctx.root / ".smoke").resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not (out / ".git").exists():
