@@ -100,6 +100,15 @@ def test_check_warns_about_a_missing_input_instead_of_failing(project):
     assert "warning: specs/e.yaml" in res.output and "'data/test.csv' does not exist" in res.output
 
 
+def test_missing_ok_writes_the_pipeline_before_the_data_is_there(project):
+    (project / "data" / "test.csv").unlink()  # a study whose data is fetched later
+    assert tunebook(project, "compile").exit_code == 2 and not (project / "dvc.yaml").exists()
+    res = tunebook(project, "compile", "--missing-ok")
+    assert res.exit_code == 0 and "warning: specs/e.yaml" in res.output and (project / "dvc.yaml").exists()
+    edit(project, "prompt: question", "prompt: questoin")  # other mistakes still stop it
+    assert tunebook(project, "compile", "--missing-ok").exit_code == 2
+
+
 def test_fields_mapping_to_a_missing_column(project):
     edit(project, "prompt: question", "prompt: questoin")
     res = tunebook(project, "compile")
