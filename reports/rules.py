@@ -198,7 +198,9 @@ def catastrophic_forgetting(record: Record, computed: Computed) -> Finding | Non
         f"Strengthen the anchor to the base model ({anchor}): double its coef, or start it earlier."
         if anchor else "Anchor to the base model: method.anchor: {type: kl, coef: 0.02-0.05}, with a warm-up.",
         "Mix general or reasoning data into training (a weight of 0.1-0.3) to keep those skills exercised.",
-        "Evaluate every saved checkpoint (eval.checkpoints: all) and stop early on the general suite.",
+        ("Stop early on the general suite (method.early_stopping: {on: general}): this run's checkpoints are "
+         "already evaluated, see the table by checkpoint." if len(computed.general_worst) > 1 else
+         "Evaluate every saved checkpoint (eval.checkpoints: all) and stop early on the general suite."),
     ]
     fails = {r.thresholds.fail for r in hits}
     safer = _safer_checkpoint(computed, fails.pop() if len(fails) == 1 and len({r.thresholds.fail for r in rows}) == 1

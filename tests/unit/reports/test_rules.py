@@ -60,6 +60,7 @@ def test_catastrophic_forgetting():
 def test_catastrophic_forgetting_suggests_an_earlier_checkpoint(quickstart):
     found, _ = check("catastrophic_forgetting", quickstart)
     assert found.actions[0].startswith("Consider an earlier checkpoint: checkpoint-100")
+    assert "already evaluated" in found.actions[-1]  # every checkpoint was: do not ask for it again (item 16)
 
 
 def test_mild_forgetting():
@@ -361,6 +362,7 @@ def test_forgetting_root_cause_matches_the_records_anchor_item16():
     assert any(a.startswith("Strengthen the anchor to the base model (coef 0.03, type kl)") for a in found.actions)
     without, _ = check("catastrophic_forgetting", make(expect=FORGETTING, metrics=general(*binary(200, 160, flip=30))))
     assert "no anchor to the base model" in without.root_cause
+    assert "Evaluate every saved checkpoint" in without.actions[-1]  # one checkpoint evaluated here
     mild, _ = check("mild_forgetting", make(expect=FORGETTING, planned={"method.anchor.type": "kl"},
                                             metrics=general(*binary(2000, 1600, flip=50))))
     assert "without an anchor" not in mild.root_cause and "anchor (type kl)" in mild.root_cause
