@@ -15,7 +15,7 @@ from typing import Any
 
 from tunebook.reports import compute as c
 from tunebook.reports.markdown import render, safe_name, write_atomic
-from tunebook.reports.plots import write_plot_data, write_plots
+from tunebook.reports.plots import plan_plots, plot_tables
 from tunebook.reports.record import Record, load_record
 from tunebook.reports.rules import Finding, experiment_verdict, run_rules
 from tunebook.reports.status import DEFAULT_RELATIVE, DEFAULT_UNIT, SMALL_N, number
@@ -50,7 +50,8 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
         "final": {"name": computed.final_checkpoint, "step": computed.final_step},
         "evaluated": computed.evaluated,
         "suites": [{"title": SUITE_TITLES.get(s, s), "rows": computed.suite(s),
-                    "references": any(r.reference_value is not None for r in computed.suite(s))}
+                    "references": any(r.reference_value is not None for r in computed.suite(s)),
+                    "family": sum(r.family_p is not None and r.suite == s for r in computed.suite(s) + computed.changes)}
                    for s in computed.suites],
         "details": computed.details,
         "changes": computed.changes,
@@ -89,7 +90,15 @@ def write_report(record_path: Path, out_path: Path) -> Path:
     computed = c.compute(record)
     findings = run_rules(record, computed)
     plot_dir = out_path.parent / "plots" / safe_name(record.experiment)
-    drawn = write_plots(record, computed, plot_dir)
-    write_plot_data(record, computed, plot_dir)
-    links = [(title, path.relative_to(out_path.parent).as_posix()) for title, path in drawn]
-    return write_atomic(out_path, render("experiment.md.j2", **report_context(record, computed, findings, links)))
+    # all or nothing: every chart, table and the log are made in memory first; a failure on the way
+    # writes nothing (no orphan plots folder), and only then are the files written
+    charts = [(title, plot_dir / name, svg.encode()) for title, name, svg in plan_plots(record, computed)]
+    tables = [(plot_dir / name, text.encode()) for name, text in plot_tables(record, computed).items()]
+    links = [(title, path.relative_to(out_path.parent).as_posix()) for title, path, _ in charts]
+    text = render("experiment.md.j2", **report_context(record, computed, findings, links)).encode("utf-8")
+    for _, path, data in charts:
+        if not path.is_file() or path.read_bytes() != data:  # an unchanged chart keeps its file (and mtime)
+            write_atomic(path, data)
+    for path, data in tables:
+        write_atomic(path, data)
+    return write_atomic(out_path, text)
