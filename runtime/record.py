@@ -106,7 +106,16 @@ def environment(ctx: StageContext) -> dict:
             "torch_threads": eval_summary.get("torch_threads") or train_summary.get("torch_threads"),
             "thread_settings": {k: os.environ[k] for k in THREAD_VARS if k in os.environ}, "cpu_count": os.cpu_count(),
             "device": eval_summary.get("device") or ("cuda" if _cuda() else "cpu"),
-            "git_commit": commit, "specs_dirty": dirty, "uncommitted": changed, **_builtin_build(ctx)}
+            "git_commit": commit, "specs_dirty": dirty, "uncommitted": changed, **_builtin_build(ctx), **_slurm_jobs(ctx)}
+
+
+def _slurm_jobs(ctx: StageContext) -> dict:
+    """The SLURM attempts of this experiment's stages and its baseline (runtime/slurm.py), if any ran."""
+    from tunebook.runtime.slurm import read_attempts
+
+    names = [f"{k}-{ctx.name}" for k in ("data", "teacher", "train", "eval")] + [f"baseline-{ctx.params.get('baseline')}"]
+    jobs = {n: a for n in names if (a := read_attempts(ctx.root, n))}
+    return {"slurm_jobs": jobs} if jobs else {}
 
 
 def _builtin_build(ctx: StageContext) -> dict:

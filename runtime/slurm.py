@@ -247,6 +247,16 @@ def wait(job_id: str, log: Path, poll_s: float) -> JobInfo:
 # progress: what an attempt must move for a resubmission to make sense
 
 
+def _run_id(root: Path, kind: str, name: str) -> str | None:
+    """Which training run the train folder holds (runtime/train.py shelves a run of other params)."""
+    if kind != "train":
+        return None
+    try:
+        return json.loads((root / "runs" / name / "train" / "fingerprint.json").read_text()).get("fingerprint")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def progress(root: Path, kind: str, name: str) -> int:
     """Training: the step of the last complete checkpoint; evaluation: the finished cell files."""
     if kind == "train":
@@ -305,6 +315,7 @@ def run_as_job(root: Path, kind: str, name: str, req: JobRequest, res=None) -> N
         script = out / "job.sh"
         script.write_text(render_script(root=root.resolve(), kind=kind, name=name, req=req, res=res, attempt=n))
         a = Attempt(attempt=n, progress_before=progress(root, kind, name))
+        run_before = _run_id(root, kind, name)
         job_id = submit(script)
         a.job_id, a.submitted, a.log = job_id, now(), str((out / f"{job_id}.log").relative_to(root.resolve()))
         rec["attempts"].append(asdict(a))
@@ -328,12 +339,15 @@ def run_as_job(root: Path, kind: str, name: str, req: JobRequest, res=None) -> N
         a.state, a.exit_code, a.node, a.start, a.end = state, info.exit_code, info.node, info.start, info.end or now()
         a.walltime_warned = flag.exists()
         a.progress_after = progress(root, kind, name)
+        if _run_id(root, kind, name) != run_before:  # the job started a run of other params: it begins at 0
+            a.progress_before = 0
         done = state == "COMPLETED" and info.exit_code == 0
         walltime = not done and (a.walltime_warned or state == "TIMEOUT")
         if done:
             a.reason = "completed"
         elif walltime:
-            a.reason = f"walltime ({state}, exit {info.exit_code}); progress {a.progress_before} -> {a.progress_after}"
+            how = "checkpointed and exited to be resubmitted" if info.exit_code == 75 else f"ended {state}, exit {info.exit_code}"
+            a.reason = f"walltime warning: {how}; progress {a.progress_before} to {a.progress_after}"
         else:
             a.reason = f"{state}: {WHY.get(state, info.reason or 'see the job log')}"
         rec["attempts"][-1] = asdict(a)
