@@ -4,7 +4,8 @@ stage (DVC's raw `[Errno 2]`, or an error pointing at params.yaml).
     tunebook compile            # every check below; any problem: exit 2, nothing written
     tunebook compile --check    # inputs not there yet (data still to fetch) only warn
 
-- local inputs exist: data sources, eval sets, prompt files, judge templates, lm-eval task folders.
+- local inputs exist: data sources, eval sets, prompt files, judge templates (with their placeholders),
+  lm-eval task folders, and models named as a path (`./x`, `/x`; anything else may be a hub id).
   An input that DVC tracks (a `.dvc` file beside it or above it) or that a stage of this pipeline
   writes (`data/tiny/...`, written by pretrain-tiny) is not missing: it is not there *yet*.
 - columns: `fields:` mappings, the format's columns, `stratify`, and an eval task's `prompt_field` /
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from tunebook.compiler.errors import SpecIssue, did_you_mean
 from tunebook.compiler.registries import rewards
-from tunebook.compiler.schema import FORMAT_FIELDS, Source, Spec
+from tunebook.compiler.schema import FORMAT_FIELDS, JUDGE_PLACEHOLDERS, Source, Spec
 
 FIRST_ROWS = 100
 FIRST_BYTES = 1 << 20
@@ -295,9 +296,21 @@ def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[
         if cols is not None:
             c.column(("eval", key, "prompt_field"), ps.prompt_field, cols, ps.prompts)
         if key == "judge" and ps.template:
-            c.local(("eval", "judge", "template"), ps.template)
+            path = c.local(("eval", "judge", "template"), ps.template)
+            text = path.read_text(errors="replace")[:FIRST_BYTES] if path is not None and path.is_file() else None
+            lacking = [ph for ph in JUDGE_PLACEHOLDERS if text is not None and ph not in text]
+            if lacking:
+                c.error(("eval", "judge", "template"), f"{ps.template} lacks {', '.join(lacking)}",
+                        f"a judge template holds all of {', '.join(JUDGE_PLACEHOLDERS)}")
     if ev.general:
         _check_tasks(c, ev.general)
+    # a model named as a path (./x, ../x, /x) is a local folder; anything else may be a hub id
+    models = [(("model", "base"), spec.model.base)] + ([(("method", "teacher", "base"), m.teacher.base)] if m.teacher else [])
+    models += [(("eval", "reward", "model"), ev.reward.model)] if ev.reward else []
+    models += [(("eval", "judge", "judges", i, "model"), j.model) for i, j in enumerate(ev.judge.judges) if j.kind == "hf"] if ev.judge else []
+    for loc, name in models:
+        if name.startswith(("./", "../", "/")):
+            c.local(loc, name, folder=True)
     known = rewards()
     names = [(("method", "grpo", "rewards", i), r) for i, r in enumerate(m.grpo.rewards)] if m.grpo else []
     names += [(("method", "teacher", "reward"), m.teacher.reward)] if m.teacher else []

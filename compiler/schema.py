@@ -414,6 +414,10 @@ class JudgeModel(Part):
         return self
 
 
+# What a judge template must contain (the runtime fills exactly these, in one pass).
+JUDGE_PLACEHOLDERS = ("{question}", "{answer_a}", "{answer_b}")
+
+
 class JudgeEval(PromptSet):
     """Pairwise judging: each checkpoint's answer against the base model's, shown to every judge in both
     orders (position bias cancels); win rate with a Wilson interval, position consistency, kappa."""

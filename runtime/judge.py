@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
-from tunebook.compiler.schema import JudgeEval, JudgeModel, ModelSpec
+from tunebook.compiler.schema import JUDGE_PLACEHOLDERS, JudgeEval, JudgeModel, ModelSpec
 from tunebook.runtime.evaluate import EvalCellError, _digest, write_json_atomic
 from tunebook.reports.stats import wilson  # one Wilson interval: the one the reports test against statsmodels
 
@@ -46,7 +46,7 @@ Response B:
 
 Reply with one word: A, B or tie.
 Verdict:"""
-PLACEHOLDERS = ("{question}", "{answer_a}", "{answer_b}")
+PLACEHOLDERS = JUDGE_PLACEHOLDERS  # the compiler checks templates for them at compile time
 
 
 def load_template(root: Path, template: str | None) -> str:

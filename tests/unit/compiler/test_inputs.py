@@ -177,6 +177,17 @@ def test_unknown_reward_is_caught_with_a_suggestion(project):
             in res.output) and "did you mean 'numeric_match'?" in res.output
 
 
+def test_judge_template_without_its_placeholders_and_a_missing_local_model(project):
+    (project / "judge.txt").write_text("Q: {question}\nA: {answer_a}\nVerdict:")
+    (project / "data" / "prompts.jsonl").write_text('{"prompt": "why"}\n')
+    edit(project, "model: {base: Qwen/Qwen3-0.6B}", "model: {base: ./models/mine}")
+    edit(project, "eval:", "eval:\n  judge: {prompts: data/prompts.jsonl, template: judge.txt, judges: [{name: j, model: builtin:tiny}]}")
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2
+    assert f"specs/e.yaml:{line_of(project, 'judge.txt')}: eval.judge.template: judge.txt lacks {{answer_b}}" in res.output
+    assert f"specs/e.yaml:2: model.base: './models/mine' does not exist" in res.output
+
+
 def test_unknown_extractor_gets_a_suggestion(project):
     edit(project, "      answer_field: a\n", "      answer_field: a\n      extract: last_numbr\n")
     res = tunebook(project, "compile")
