@@ -172,6 +172,27 @@ def first_columns(path: Path) -> list[str] | None:
     return None
 
 
+def saved_split(folder: Path, raw: str, split: str) -> tuple[tuple[str, str | None] | None, list[str] | None]:
+    """((message, hint) if the split is not there, columns of the split) of a `save_to_disk` folder, read
+    from its metadata files; (None, None) for any other folder (data files: the data stage reads them)."""
+    try:
+        if (folder / "dataset_dict.json").is_file():
+            splits = [str(x) for x in json.loads((folder / "dataset_dict.json").read_text()).get("splits") or []]
+            if split not in splits:
+                return (f"{raw} has no split '{split}'; splits: {', '.join(splits)}", did_you_mean(split, splits)), None
+            info = folder / split / "dataset_info.json"
+        elif (folder / "state.json").is_file():
+            if split != "train":
+                return (f"{raw} is a single dataset without splits", "leave split: out"), None
+            info = folder / "dataset_info.json"
+        else:
+            return None, None
+        features = json.loads(info.read_text()).get("features")
+        return None, (list(features) if isinstance(features, dict) and features else None)
+    except (OSError, ValueError, AttributeError):
+        return None, None  # unreadable metadata: the data stage reports what datasets makes of it
+
+
 def _keys(rows: list) -> list[str] | None:
     keys = list(dict.fromkeys(k for r in rows if isinstance(r, dict) for k in r))
     return keys or None
@@ -245,16 +266,24 @@ class _Checker:
                 break
         return False
 
-    def columns(self, loc: tuple, raw: str) -> list[str] | None:
+    def columns(self, loc: tuple, raw: str, split: str | None = None) -> list[str] | None:
+        """Columns of a local file, or of the split of a `save_to_disk` folder (from its metadata)."""
         path = self.local(loc, raw)
-        return first_columns(path) if path is not None and path.is_file() else None
+        if path is None:
+            return None
+        if path.is_file():
+            return first_columns(path)
+        problem, columns = saved_split(path, raw, split or "train")
+        if problem:
+            self.error(loc[:-1] + ("split",), *problem)
+        return columns
 
     def column(self, loc: tuple, name: str, columns: list[str], source: str) -> None:
         if name not in columns:
             self.error(loc, f"no column '{name}' in {source}", did_you_mean(name, columns) or f"its first rows have: {', '.join(columns)}")
 
     def source(self, loc: tuple, src: Source, stratify: str | None = None) -> None:
-        cols = self.columns(loc + ("source",), src.source)
+        cols = self.columns(loc + ("source",), src.source, src.split)
         if cols is None:
             return
         problem = format_problem(src, cols)
@@ -284,7 +313,7 @@ def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[
     if d.validation:
         c.source(("data", "validation"), d.validation)
     for i, t in enumerate(ev.target):
-        cols = c.columns(("eval", "target", i, "source"), t.source)
+        cols = c.columns(("eval", "target", i, "source"), t.source, t.split)
         if cols is not None:
             c.column(("eval", "target", i, "prompt_field"), t.prompt_field, cols, t.source)
             c.column(("eval", "target", i, "answer_field"), t.answer_field, cols, t.source)

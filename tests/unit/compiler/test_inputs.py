@@ -188,6 +188,24 @@ def test_judge_template_without_its_placeholders_and_a_missing_local_model(proje
     assert f"specs/e.yaml:2: model.base: './models/mine' does not exist" in res.output
 
 
+def test_saved_dataset_folder_split_and_columns(project):
+    pytest.importorskip("datasets")
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_dict({"question": ["1+1"], "answer": ["2"]}),
+                 "test": Dataset.from_dict({"q": ["1+1"], "a": ["2"]})}).save_to_disk(str(project / "data" / "saved"))
+    edit(project, "source: data/train.jsonl", "source: data/saved")
+    edit(project, "source: data/test.csv", "source: data/saved\n      split: tset")
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2
+    assert "eval.target.0.split: data/saved has no split 'tset'; splits: train, test (did you mean 'test'?)" in res.output
+    edit(project, "split: tset", "split: test")
+    assert tunebook(project, "compile").exit_code == 0  # train has question/answer, test has q/a
+    edit(project, "answer_field: a", "answer_field: answer")
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2 and "eval.target.0.answer_field: no column 'answer' in data/saved" in res.output
+
+
 def test_unknown_extractor_gets_a_suggestion(project):
     edit(project, "      answer_field: a\n", "      answer_field: a\n      extract: last_numbr\n")
     res = tunebook(project, "compile")
