@@ -146,8 +146,12 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(ok, key=step_of)
 
 
-def last_checkpoint(out: Path) -> Path | None:
-    found = checkpoints(out)
+def last_checkpoint(out: Path, say=print) -> Path | None:
+    """The checkpoint to resume from: the last one whose files are whole (runtime/durable.py); one with
+    truncated or missing weights is skipped with a message, so the run falls back to the one before."""
+    from tunebook.runtime.durable import usable
+
+    found = usable(checkpoints(out), say)
     return found[-1] if found else None
 
 
@@ -504,7 +508,9 @@ def run(ctx: StageContext) -> None:
         measure, higher, what = early_stopping_measure(ctx)
         early = EarlyStopping(m.early_stopping, measure, higher, runlog, what)
     clock = Clock()
-    callbacks = [LogCallback(runlog, f"train {ctx.name}")] + ([early] if early else []) + [watchdog, clock]
+    from tunebook.runtime.durable import seal_callback  # each save fsynced and sealed: whole or not used
+
+    callbacks = [LogCallback(runlog, f"train {ctx.name}")] + ([early] if early else []) + [watchdog, seal_callback(), clock]
     if os.environ.get("TUNEBOOK_JOB") == "1":  # a SLURM job: checkpoint and exit at the walltime warning
         from tunebook.runtime import walltime
 
