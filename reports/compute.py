@@ -39,8 +39,9 @@ JUDGE_PARITY = 0.5  # a pairwise win rate against the base model (extra.referenc
 RATIO_TOLERANCE = 0.01  # achieved data ratios come from whole rows: 1 % relative is "as planned"
 DYNAMICS_COLUMNS = 10  # a table one can read; trl's GRPO logs ~30 values a step (history.json keeps them all)
 # what a reader looks for first when a trainer logs more than fits, in this order of preference
-DYNAMICS_FIRST = ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "rewards/margins",
-                  "rewards/accuracies", "clip_ratio/region_mean", "policy_ratio/max", "grad_norm", "learning_rate")
+DYNAMICS_FIRST = ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length",
+                  "rewards/margins", "rewards/accuracies", "clip_ratio/region_mean", "policy_ratio/max", "grad_norm",
+                  "learning_rate")
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,8 @@ def test_dynamics_of_a_grpo_run_fit_on_a_screen():
               "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/max"]
     assert len(names) == 33
     d = dynamics(make(training={"history": [{"step": s, "values": {k: 0.5 for k in names}} for s in (1, 2, 3, 4)]}))
-    assert d["columns"] == ["loss", "grad_norm", "learning_rate", "reward", "reward_std", "frac_reward_zero_std", "kl",
-                            "entropy", "clip_ratio/region_mean", "policy_ratio/max"]
+    assert d["columns"] == ["loss", "grad_norm", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy",
+                            "clip_ratio/region_mean", "policy_ratio/max", "completions/mean_length"]
     assert len(d["left_out"]) == 23 and "num_tokens" in d["left_out"]
 
 
