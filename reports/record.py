@@ -72,9 +72,10 @@ class Metric(_M):
     @field_validator("samples")
     @classmethod
     def _samples(cls, v: list[float] | None) -> list[float] | None:
-        for i, x in enumerate(v or []):
-            if not math.isfinite(x):
-                raise ValueError(f"item {i} is not a finite number ({x})")
+        if v and not math.isfinite(sum(v)):  # a NaN or inf anywhere makes the sum non-finite (fast path)
+            for i, x in enumerate(v):
+                if not math.isfinite(x):
+                    raise ValueError(f"item {i} is not a finite number ({x})")
         return v
 
     @model_validator(mode="after")

@@ -218,7 +218,7 @@ def tango(lost: float, gained: float, n: float, z: float = Z95) -> tuple[float, 
                 lo, hi = (mid, hi) if side > 0 else (lo, mid)
             else:
                 lo, hi = (lo, mid) if side > 0 else (mid, hi)
-            if hi - lo < 1e-15:
+            if hi - lo < 1e-12:  # far below the 4 decimals a log prints
                 break
         return (lo + hi) / 2
 
