@@ -10,7 +10,7 @@ TORCH   ?= torch==2.13.0
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-slow test-studies bench bench-gpu compile smoke clean
+.PHONY: setup demo test test-slow test-studies test-cluster bench bench-gpu compile smoke clean
 
 # The venv is made once; the stamp file is rebuilt when pyproject.toml or constraints.txt changes.
 # constraints.txt pins every package to the versions the README's figures were produced with.
@@ -46,6 +46,13 @@ test-slow: setup
 # The five seed studies end to end in smoke mode on the tiny model (~8-10 min here); CI runs it last.
 test-studies: setup
 	$(BIN)/python -m pytest -q -m studies tests/e2e/test_studies_smoke.py
+
+# Heavy stages as jobs on a real one-node SLURM (tests/cluster/, ~6 min here): installs Debian's
+# slurm-wlm and munge when missing (needs root, as in CI), then runs the `slurm` marker.
+test-cluster: setup
+	@command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v munged >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }
+	$(BIN)/python -m pytest -q -m slurm tests/cluster
 
 bench: setup
 	$(BIN)/python -m bench

@@ -261,12 +261,23 @@ def run(ctx: Ctx, kind: str, name: str) -> None:
 
 
 @main.command()
+@click.pass_obj
+@_guard
+def status(ctx: Ctx) -> None:
+    """Each stage: done, stale or pending, and the SLURM job of a stage that runs as one (docs/cluster.md)."""
+    from tunebook.runtime import status as st
+
+    click.echo(st.render(st.rows(ctx.root)))
+
+
+@main.command()
 @click.argument("experiment", required=False)
 @click.option("--record", "record_path", type=click.Path(dir_okay=False, path_type=Path), help="render this record file instead")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="output markdown (default logs/<exp>.md)")
+@click.option("--force", is_flag=True, help="let a record other than runs/<exp>/record.json overwrite a pipeline experiment's log")
 @click.pass_obj
 @_guard
-def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path | None) -> None:
+def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path | None, force: bool) -> None:
     """Render an experiment log from a run record (any valid record, hand-written ones too)."""
     from tunebook.reports.record import load_record
     from tunebook.reports.render import write_report

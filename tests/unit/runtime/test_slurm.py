@@ -218,3 +218,21 @@ def test_ctrl_c_cancels_the_job(fake):
     assert p.returncode != 0 and (state / "cancelled").read_text().split() == ["101"], out + err
     rec = json.loads((root / "runs/.jobs/train-exp/attempts.json").read_text())
     assert rec["outcome"] == "interrupted" and "scancel 101" in rec["attempts"][0]["reason"]
+
+
+def test_status_shows_each_stage_and_its_job(fake, monkeypatch):
+    from tunebook.runtime import status
+
+    root, state = fake
+    (root / "dvc.yaml").write_text("stages:\n  data-exp: {cmd: x}\n  train-exp: {cmd: x}\n  eval-exp: {cmd: x}\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  data-exp: {cmd: x}\n  train-exp: {cmd: x}\n")
+    monkeypatch.setattr(status, "_dvc_status", lambda root: {"train-exp": [{"changed deps": {}}]})
+    (state.parent / "bin" / "squeue").write_text("#!/bin/bash\necho 'PENDING QOSMaxMemoryPerUser'\n")
+    (state.parent / "bin" / "squeue").chmod(0o755)
+    jobs = root / "runs/.jobs/train-exp"
+    jobs.mkdir(parents=True)
+    (jobs / "attempts.json").write_text(json.dumps({"outcome": "running", "attempts": [{"job_id": "8847627"}]}))
+    table = {r["stage"]: r for r in status.rows(root)}
+    assert [table[s]["state"] for s in ("data-exp", "train-exp", "eval-exp")] == ["done", "stale", "pending"]
+    assert table["train-exp"]["job"] == "8847627" and table["train-exp"]["slurm"] == "PENDING QOSMaxMemoryPerUser"
+    assert "| train-exp | stale | 8847627 | PENDING QOSMaxMemoryPerUser | 1 |" in status.render(list(table.values()))
