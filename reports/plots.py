@@ -90,8 +90,11 @@ def write_plots(record: Record, computed: Computed, out_dir: Path) -> list[tuple
 
 
 def _by_task(curves: pl.DataFrame, suite: str, column: str) -> pl.DataFrame | None:
-    rows = curves.filter((pl.col("suite") == suite) & pl.col(column).is_not_null())
-    if rows.is_empty():
+    """One column per task of `suite`, one row per checkpoint. Every task measured keeps its column, empty
+    where it has no value (no baseline, so no change): dvc.yaml names each task's column, and `dvc plots
+    show` drops the whole plot when one of them is missing."""
+    rows = curves.filter(pl.col("suite") == suite)
+    if rows.filter(pl.col(column).is_not_null()).is_empty():
         return None
     # one metric per task: its primary one (the first by name if several are)
     primary = rows.filter(pl.col("primary")).group_by("task").agg(pl.col("series").min())

@@ -141,6 +141,15 @@ def test_one_primary_metric_per_task_in_charts_and_csvs(tmp_path):
     assert (tmp_path / "general.csv").read_text().splitlines()[-1] == "20,final,-0.1"
 
 
+def test_a_task_without_a_baseline_keeps_its_csv_column(tmp_path):
+    """dvc.yaml names every general task's column; one missing column and `dvc plots show` drops the plot."""
+    record = make(metrics=[metric("a", "base", 0.5, step=0), metric("a", "final", 0.4, step=20),
+                           metric("b", "c10", 0.7, step=10), metric("b", "final", 0.6, step=20)])
+    write_plot_data(record, compute(record), tmp_path)
+    lines = (tmp_path / "general.csv").read_text().splitlines()
+    assert lines[0] == "step,checkpoint,a,b" and lines[-1] == "20,final,-0.1,"
+
+
 def test_loss_and_perplexity_get_their_own_axes():
     """A perplexity of 50,889 on the loss axis flattened every loss curve."""
     metrics = []
