@@ -340,6 +340,10 @@ def delta_interval(old: float, new: float, *, old_se: float | None = None, new_s
 
 def normal_interval(delta: float, se: float, note: str = "", n: int | None = None) -> Interval:
     """delta ± 1.96·se with the z test's p; with n known it can be resized (se shrinks as 1/sqrt(n))."""
+    if se <= 0:  # nothing varied: no change is exactly no change; any other has no noise estimate
+        if delta == 0:
+            return Interval(delta, 0.0, 0.0, "normal", 1.0, "z", 0.0, False, n, note)
+        return unknown(delta, "standard error 0: no noise estimate")
     half = Z95 * se
 
     def resize(k: int) -> tuple[float, float]:

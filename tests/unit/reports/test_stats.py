@@ -114,3 +114,18 @@ def test_cohen_kappa():
     assert cohen_kappa(["a", "a"], ["a", "a"]) is None
     with pytest.raises(ValueError):
         cohen_kappa([1], [1, 2])
+
+
+def test_zero_standard_errors_never_divide_by_zero():
+    from tunebook.reports.stats import normal_interval
+
+    same = normal_interval(0.0, 0.0)
+    assert (same.low, same.high, same.p) == (0.0, 0.0, 1.0)
+    assert not normal_interval(0.1, 0.0).known
+    # two benchmarks whose items all scored the same at both checkpoints: the table's Mean still renders
+    from tunebook.reports.compute import compute, forgetting_table
+
+    from .conftest import make, metric
+
+    rec = make(metrics=[metric(t, ck, 0.3, samples=[0.3, 0.3]) for t in ("a", "b") for ck in ("base", "final")])
+    assert forgetting_table(rec, compute(rec))["rows"][-1]["mean"].delta == 0.0
