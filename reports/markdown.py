@@ -30,14 +30,36 @@ _SPECIAL = re.compile(r"\r\n|[\r\n]|[\\`*\[\]|~$]|&|<|>|(?<![0-9A-Za-z])_|_(?![0
 _REPLACE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r\n": "<br>", "\n": "<br>", "\r": "<br>"}
 
 
+# Characters that must not reach a log as they are: C0/C1 controls but tab and newlines (ESC rewrites a
+# terminal on `cat`, NUL makes git call the file binary), bidirectional overrides and isolates (text that
+# reads other than it is stored), zero-width and BOM, U+FFFE/U+FFFF, lone surrogates. Shown as \\uXXXX.
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069"
+                        "\ufeff\ufff9-\ufffb\ufffe\uffff\ud800-\udfff]")
+# At the start of a text: what would open a heading, a list, a quote, a rule or a setext underline
+_LEADING = re.compile(r"^(\s*)(#{1,6}(?=\s|$)|[-+](?=\s|$)|-{3,}|\d{1,9}(?=[.)](?:\s|$)))")
+# A bare URL becomes a link on GitHub (the autolink extension): broken up so it shows as text
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9+.-])(://)|\b(www)(\.)")
+
+
+def visible(text: Any) -> str:
+    """`text` with every invisible or control character shown as a \\uXXXX escape (tab and newlines kept)."""
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
+
+
 def md(text: Any) -> Markup:
-    """Record text as inline markdown that shows literally (also inside a table cell)."""
-    return Markup(_SPECIAL.sub(lambda m: _REPLACE.get(m.group(), "\\" + m.group()), str(text)))
+    """Record text as inline markdown that shows literally (also inside a table cell): no markup, no
+    link, no block structure from its first characters, no control or bidi character."""
+    text = _SPECIAL.sub(lambda m: _REPLACE.get(m.group(), "\\" + m.group()), visible(text))
+    if text.startswith(("    ", "\t")):  # an indented code block, a nested list: the first blank as an entity
+        text = ("&#32;" if text[0] == " " else "&#9;") + text[1:]
+    text = _LEADING.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2)[0].isdigit() else "\\" + m.group(2)), text)
+    text = _AUTOLINK.sub(lambda m: ":\\/\\/" if m.group(1) else m.group(2) + "\\.", text)
+    return Markup(text)
 
 
 def fence(text: Any, info: str = "text") -> Markup:
     """A fenced block that no content can close early: the fence is longer than any backtick run in it."""
-    text = str(text)
+    text = visible(text)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     ticks = "`" * max(3, longest + 1)
     return Markup(f"{ticks}{info}\n{text}\n{ticks}")

@@ -103,15 +103,34 @@ def _by_task(curves: pl.DataFrame, suite: str, column: str) -> pl.DataFrame | No
     return wide.sort("step", "checkpoint", nulls_last=True).with_columns(cs.float().round(6))
 
 
-def write_plot_data(record: Record, computed: Computed, out_dir: Path) -> list[Path]:
-    """general.csv (change vs base), target.csv (values), training.csv (history): what exists."""
+def plot_tables(record: Record, computed: Computed) -> dict[str, str]:
+    """name -> CSV text: general.csv (change vs base), target.csv (values), training.csv (history)."""
     tables = {"general.csv": _by_task(computed.curves, "general", "gain"),
               "target.csv": _by_task(computed.curves, "target", "value")}
     if record.training and record.training.history:
         history = sorted(record.training.history, key=lambda h: h.step)
         tables["training.csv"] = pl.DataFrame([{"step": h.step, **h.values} for h in history])
-    written = []
-    for name, df in tables.items():
-        if df is not None:
-            written.append(write_atomic(out_dir / name, df.write_csv()))
-    return written
+    return {name: _csv_safe(df).write_csv() for name, df in tables.items() if df is not None}
+
+
+def write_plot_data(record: Record, computed: Computed, out_dir: Path) -> list[Path]:
+    """general.csv (change vs base), target.csv (values), training.csv (history): what exists."""
+    return [write_atomic(out_dir / name, text) for name, text in plot_tables(record, computed).items()]
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)`): record text
+# (task and checkpoint names) is shown with a leading apostrophe instead, the OWASP advice.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|")
+
+
+def csv_text(v: str) -> str:
+    from tunebook.reports.markdown import visible
+
+    v = visible(v)
+    return "'" + v if v.startswith(FORMULA_START) else v
+
+
+def _csv_safe(df: pl.DataFrame) -> pl.DataFrame:
+    df = df.rename({c: csv_text(c) for c in df.columns if csv_text(c) != c})
+    text = [c for c, t in df.schema.items() if t == pl.String]
+    return df.with_columns(pl.col(c).map_elements(csv_text, return_dtype=pl.String) for c in text) if text else df

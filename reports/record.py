@@ -264,14 +264,16 @@ class RecordError(Exception):
 
 
 def load_record(path: Path) -> Record:
+    from tunebook.reports.intake import check_record, read_record_json
+
+    raw = read_record_json(path)  # within limits: size, UTF-8, duplicate keys, depth, huge ints (issue 16)
     try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such record (run `dvc repro` first, or pass --record PATH)") from None
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
-    try:
-        return Record.model_validate(raw)
+        record = Record.model_validate(raw)
+        problems = check_record(record)
+        if problems:
+            lines = [f"{path}: not a valid tunebook record ({len(problems)} problem(s)):", *(f"  {p}" for p in problems)]
+            raise RecordError("\n".join([*lines, "  see docs/record.md for the schema"]))
+        return record
     except ValidationError as e:
         lines = [f"{path}: not a valid tunebook record ({e.error_count()} problem(s)):"]
         for err in e.errors():

@@ -286,11 +286,13 @@ def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path
         if not experiment:
             raise click.UsageError("give an EXPERIMENT name or --record PATH")
         record_path = ctx.root / "runs" / experiment / "record.json"
-    from tunebook.reports.markdown import safe_name
+    from tunebook.reports.intake import guard_overwrite, log_name
 
     rec = load_record(record_path)
-    # a record is input, not trusted: its name must not steer the output path
-    out = out or ctx.root / "logs" / f"{safe_name(rec.experiment)}.md"
+    # a record is input, not trusted: its name maps to one file or is refused, and a record brought by
+    # hand never overwrites a pipeline experiment's log without --force (issue 16)
+    out = out or ctx.root / "logs" / f"{log_name(rec.experiment)}.md"
+    guard_overwrite(ctx.root, record_path, rec.experiment, out, force)
     write_report(record_path, out)
     click.echo(f"wrote {_rel(out, ctx.root)}")
 

@@ -15,7 +15,8 @@ def test_md_escapes_markdown_and_html():
     assert md("<script>x</script>") == "&lt;script&gt;x&lt;/script&gt;"
     assert md("line1\nline2") == "line1<br>line2"
     assert md("{{ 7*7 }}") == "{{ 7\\*7 }}"
-    assert md("[link](http://x) `code` ~~s~~ $x$") == "\\[link\\](http://x) \\`code\\` \\~\\~s\\~\\~ \\$x\\$"
+    # a bare URL is broken up (`:\/\/`) so GitHub's autolinking cannot make a link of it (issue 16)
+    assert md("[link](http://x) `code` ~~s~~ $x$") == "\\[link\\](http:\\/\\/x) \\`code\\` \\~\\~s\\~\\~ \\$x\\$"
     # underscores inside words stay readable; emphasis markers do not
     assert md("tiny_facts_color _em_") == "tiny_facts_color \\_em\\_"
 
