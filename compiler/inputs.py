@@ -5,7 +5,7 @@ stage (DVC's raw `[Errno 2]`, or an error pointing at params.yaml).
     tunebook compile --check    # inputs not there yet (data still to fetch) only warn
 
 - local inputs exist: data sources, eval sets, prompt files, judge templates (with their placeholders),
-  lm-eval task folders, and models named as a path (`./x`, `/x`; anything else may be a hub id).
+  lm-eval task folders, and models named as a relative path (`./x`; anything else may be a hub id).
   An input that DVC tracks (a `.dvc` file beside it or above it) or that a stage of this pipeline
   writes (`data/tiny/...`, written by pretrain-tiny) is not missing: it is not there *yet*.
 - columns: `fields:` mappings, the format's columns, `stratify`, and an eval task's `prompt_field` /
@@ -260,10 +260,10 @@ class _Checker:
         if any(rel == out or rel.startswith(out.rstrip("/") + "/") for out in self.produced):
             return True
         for p in [path, *path.parents]:
+            if p == self.root or not p.name:  # up to the project (or the filesystem's root, for outside inputs)
+                break
             if p.with_name(p.name + ".dvc").is_file():
                 return True
-            if p == self.root:
-                break
         return False
 
     def columns(self, loc: tuple, raw: str, split: str | None = None) -> list[str] | None:
@@ -333,12 +333,13 @@ def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[
                         f"a judge template holds all of {', '.join(JUDGE_PLACEHOLDERS)}")
     if ev.general:
         _check_tasks(c, ev.general)
-    # a model named as a path (./x, ../x, /x) is a local folder; anything else may be a hub id
+    # a model named as a relative path (./x, ../x) is a project folder; anything else may be a hub id, or
+    # an absolute path on storage that only the machines running the stages see (a cluster's /scratch)
     models = [(("model", "base"), spec.model.base)] + ([(("method", "teacher", "base"), m.teacher.base)] if m.teacher else [])
     models += [(("eval", "reward", "model"), ev.reward.model)] if ev.reward else []
     models += [(("eval", "judge", "judges", i, "model"), j.model) for i, j in enumerate(ev.judge.judges) if j.kind == "hf"] if ev.judge else []
     for loc, name in models:
-        if name.startswith(("./", "../", "/")):
+        if name.startswith(("./", "../")):
             c.local(loc, name, folder=True)
     known = rewards()
     names = [(("method", "grpo", "rewards", i), r) for i, r in enumerate(m.grpo.rewards)] if m.grpo else []

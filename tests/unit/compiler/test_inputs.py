@@ -92,6 +92,14 @@ def test_an_input_not_there_yet_is_not_missing(project):
     assert res.exit_code == 0, res.output
 
 
+def test_a_missing_input_outside_the_project_is_missing_not_a_crash(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "gone" / "x.jsonl"
+    edit(project, "source: data/train.jsonl", f"source: {outside}")
+    (project / "specs" / "e.yaml").write_text((project / "specs" / "e.yaml").read_text() + "allow_external_inputs: true\n")
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2 and f"data.train.0.source: '{outside}' does not exist" in res.output
+
+
 def test_check_warns_about_a_missing_input_instead_of_failing(project):
     assert tunebook(project, "compile").exit_code == 0
     (project / "data" / "test.csv").unlink()  # a checkout where the data was not fetched
