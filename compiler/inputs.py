@@ -244,7 +244,12 @@ class _Checker:
         if raw.startswith(("hf:", "builtin:")):
             return None
         path = Path(raw) if Path(raw).is_absolute() else self.root / raw
-        if path.exists():
+        try:
+            there = path.exists()
+        except OSError as e:  # a name too long, a permission refused on the way
+            self.error(loc, f"'{raw}' is not a usable path ({e.strerror or e})")
+            return None
+        if there:
             if folder and not path.is_dir():
                 self.error(loc, f"'{raw}' is not a folder")
                 return None
@@ -374,7 +379,10 @@ def check_inputs(loaded, root: Path, produced: list[str]) -> Findings:
     found = Findings()
     produced = [os.path.normpath(p) for p in produced]
     for ls in loaded:
-        check_spec(ls.spec, ls.file, ls.origins, root, produced, found)
+        try:
+            check_spec(ls.spec, ls.file, ls.origins, root, produced, found)
+        except (OSError, ValueError) as e:  # a name too long, a folder that cannot be listed: said, not a crash
+            found.errors.append(SpecIssue(ls.file, "", f"an input cannot be checked ({type(e).__name__}: {e})"))
     # a base file's mistake is found once per spec that extends it: said once
     return Findings(list(dict.fromkeys(found.errors)), list(dict.fromkeys(found.missing)))
 
