@@ -123,7 +123,11 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, missing
             raise click.UsageError("--check compares the full pipeline; it does not combine with --smoke")
         _compile_smoke(ctx, specs, out)
         return
-    paths = [Path(p) for p in specs] or discover(ctx.root / "specs")
+    from tunebook.compiler.serial import pipeline_specs, project_lock
+
+    # one compile at a time writes this project's files; the pipeline is always every spec (issue 16)
+    click.get_current_context().with_resource(project_lock(ctx.root, say=lambda m: click.echo(m, err=True)))
+    paths, _ = pipeline_specs(ctx.root, [Path(p) for p in specs], discover)
     if not paths:
         raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
     loaded = load_specs(paths, ctx.root)
@@ -142,6 +146,9 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, missing
         if write_gitignore(ctx.root, pipeline):  # cached outputs ignored before anything runs
             changed = [*changed, ".gitignore"]
     names = ", ".join(ls.spec.name for ls in loaded)
+    if specs and len(loaded) > len(specs):
+        click.echo(f"checked {', '.join(map(str, specs))} together with the rest of specs/: dvc.yaml and params.yaml "
+                   "always hold every experiment (compiling one spec alone would drop the others' stages)", err=True)
     if check:
         click.echo(f"up to date: {len(loaded)} spec(s) ({names})")
     else:
