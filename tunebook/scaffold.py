@@ -13,7 +13,6 @@ created: init either adopts the project or leaves it as it was.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -76,7 +75,7 @@ def _git_toplevel(root: Path) -> Path | None:
 def init_project(root: Path, name: str) -> list[str]:
     from tunebook.compiler import compile_specs, load_specs, write_pipeline
     from tunebook.compiler.ignore import write_gitignore
-    from tunebook.compiler.schema import NAME_RE, Spec
+    from tunebook.compiler.schema import NAME_RE, file_schema_text
 
     # 1. Everything that can be refused, before anything is written.
     if not NAME_RE.match(name):
@@ -126,7 +125,7 @@ def init_project(root: Path, name: str) -> list[str]:
         schema = specs / "schema.json"
         if not schema.exists():
             created.append(schema)
-        schema.write_text(json.dumps(Spec.model_json_schema(), indent=1, sort_keys=True) + "\n")
+        schema.write_text(file_schema_text())  # the raw-file schema editors check specs against
         if not (root / ".dvc").is_dir():
             env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
             created += [root / ".dvc", root / ".dvcignore"]

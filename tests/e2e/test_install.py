@@ -80,6 +80,8 @@ def test_init_in_an_empty_git_repository_with_the_installed_wheel(installed, tmp
     for out_dir in ("/models/tiny/", "/runs/first/train/", "/runs/first/eval/", "/data/first/"):
         assert out_dir in ignore, out_dir
     sh(tunebook(installed) + ["compile", "--check"], repo, installed)
+    # the schema init writes is the one `tunebook schema` writes: the raw-file schema editors use
+    assert (repo / "specs/schema.json").read_text() == sh(tunebook(installed) + ["schema", "-o", "-"], repo, installed).stdout
     # a second init changes nothing and says so
     again = sh(tunebook(installed) + ["init"], repo, installed).stdout
     assert "kept existing specs/first.yaml" in again
