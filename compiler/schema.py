@@ -228,7 +228,7 @@ class MethodSpec(Part):
     lora: LoraSpec | None = Field(default_factory=LoraSpec, description="null for full fine-tuning")
     lr: float = Field(1e-4, gt=0, lt=1)
     epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="stop after N steps: the run is marked a dry run")
+    max_steps: int | None = Field(None, gt=0, description="run length in optimizer steps, as in HF/trl; a run it cuts short of its epochs is marked shortened (20 steps or fewer: a smoke test)")
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
     max_seq_length: int = Field(512, gt=0)
@@ -442,7 +442,7 @@ class EveryK(Part):
 class EvalSpec(Part):
     general: GeneralEval | None = None
     target: list[TargetTask] = Field(default_factory=list)
-    loss: bool = Field(True, description="held-out loss and perplexity on data.validation")
+    loss: bool = Field(True, description="held-out evaluation on data.validation: loss and perplexity for SFT, preference accuracy and margin for DPO, mean reward for GRPO and teacher-SFT")
     reward: RewardEval | None = None
     judge: JudgeEval | None = None
     checkpoints: Literal["all", "final"] | EveryK = "all"
