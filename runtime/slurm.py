@@ -184,7 +184,7 @@ def _exit(v: str | None) -> tuple[int | None, int | None]:
 
 def job_info(job_id: str) -> JobInfo:
     """The job's state from slurmctld (`scontrol show job`), else from accounting (`sacct`)."""
-    res = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([_tool("scontrol"), "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
     if res.returncode == 0 and res.stdout.strip():
         kv = dict(w.split("=", 1) for w in shlex.split(res.stdout.strip()) if "=" in w)
         code, sig = _exit(kv.get("ExitCode"))
@@ -305,6 +305,7 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001
 
 def run_as_job(root: Path, kind: str, name: str, req: JobRequest, res=None) -> None:
     """Submit the stage, stream and wait; resubmit after walltime warnings; raise on anything else."""
+    root = root.resolve()
     stage = f"{kind}-{name}"
     out = jobs_dir(root, stage)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,11 +314,11 @@ def run_as_job(root: Path, kind: str, name: str, req: JobRequest, res=None) -> N
     first = len(rec["attempts"]) + 1
     for n in range(first, first + req.max_attempts):
         script = out / "job.sh"
-        script.write_text(render_script(root=root.resolve(), kind=kind, name=name, req=req, res=res, attempt=n))
+        script.write_text(render_script(root=root, kind=kind, name=name, req=req, res=res, attempt=n))
         a = Attempt(attempt=n, progress_before=progress(root, kind, name))
         run_before = _run_id(root, kind, name)
         job_id = submit(script)
-        a.job_id, a.submitted, a.log = job_id, now(), str((out / f"{job_id}.log").relative_to(root.resolve()))
+        a.job_id, a.submitted, a.log = job_id, now(), str((out / f"{job_id}.log").relative_to(root))
         rec["attempts"].append(asdict(a))
         _save(rec_path, rec)
         print(f"[slurm] {stage}: submitted job {job_id} (attempt {n}, --time={req.time}); log {a.log}", flush=True)
@@ -361,7 +362,7 @@ def run_as_job(root: Path, kind: str, name: str, req: JobRequest, res=None) -> N
             _save(rec_path, rec)
             raise ClusterError(f"{stage}: SLURM job {job_id} ended {state} (exit code {info.exit_code}) on {a.node}: "
                                f"{WHY.get(state, info.reason or 'see the log')}. Log: {a.log}; attempts: "
-                               f"{rec_path.relative_to(root.resolve())}")
+                               f"{rec_path.relative_to(root)}")
         if a.progress_after <= a.progress_before:
             rec["outcome"] = "no progress"
             _save(rec_path, rec)
