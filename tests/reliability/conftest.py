@@ -32,13 +32,15 @@ from tests.reliability.tally import COUNTS, ISSUE16_KINDS
 
 FAKE_HF_TOKEN = "hf_FAKEtunebookReliabilityToken0123456789"
 FAKE_JUDGE_KEY = "sk-FAKEtunebookJudgeKey-9876543210abcdef"
-SECRETS = (FAKE_HF_TOKEN, FAKE_JUDGE_KEY)
+# pasted into the spec's description by a careless hand: compile warns, and it is redacted from then on
+FAKE_SPEC_TOKEN = "ghp_FAKEtunebookPastedToken0123456789ab"
+SECRETS = (FAKE_HF_TOKEN, FAKE_JUDGE_KEY, FAKE_SPEC_TOKEN)
 PRETRAIN_STEPS = int(os.environ.get("TUNEBOOK_RELIABILITY_PRETRAIN_STEPS", "60"))
 
 SPEC = """\
 # The quickstart made smaller, for the reliability suite: same stages, minutes less.
 name: mini
-description: reliability project, the quickstart made small
+description: reliability project, the quickstart made small (token {token} pasted by mistake)
 model: {base: builtin:tiny}
 data:
   train:
@@ -175,7 +177,7 @@ def init_project(root: Path, env: dict, judge_url: str, log: Path) -> Project:
     p.run(["dvc", "init", "-q"])
     shutil.copy(ROOT / ".gitignore", root / ".gitignore")  # the project's own ignore rules
     (root / "specs").mkdir()
-    (root / "specs/mini.yaml").write_text(SPEC.replace("{url}", judge_url))
+    (root / "specs/mini.yaml").write_text(SPEC.replace("{url}", judge_url).replace("{token}", FAKE_SPEC_TOKEN))
     (root / "inputs").mkdir()
     (root / "inputs/judge_prompts.jsonl").write_text("".join(json.dumps({"prompt": q}) + "\n" for q in JUDGE_PROMPTS))
     p.tunebook("compile")
