@@ -5,7 +5,7 @@ stay quiet when nothing changed? Seeded, deterministic, ~30 s.
 
 paired_ci_min_coverage: the worst coverage of the paired interval over the audit's cases (issue 13):
 0/1 scores at n = 13, 30, 100, 200 with rare flips (Tango score), skewed real-valued differences at
-n = 30 (exponential: skewness 2) and normal differences at n = 5 (paired t). Each case runs
+n = 30 (exponential: skewness 2; bootstrap-t) and normal differences at n = 5 (paired t). Each case runs
 `delta_interval` on 2,000 simulated paired experiments with a known true change; the standard error of
 one coverage figure is about 0.005.
 

@@ -6,8 +6,12 @@ scipy). The choice follows what the record holds, best first:
 1. per-item 0/1 scores on both sides, aligned -> Tango's score interval for the difference of paired
    proportions (real width and coverage when items rarely flip, where a bootstrap collapses to
    [0, 0]); the decision is McNemar's exact test;
-2. per-item real-valued scores on both sides, aligned -> Student t interval on the per-item
-   differences; the decision is the paired t test (the same calculation, so they never disagree);
+2. per-item real-valued scores on both sides, aligned -> the studentized (bootstrap-t) interval of
+   the mean per-item difference, from 10 to 5,000 items; the decision inverts the same bootstrap
+   distribution, so they never disagree. Student t, which assumes symmetric differences, covered
+   0.93 (exponential) and 0.89 (lognormal) at n = 30; bootstrap-t 0.95 and 0.93 (2,000 simulated runs
+   each; `make bench` prints the worst case). Below 10 items the resamples are too few and above
+   5,000 the skew no longer matters: there, the paired t interval and test;
 3. a standard error on both sides (or per-item scores that cannot be aligned) -> normal interval
    with sqrt(se_old² + se_new²), marked unpaired with the reason;
 4. neither -> the interval is unknown, and the report says so instead of guessing.
@@ -69,7 +73,7 @@ class Interval:
     delta: float
     low: float | None
     high: float | None
-    method: str  # "Tango score", "paired t", "normal", "Wilson" or "unknown"
+    method: str  # "Tango score", "bootstrap-t", "paired t", "normal", "Wilson" or "unknown"
     p: float | None = None
     test: str = ""
     se: float | None = None
@@ -265,6 +269,51 @@ def _paired_binary(old: np.ndarray, new: np.ndarray, delta: float) -> Interval:
     return Interval(delta, low, high, "Tango score", test.p, "McNemar exact", se, True, n, resize=resize)
 
 
+BOOT_T_MIN, BOOT_T_MAX = 10, 5000  # item counts where bootstrap-t is used (see the module docstring)
+BOOT_T_RESAMPLES = 999
+BOOT_T_SEED = 20261130  # fixed: the same differences always give the same interval
+
+
+@functools.lru_cache(maxsize=8)  # at most 8 x 999 x 5,000 int32 = 160 MB, usually a few MB
+def _boot_t_indices(n: int) -> np.ndarray:
+    """The resampling plan for n items: one fixed plan per n, so results depend on the data alone."""
+    return np.random.default_rng(BOOT_T_SEED + n).integers(0, n, size=(BOOT_T_RESAMPLES, n), dtype=np.int32)
+
+
+def bootstrap_t(diff: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float, float, float]:
+    """(low, high, p, se, q_low, q_high) for the mean per-item difference by the studentized bootstrap
+    (Efron & Tibshirani 1993, ch. 12.5): t* = (mean* - mean) / se* over resamples; the interval is
+    [mean - q_high·se, mean - q_low·se]; p is the equal-tailed p of "mean = 0" under the same t*
+    distribution, so p < 1 - level exactly when the interval excludes 0."""
+    d = finite_array(diff, "differences")
+    n = d.size
+    if n < 2:
+        raise BadNumber("bootstrap_t: needs at least two per-item differences")
+    mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n)
+    t_star = np.empty(BOOT_T_RESAMPLES)
+    plan = _boot_t_indices(n)
+    for start in range(0, BOOT_T_RESAMPLES, 256):  # chunks keep memory at 256 x n
+        x = d[plan[start:start + 256]]
+        m = x.mean(axis=1)
+        s = x.std(axis=1, ddof=1) / math.sqrt(n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_star[start:start + 256] = np.where(s > 0, (m - mean) / s, 0.0)
+    alpha = 1 - level
+    q_low, q_high = (float(v) for v in np.quantile(t_star, [alpha / 2, 1 - alpha / 2]))
+    t_obs = mean / se
+    # equal-tailed: twice the smaller tail of t* beyond the observed t (plus one: never exactly 0)
+    upper = (np.count_nonzero(t_star >= t_obs) + 1) / (BOOT_T_RESAMPLES + 1)
+    lower = (np.count_nonzero(t_star <= t_obs) + 1) / (BOOT_T_RESAMPLES + 1)
+    p = float(min(1.0, 2 * min(upper, lower)))
+    low, high = mean - q_high * se, mean - q_low * se
+    # the quantile and the count can differ by one resample at the edge: the interval decides
+    if (low > 0 or high < 0) and p >= alpha:
+        p = alpha * (1 - 1e-9)
+    elif low <= 0 <= high and p < alpha:
+        p = alpha
+    return low, high, p, se, q_low, q_high
+
+
 def _paired_real(diff: np.ndarray, delta: float) -> Interval:
     n = diff.size
     mean, sd = float(diff.mean()), float(diff.std(ddof=1))
@@ -273,6 +322,14 @@ def _paired_real(diff: np.ndarray, delta: float) -> Interval:
             return Interval(delta, 0.0, 0.0, "paired t", 1.0, "paired t", 0.0, True, n,
                             "every item scored the same at both checkpoints")
         return unknown(delta, f"every one of the {n} items changed by {mean:+.4g}: no spread to measure noise")
+    if BOOT_T_MIN <= n <= BOOT_T_MAX:
+        low, high, p, se, q_low, q_high = bootstrap_t(diff)
+
+        def resize_boot(k: int) -> tuple[float, float]:  # the same t* quantiles, at k items
+            s = sd / math.sqrt(k)
+            return mean - q_high * s, mean - q_low * s
+
+        return Interval(delta, low, high, "bootstrap-t", p, "bootstrap-t", se, True, n, resize=resize_boot)
     low, high, p, se = paired_t(diff)
 
     def resize(k: int) -> tuple[float, float]:

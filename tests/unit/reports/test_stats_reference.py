@@ -271,10 +271,57 @@ def test_items_needed_matches_a_search_with_the_reference_intervals():
                    <= sm_prop.proportion_confint(rate * k, k, alpha=0.05, method="wilson")[1])
         assert need == ref, (wins, n)
     rng = np.random.default_rng(11)
-    for n in (13, 30):
+    for n in (5, 8):  # below bootstrap-t's range: Student t
         d = rng.normal(0.1, 1.0, size=n)
         mean, sd = d.mean(), d.std(ddof=1)
         ref = next(k for k in range(2, 1_000_000)
                    if scipy_stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k) < abs(mean))
         iv = delta_interval(0.0, float(mean), old_samples=np.zeros(n), new_samples=d)
-        assert items_needed(iv) == ref
+        assert iv.method == "paired t" and items_needed(iv) == ref
+    for n in (13, 30):  # bootstrap-t: the reference quantiles of t*, scaled to k items
+        d = rng.normal(0.1, 1.0, size=n)
+        mean, sd = d.mean(), d.std(ddof=1)
+        t_star = _reference_t_star(d)
+        q_low, q_high = np.quantile(t_star, [0.025, 0.975])
+        ref = next(k for k in range(2, 1_000_000)
+                   if not mean - q_high * sd / math.sqrt(k) <= 0 <= mean - q_low * sd / math.sqrt(k))
+        iv = delta_interval(0.0, float(mean), old_samples=np.zeros(n), new_samples=d)
+        assert iv.method == "bootstrap-t" and items_needed(iv) == ref
+
+
+def _reference_t_star(d: np.ndarray) -> np.ndarray:
+    """t* = (mean* - mean) / se* by a plain loop over the same resampling plan (statistics module)."""
+    import statistics
+
+    from tunebook.reports.stats import _boot_t_indices
+
+    n, mean = len(d), statistics.fmean(d)
+    out = []
+    for row in _boot_t_indices(n):
+        x = [float(d[i]) for i in row]
+        s = statistics.stdev(x) / math.sqrt(n)
+        out.append((statistics.fmean(x) - mean) / s if s > 0 else 0.0)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n", [10, 13, 30, 80])
+def test_bootstrap_t_matches_a_plain_loop_and_its_test_agrees_with_its_interval(n):
+    from tunebook.reports.stats import bootstrap_t
+
+    rng = np.random.default_rng(500 + n)
+    for shift in (0.0, 0.3, 0.8):
+        d = rng.exponential(size=n) - 1 + shift  # skewed per-item differences
+        low, high, p, se, q_low, q_high = bootstrap_t(d)
+        t_star = _reference_t_star(d)
+        ref_q = np.quantile(t_star, [0.025, 0.975])
+        assert (q_low, q_high) == pytest.approx(tuple(ref_q), rel=1e-9)
+        assert se == pytest.approx(scipy_stats.sem(d), rel=REL)
+        assert (low, high) == pytest.approx((d.mean() - ref_q[1] * se, d.mean() - ref_q[0] * se), rel=1e-9)
+        assert (p < 0.05) == (not low <= 0 <= high), (p, low, high)  # one decision, one test
+
+
+def test_bootstrap_t_is_the_method_from_10_to_5000_items():
+    rng = np.random.default_rng(3)
+    for n, method in ((9, "paired t"), (10, "bootstrap-t"), (5000, "bootstrap-t"), (5001, "paired t")):
+        d = rng.normal(size=n)
+        assert delta_interval(0.0, float(d.mean()), old_samples=np.zeros(n), new_samples=d).method == method, n
