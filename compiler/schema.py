@@ -8,9 +8,9 @@ editors use for completion (shipped specs point at it on their first line).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from tunebook.compiler.errors import did_you_mean
 from tunebook.compiler.registries import extractors
@@ -459,19 +459,55 @@ class EvalSpec(Part):
 
 
 # --- expectations ----------------------------------------------------------------------------------
-class Threshold(Part):
-    warn: float = Field(description="a delta at or below this (in the metric's units, worse-is-negative) warns")
-    fail: float = Field(description="a significant delta at or below this fails")
+# A threshold is a change in the better direction, negative meaning worse: a number is absolute in the
+# metric's units, "-5%" is relative to the baseline. The same grammar and checks as the reports'
+# (reports/status.parse_level; compiler and reports do not import each other, so
+# tests/unit/compiler/test_thresholds.py holds the two to the same answers on a grid of inputs).
+_PERCENT = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*%\s*$")
+Level = float | Annotated[str, StringConstraints(pattern=_PERCENT.pattern)]
+
+
+def _level(x: float | str | None, key: str) -> tuple[float, bool] | None:
+    """(value, relative) of one threshold; ValueError naming the key for a positive or unreadable one."""
+    if x is None:
+        return None
+    if isinstance(x, str):
+        m = _PERCENT.match(x)
+        if not m:
+            raise ValueError(f"{key}: {x!r} is not a threshold (a number like -0.05 or a string like '-5%')")
+        value, relative = float(m.group(1)) / 100, True
+    else:
+        value, relative = float(x), False
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{key}: not a finite number")
+    if value > 0:
+        shown = f"{-value * 100:g}%" if relative else f"{-value:g}"
+        raise ValueError(f"{key}: {x!r} is positive; thresholds are changes in the better direction, negative "
+                         f"meaning worse: did you mean {shown}?")
+    return value, relative
+
+
+class TaskThreshold(Part):
+    warn: Level | None = Field(None, description="warn at a change at or below this: -0.01 (metric units) or '-1%' (of the baseline)")
+    fail: Level | None = Field(None, description="a significant change at or below this fails: -0.05 or '-5%'")
 
     @model_validator(mode="after")
     def _order(self):
-        if self.fail > self.warn:
-            raise ValueError(f"fail ({self.fail}) must be at or below warn ({self.warn})")
+        warn, fail = _level(self.warn, "warn"), _level(self.fail, "fail")
+        if warn and fail and warn[1] == fail[1] and fail[0] > warn[0]:
+            raise ValueError(f"fail ({self.fail}) must be at or below warn ({self.warn}): fail is the larger drop")
         return self
 
 
+class Threshold(TaskThreshold):
+    tasks: dict[str, TaskThreshold] = Field(
+        default_factory=dict, description="per task ('mt_bench') or task/metric ('wikitext/word_perplexity'): "
+                                          "for metrics whose scale the top-level numbers do not fit")
+
+
 class ExpectSpec(Part):
-    forgetting: Threshold = Field(default_factory=lambda: Threshold(warn=-0.01, fail=-0.05))
+    forgetting: Threshold = Field(default_factory=lambda: Threshold(warn=-0.01, fail=-0.05),
+                                  description="absolute numbers apply to 0–1 metrics; other scales need '-x%' or tasks:")
     target_gain: float = Field(0.0, description="minimum improvement on target tasks to call it a success")
 
 
