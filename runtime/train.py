@@ -427,6 +427,10 @@ def build_sft(ctx: StageContext, out: Path, rows: list[dict], model, tok, callba
 
     m = ctx.spec.method
     cfg = SFTConfig(**trainer_args(m, out), max_length=m.max_seq_length, completion_only_loss=True, packing=m.packing)
+    if rows and "messages" in rows[0]:  # chat rows: loss on the assistant's tokens only (runtime/chat.py)
+        from tunebook.runtime.chat import assistant_tokens
+
+        rows = [assistant_tokens(tok, r["messages"]) for r in rows]
     kw = dict(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
               peft_config=lora_config(m), callbacks=callbacks)
     if m.anchor is None:
