@@ -75,6 +75,17 @@ def last_tokens_mask(mask: torch.Tensor, last_n: int | None, starts: torch.Tenso
     return keep.view(b, t)
 
 
+def _global_count(n: int, device) -> int | None:
+    """`n` summed over the ranks when several processes train (DDP averages their gradients), else None."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    t = torch.tensor([n], device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 class AnchoredSFTTrainer(SFTTrainer):
     """SFTTrainer plus an anchor term. `reference` is a frozen model for full fine-tuning; None means
     "the adapter-disabled policy" (LoRA)."""
@@ -114,6 +125,11 @@ class AnchoredSFTTrainer(SFTTrainer):
         sel_logits = logits[mask].float()
         nll = F.cross_entropy(sel_logits, targets[mask], reduction="sum")
         task = nll / torch.as_tensor(n_tokens, device=nll.device).clamp(min=1)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # as Trainer.compute_loss does: n_tokens counts every rank's tokens and DDP averages the
+            # gradients over ranks, so each rank's share is scaled back up (without it, 2 processes
+            # trained at half the task loss; tests/unit/runtime/test_launch.py)
+            task = task * (self.accelerator.num_processes // self.get_tp_size())
 
         pos = fwd.get("position_ids")
         starts = (pos[:, 1:] == 0) if pos is not None and "attention_mask" not in fwd else None  # packed rows
@@ -122,11 +138,17 @@ class AnchoredSFTTrainer(SFTTrainer):
         logq = F.log_softmax(self._reference_logits(model, fwd)[:, :-1][keep].float(), -1)
         per_token = divergence(self.anchor.type, logp, logq)
         anchor = per_token.mean() if per_token.numel() else logits.sum() * 0.0
+        kept = _global_count(per_token.numel(), logits.device)
+        if kept is not None:  # several processes: the mean over every rank's anchored tokens, not a mean of means
+            world = self.accelerator.num_processes
+            anchor_loss = per_token.sum() * world / max(kept, 1) if per_token.numel() else logits.sum() * 0.0
+        else:
+            anchor_loss = anchor
         # The task loss is already normalized over the whole accumulated batch; the anchor is a mean
         # per micro-batch, so average it over the accumulation steps the same way.
         scaled_for_ga = num_items_in_batch is not None and self.model_accepts_loss_kwargs
         ga = self.current_gradient_accumulation_steps if scaled_for_ga else 1
-        loss = task + coef * anchor / ga
+        loss = task + coef * anchor_loss / ga
 
         with torch.no_grad():
             probs = F.softmax(sel_logits, -1)

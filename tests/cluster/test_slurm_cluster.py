@@ -119,11 +119,14 @@ def test_two_queued_variants_on_slurm_share_one_baseline(tmp_path, env):
     for lr in ("5e-3", "1e-2"):
         sh(["dvc", "exp", "run", "--queue", "-S", f"quickstart.method.lr={lr}"], root, env)
     sh(["dvc", "queue", "start", "-j", "2"], root, env)
-    for _ in range(900):
-        status = sh(["dvc", "queue", "status"], root, env).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(1)
+    try:
+        for _ in range(900):
+            status = sh(["dvc", "queue", "status"], root, env).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(1)
+    finally:
+        sh(["dvc", "queue", "stop"], root, env, check=False)  # the workers this test started
     assert status.count("Success") == 2, status
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], root, env).stdout)
     exps = [e for row in shown for e in (row.get("experiments") or [])]

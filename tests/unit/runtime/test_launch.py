@@ -82,9 +82,11 @@ def test_several_nodes_need_slurm(tmp_path):
 LOSS_RTOL, ADAPTER_ATOL = 1e-4, 1e-4
 
 
-def _train_cli(tmp_path, cli_env, procs: int):
+def _train_cli(tmp_path, cli_env, procs: int, anchor: dict | None = None):
     extra = {"resources": {"gpus": procs}} if procs > 1 else {}
     method = {"max_steps": 6, "log_every": 1, "save_every": 3, "batch_size": 8 // procs, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+    if anchor:
+        method["anchor"] = anchor
     ctx = project(tmp_path, spec_text(method=method, **extra))
     res = subprocess.run([sys.executable, "-m", "tunebook", "run", "train", "exp"], cwd=tmp_path, env=cli_env,
                          capture_output=True, text=True, timeout=600)
@@ -93,14 +95,18 @@ def _train_cli(tmp_path, cli_env, procs: int):
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_at_the_same_global_batch(tmp_path, cli_env):
+@pytest.mark.parametrize("anchor", [None, {"type": "kl", "coef": 0.5}], ids=["sft", "kl-anchor"])
+def test_two_gloo_processes_match_one_at_the_same_global_batch(tmp_path, cli_env, anchor):
+    """With the KL anchor this caught two bugs: the anchored loss skipped Trainer's rescaling of a
+    globally normalized loss (2 processes trained at half the task loss), and the anchor was a mean
+    of per-rank means."""
     import json
 
     import torch
     from safetensors.torch import load_file
 
-    one, _ = _train_cli(tmp_path / "one", cli_env, 1)
-    two, log = _train_cli(tmp_path / "two", cli_env, 2)
+    one, _ = _train_cli(tmp_path / "one", cli_env, 1, anchor)
+    two, log = _train_cli(tmp_path / "two", cli_env, 2, anchor)
     assert "torch.distributed.run --standalone --nproc_per_node=2" in log
     h1, h2 = (json.loads((d / "history.json").read_text()) for d in (one, two))
     l1 = [h["values"]["loss"] for h in h1 if "loss" in h["values"]]
