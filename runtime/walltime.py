@@ -22,7 +22,7 @@ _requested = False
 def _on_usr1(signum, frame) -> None:  # noqa: ARG001
     global _requested
     _requested = True
-    print("[walltime] warning received: saving a checkpoint at the end of this step", flush=True)
+    print("[walltime] warning received: training checkpoints after this step; evaluation goes on, keeping every finished cell", flush=True)
 
 
 def install() -> None:
