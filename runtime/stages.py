@@ -146,6 +146,8 @@ def run_stage(root: Path, kind: str, name: str) -> None:
         elif kind == "train":
             from tunebook.runtime import launch
 
+            if ctx.spec.resources is not None:  # mixed precision reaches the trainer through the environment
+                os.environ.update({k: v for k, v in launch.launch_env(ctx.spec.resources).items() if k != "TUNEBOOK_LAUNCHED"})
             if launch.needs_launcher(ctx.spec.resources) and os.environ.get("TUNEBOOK_LAUNCHED") != "1":
                 raise SystemExit(launch.run_locally(root, ctx.spec.resources, name))  # ranks rerun this stage
             from tunebook.runtime import train

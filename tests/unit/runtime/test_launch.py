@@ -120,3 +120,19 @@ def test_two_gloo_processes_match_one_at_the_same_global_batch(tmp_path, cli_env
     s2 = json.loads((two / "summary.json").read_text())
     assert s2["world_size"] == 2 and s2["effective_batch"] == 8  # the global batch is what is recorded
     assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]  # rank 0 wrote once
+
+
+def test_one_process_keeps_its_mixed_precision(tmp_path, monkeypatch):
+    """One process runs without a launcher; `resources.mixed_precision` still reaches the trainer."""
+    import os
+
+    from tunebook.runtime import stages
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    ctx = project(tmp_path, spec_text(method={"max_steps": 1}, resources={"gpus": 1, "mixed_precision": "bf16"}), run_data=False)
+    seen = {}
+    monkeypatch.setattr("tunebook.runtime.train.run", lambda c: seen.update(mp=os.environ.get("ACCELERATE_MIXED_PRECISION")))
+    monkeypatch.setattr(stages, "_cpu_threads", lambda kind: None)
+    stages.run_stage(ctx.root, "train", "exp")
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert seen == {"mp": "bf16"}
