@@ -29,7 +29,8 @@ class ModelSpec(Part):
     base: str = Field(description="'builtin:tiny', a Hugging Face repo id, or a local folder")
     revision: str | None = Field(None, description="hub commit, tag or branch; a commit pins it")
     trust_remote_code: bool = Field(False, description="run code shipped with the model (off unless set)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights as loaded; auto: float32 on CPU, the checkpoint's own dtype on a GPU")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -237,6 +238,8 @@ class MethodSpec(Part):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     packing: bool = Field(False, description="SFT: pack several rows into each sequence (fewer pad tokens)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~1.5x the step time "
+                                         "(trl's configs turn it on by default; here only the spec does)")
     anchor: AnchorSpec | None = None
     grpo: GRPOSpec | None = None
     dpo: DPOSpec | None = None
@@ -356,6 +359,9 @@ class TargetTask(Part):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, only with temperature > 0")
     num_samples: int = Field(1, gt=0, description="answers per prompt when sampling; an item scores the mean")
     seed: int = Field(0, description="sampling seed")
+    chat: bool | None = Field(None, description="ask through the model's chat template (one user turn); "
+                                                "unset: as the training data, true when a train source has format: messages")
+    system: str | None = Field(None, description="with chat: the system prompt (unset: the template's own default)")
 
     @model_validator(mode="after")
     def _sampling(self):
@@ -363,6 +369,8 @@ class TargetTask(Part):
             raise ValueError("num_samples > 1 and top_p < 1 need sampling: set temperature > 0")
         if self.name in RESERVED_CELLS:
             raise ValueError(f"'{self.name}' is reserved for a suite; name the target task something else")
+        if self.system is not None and self.chat is False:
+            raise ValueError("a system prompt needs chat: true")
         return self
 
 
@@ -524,6 +532,21 @@ class Spec(Part):
     allow_external_inputs: bool = Field(
         False, description="let input paths (data, eval sets, templates, local models) point outside the project, "
                             "symlinks included; off: such a path is an error. Outputs always stay inside")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chat_as_trained(cls, data):
+        # A target task asks the way the model was trained: through the chat template when the training
+        # data is chat. Resolved here, so params.yaml, the shared baseline's key and the record show it.
+        try:
+            chat = any(src.get("format") == "messages" for src in data["data"]["train"])
+            targets = data["eval"]["target"]
+            if any(t.get("chat") is None for t in targets):  # a system prompt alone asks for chat
+                data = {**data, "eval": {**data["eval"], "target": [
+                    t if t.get("chat") is not None else {**t, "chat": chat or t.get("system") is not None} for t in targets]}}
+        except (KeyError, TypeError, AttributeError):
+            pass  # not a well-formed spec: the field validators say what is wrong
+        return data
 
     @field_validator("description")
     @classmethod

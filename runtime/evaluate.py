@@ -155,8 +155,10 @@ def load_prompts(root: Path, ps: PromptSet, key: str) -> list[str]:
 
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, *, chat: bool = False,
-             temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, seed: int = 0) -> list[list[str]]:
-    """`num_samples` answers per prompt: greedy unless temperature > 0 (then seeded sampling)."""
+             temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, seed: int = 0,
+             system: str | None = None) -> list[list[str]]:
+    """`num_samples` answers per prompt: greedy unless temperature > 0 (then seeded sampling). With
+    `chat`, each prompt is one user turn (after `system`, if given) in the model's chat template."""
     import torch
 
     sampling = temperature > 0
@@ -167,8 +169,9 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     for i in range(0, len(prompts), batch_size):
         batch = prompts[i : i + batch_size]
         if chat:  # the template carries its own special tokens
-            texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                     for p in batch]
+            from tunebook.runtime.chat import chat_prompt
+
+            texts = [chat_prompt(tok, p, system) for p in batch]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         else:
             enc = tok(batch, return_tensors="pt", padding=True)
@@ -192,7 +195,7 @@ def eval_target(model, tok, task: TargetTask, rows: list[dict], checkpoint: str,
     extract = EXTRACTORS[task.extract]
     prompts = [str(r[task.prompt_field]) for r in rows]
     answers = generate(model, tok, prompts, task.max_new_tokens, task.batch_size, temperature=task.temperature,
-                       top_p=task.top_p, num_samples=task.num_samples, seed=task.seed)
+                       top_p=task.top_p, num_samples=task.num_samples, seed=task.seed, chat=bool(task.chat), system=task.system)
     scores, samples, failures = [], [], 0
     for r, prompt, outs in zip(rows, prompts, answers):
         target = str(r[task.answer_field])
@@ -213,7 +216,8 @@ def eval_target(model, tok, task: TargetTask, rows: list[dict], checkpoint: str,
               "value": acc, "stderr": sd / math.sqrt(n) if sd is not None else None, "n": n,
               "higher_is_better": True, "samples": scores,
               "extra": {"extraction_failures": failures, "extraction_failure_rate": failures / (n * task.num_samples),
-                        "extract": task.extract, "decoding": decoding, "max_new_tokens": task.max_new_tokens}}
+                        "extract": task.extract, "decoding": decoding, "max_new_tokens": task.max_new_tokens,
+                        "chat": bool(task.chat), "system": task.system}}
     return {"metrics": [metric], "samples": right + wrong}
 
 

@@ -31,8 +31,13 @@ def model_path(root: Path, spec: ModelSpec) -> tuple[str, str | None]:
 
 
 def _dtype(spec: ModelSpec):
+    """The spec's dtype; `auto` is float32 on CPU (a bf16 checkpoint would otherwise train and
+    generate in bf16 there: slow, and not what a CPU run is compared against) and the checkpoint's
+    own dtype on an accelerator."""
     import torch
 
+    if spec.dtype == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        return torch.float32
     return {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec.dtype]
 
 

@@ -78,6 +78,14 @@ def actual_params(ctx: StageContext, manifest: dict, summary: dict) -> dict:
         actual["method.max_steps"] = summary.get("max_steps")
         actual["steps"] = summary.get("actual_steps")
         actual["epochs_run"] = summary.get("epochs_run")  # beside the planned method.epochs (max_steps may cut it)
+        prec = summary.get("precision") or {}  # as trained (runtime/train.actual_precision), not as asked
+        for k in ("device", "weights_dtype", "autocast"):
+            if k in prec:
+                actual[f"precision.{k}"] = prec[k]
+        if "gradient_checkpointing" in prec:
+            actual["method.gradient_checkpointing"] = prec["gradient_checkpointing"]
+        if summary.get("loss_tokens"):
+            actual["loss_tokens"] = summary["loss_tokens"]
     return actual
 
 

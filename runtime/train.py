@@ -397,8 +397,24 @@ def trainer_args(m, out: Path) -> dict:
         dataloader_num_workers=0,
         bf16=False,
         fp16=False,
-        **{checkpointing: False},
+        **{checkpointing: m.gradient_checkpointing},
     )
+
+
+def actual_precision(trainer) -> dict:
+    """How the run really trained, read off the trainer and the model (not the spec): device, weights
+    dtype, autocast and activation checkpointing. Recorded, because trl's defaults once differed
+    silently from the spec (bf16 autocast and checkpointing on a float32 CPU run)."""
+    model = trainer.model
+    p = next(model.parameters())
+    trainable = next((q for q in model.parameters() if q.requires_grad), p)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    ckpt = getattr(base, "is_activation_checkpointing", None)
+    if ckpt is None:
+        ckpt = getattr(base, "is_gradient_checkpointing", False)
+    return {"device": p.device.type, "weights_dtype": str(p.dtype).removeprefix("torch."),
+            "trainable_dtype": str(trainable.dtype).removeprefix("torch."),
+            "autocast": str(trainer.accelerator.mixed_precision), "gradient_checkpointing": bool(ckpt)}
 
 
 def lora_config(m):
@@ -520,6 +536,9 @@ def run(ctx: StageContext) -> None:
 
         callbacks.insert(-1, walltime.callback())
 
+    res = ctx.spec.resources  # one process too: the spec's autocast reaches the trainer as accelerate's would
+    if res is not None and res.mixed_precision != "no":
+        os.environ.setdefault("ACCELERATE_MIXED_PRECISION", res.mixed_precision)
     t_io = time.time()
     tok = load_tokenizer(ctx.root, ctx.spec.model)
     model = load_model(ctx.root, ctx.spec.model)
@@ -607,6 +626,16 @@ def epoch_steps(trainer, epochs: float) -> int | None:
     return math.ceil(epochs * max(batches // accum + int(batches % accum > 0), 1))
 
 
+def loss_tokens(dataset) -> dict | None:
+    """{trained, total}: the tokens that carry loss after trl's preparation (truncation included). On
+    chat rows only the assistant's answers should (runtime/chat.py); the record shows the share."""
+    try:
+        labels = dataset["labels"]
+    except (KeyError, TypeError, ValueError):
+        return None  # GRPO/DPO build their own batches
+    return {"trained": sum(sum(x != -100 for x in row) for row in labels), "total": sum(len(row) for row in labels)}
+
+
 def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchdog, discarded, timings) -> dict:
     """summary.json: what the eval stage and the record read (final, checkpoints, dry run, why it stopped)."""
     m, out = ctx.spec.method, ctx.run_dir / "train"
@@ -634,6 +663,8 @@ def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchd
         # the global batch: processes x per-process batch x accumulation (resources: sets the processes)
         "world_size": int(trainer.args.world_size),
         "effective_batch": int(trainer.args.world_size * m.batch_size * m.grad_accum),
+        "precision": actual_precision(trainer),
+        "loss_tokens": loss_tokens(trainer.train_dataset),
         "shelf": shelved_runs(out),
     }
     if early is not None:

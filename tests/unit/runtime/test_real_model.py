@@ -145,3 +145,31 @@ def test_missing_model_folder_says_how_to_build_it(tmp_path):
         model_path(tmp_path, ModelSpec(base=f"builtin:{NAME}"))
     with pytest.raises(FileNotFoundError, match="no embedded model 'builtin:huge'"):
         model_path(tmp_path, ModelSpec(base="builtin:huge"))
+
+
+@needs_real
+def test_target_task_asks_through_the_chat_template(real_tok):
+    """eval_target with chat (and a system prompt) feeds the model exactly the template's generation
+    prompt, left-padded, and scores only what follows."""
+    import torch
+
+    from tunebook.compiler.schema import TargetTask
+    from tunebook.runtime.chat import chat_prompt
+    from tunebook.runtime.evaluate import eval_target
+
+    seen = []
+
+    class Stub:
+        device = torch.device("cpu")
+
+        def generate(self, input_ids, attention_mask, max_new_tokens, **kw):
+            seen.extend(real_tok.decode(row[m.bool()]) for row, m in zip(input_ids, attention_mask))
+            answer = torch.tensor(real_tok.encode("42<|im_end|>"))
+            return torch.cat([input_ids, answer.expand(len(input_ids), -1)], dim=1)
+
+    task = TargetTask(name="sums", source="x.jsonl", chat=True, system="Answer with a number.", batch_size=2)
+    rows = [{"prompt": "What is 12+30?", "answer": "42"}, {"prompt": "What is 40+2? Think.", "answer": "42"}]
+    out = eval_target(Stub(), real_tok, task, rows, "base", keep=2)
+    assert seen == [chat_prompt(real_tok, r["prompt"], "Answer with a number.") for r in rows]
+    assert seen[0].startswith("<|im_start|>system\nAnswer with a number.<|im_end|>")
+    assert out["metrics"][0]["value"] == 1.0 and out["metrics"][0]["extra"]["chat"] is True

@@ -1,0 +1,43 @@
+"""Precision, activation checkpointing and the loss mask come from the spec, never from trl's defaults,
+and the summary (so the record) says how the run really trained."""
+
+from __future__ import annotations
+
+import json
+
+from tests.unit.runtime.test_train import one_thread, project, spec_text, train  # noqa: F401  (fixture)
+
+
+def test_cpu_run_is_float32_without_autocast_or_checkpointing_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    s = train(project(tmp_path, spec_text(method={"max_steps": 2})))
+    assert s["precision"] == {"device": "cpu", "weights_dtype": "float32", "trainable_dtype": "float32",
+                              "autocast": "no", "gradient_checkpointing": False}
+    # prompt/completion rows: only the completion (and its eos) carries loss
+    assert 0 < s["loss_tokens"]["trained"] < s["loss_tokens"]["total"]
+
+
+def test_checkpointing_when_the_spec_asks(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    s = train(project(tmp_path, spec_text(method={"max_steps": 2, "gradient_checkpointing": True})))
+    assert s["precision"]["gradient_checkpointing"] is True
+
+
+def test_chat_rows_train_on_the_answers_only(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"{a}-{b}="}, {"role": "assistant", "content": str(a - b)}]}
+            for a in range(20, 44) for b in range(0, 4)]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = train(project(tmp_path, spec_text(method={"max_steps": 2}, data={"train": [{"source": "chat.jsonl"}]})))
+    # per row: the answer's digits and </s> are trained; the question and its newline are not
+    answers = sum(len(str(a - b)) + 1 for a in range(20, 44) for b in range(0, 4))
+    assert s["loss_tokens"]["trained"] == answers < s["loss_tokens"]["total"]
+
+
+def test_trainer_args_take_checkpointing_from_the_spec(tmp_path):
+    from trl import SFTConfig
+
+    from tunebook.compiler.schema import MethodSpec
+    from tunebook.runtime.train import trainer_args
+
+    assert SFTConfig(**trainer_args(MethodSpec(gradient_checkpointing=True), tmp_path)).gradient_checkpointing is True
+    assert SFTConfig(**trainer_args(MethodSpec(), tmp_path)).gradient_checkpointing is False
