@@ -235,13 +235,16 @@ def eval_loss(model, tok, rows: list[dict], max_len: int, checkpoint: str, batch
         batch = rows[i : i + batch_size]
         ids, labels = [], []
         for r in batch:
-            if "messages" in r:
-                # return_dict=False: transformers 5 otherwise returns a BatchEncoding, not token ids
-                p_ids = list(tok.apply_chat_template(r["messages"][:-1], tokenize=True, return_dict=False))
-                full = list(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=False))
-            else:
-                p_ids = tok(r["prompt"])["input_ids"]
-                full = tok(r["prompt"] + r["completion"])["input_ids"] + [tok.eos_token_id]
+            if "messages" in r:  # the tokens training puts loss on: the assistant's turns (runtime/chat.py)
+                from tunebook.runtime.chat import assistant_tokens
+
+                enc = assistant_tokens(tok, r["messages"])
+                full = enc["input_ids"][:max_len]
+                ids.append(full)
+                labels.append([t if m else -100 for t, m in zip(full, enc["assistant_masks"])])
+                continue
+            p_ids = tok(r["prompt"])["input_ids"]
+            full = tok(r["prompt"] + r["completion"])["input_ids"] + [tok.eos_token_id]
             full = full[:max_len]
             lab = [-100] * min(len(p_ids), len(full)) + full[len(p_ids):]
             ids.append(full)
