@@ -209,7 +209,8 @@ def build_record(ctx: StageContext) -> Record:
         started=_mtime_iso(ctx.data_dir / "manifest.json"), finished=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         spec_file=ctx.params.get("spec"), spec_sha256=ctx.params.get("spec_sha256"),
         model={"base": spec.model.base, "revision": spec.model.revision, "resolved_revision": resolved_revision(spec.model),
-               "sha256": base_summary.get("weights") if spec.model.base.startswith("builtin:") else None,
+               # a builtin model or a local folder is pinned by its weights hash; a hub id by its revision
+               "sha256": base_summary.get("weights") if _local_model(ctx) else None,
                "trust_remote_code": spec.model.trust_remote_code, "trainable_params": summary.get("trainable_params")},
         planned=planned_params(ctx), actual=actual_params(ctx, manifest, summary),
         expect=spec.expect.model_dump(mode="json"), data=data, training=training, checkpoints=checkpoints,
@@ -217,6 +218,11 @@ def build_record(ctx: StageContext) -> Record:
         environment=environment(ctx),
     )
     return rec
+
+
+def _local_model(ctx: StageContext) -> bool:
+    base = ctx.spec.model.base
+    return base.startswith("builtin:") or (ctx.root / base).is_dir()
 
 
 def _mtime_iso(path: Path) -> str | None:

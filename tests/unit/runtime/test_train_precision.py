@@ -41,3 +41,22 @@ def test_trainer_args_take_checkpointing_from_the_spec(tmp_path):
 
     assert SFTConfig(**trainer_args(MethodSpec(gradient_checkpointing=True), tmp_path)).gradient_checkpointing is True
     assert SFTConfig(**trainer_args(MethodSpec(), tmp_path)).gradient_checkpointing is False
+
+
+def test_a_local_model_folder_is_pinned_by_its_weights_hash(tmp_path):
+    """The record carries the baseline's weights hash for a local folder as for a builtin model, so the
+    log does not open with 'Inputs are not pinned' (a revision: means nothing for a folder)."""
+    import shutil
+
+    from tests.unit.runtime.test_train import ROOT
+    from tunebook.reports.rules import unpinned_inputs
+    from tunebook.runtime.record import build_record
+
+    shutil.copytree(ROOT / "models" / "tiny", tmp_path / "mine")
+    ctx = project(tmp_path, spec_text(model={"base": "mine"}), run_data=False)
+    base = tmp_path / "runs" / "_baselines" / ctx.params["baseline"]
+    base.mkdir(parents=True)
+    (base / "summary.json").write_text(json.dumps({"weights": "ab" * 32}))
+    record = build_record(ctx)
+    assert record.model["sha256"] == "ab" * 32
+    assert unpinned_inputs(record, None) is None
