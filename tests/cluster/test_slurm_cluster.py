@@ -8,6 +8,7 @@ until done, SLURM's refusals and Ctrl-C reach the user, and two queued variants 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -151,3 +152,31 @@ def _jobs(root, env) -> list[tuple[int, str]]:
         if "JobId" in kv:
             out.append((int(kv["JobId"]), kv.get("JobName", "")))
     return out
+
+
+def test_a_second_dvc_repro_is_refused_and_ctrl_c_through_dvc_cancels(tmp_path, env):
+    """DVC's lock stops a second `dvc repro` before it submits anything; Ctrl-C on `dvc repro` reaches
+    the stage, which cancels its job."""
+    root = quickstart_project(tmp_path / "p", env, epochs=8.0)
+    sh(["dvc", "repro", "data-quickstart"], root, {**env, "TUNEBOOK_LOCAL": "1"})
+    (root / "cluster.yaml").write_text("slurm: {cpus_per_task: 1, poll_s: 0.3}\nstages: {train: null}\n")
+    first = subprocess.Popen(["dvc", "repro", "train-quickstart"], cwd=root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    attempts = root / "runs/.jobs/train-quickstart/attempts.json"
+    for _ in range(600):
+        if attempts.exists() and "[tunebook] job" in _log(root):
+            break
+        time.sleep(0.1)
+    job = json.loads(attempts.read_text())["attempts"][0]["job_id"]
+    second = sh(["dvc", "repro", "train-quickstart"], root, env, check=False)
+    assert second.returncode != 0 and "lock" in (second.stdout + second.stderr).lower(), second.stdout + second.stderr
+    assert [i for i, n in _jobs(root, env) if n == "tb-train-quickstart" and i >= int(job)] == [int(job)]
+    os.killpg(first.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    first.communicate(timeout=120)
+    assert first.returncode != 0
+    for _ in range(50):
+        state = sh(["scontrol", "show", "job", "-o", job], root, env).stdout
+        if "JobState=CANCELLED" in state:
+            break
+        time.sleep(0.2)
+    assert "JobState=CANCELLED" in state and json.loads(attempts.read_text())["outcome"] == "interrupted"
