@@ -191,6 +191,8 @@ class RunLog:
         self.path, self.writes = out / "history.json", writes
         before = _read_json(self.path, []) if resume_step is not None else []
         self.history: list[dict] = [h for h in before if h["step"] <= resume_step] if resume_step is not None else []
+        # trl counts num_tokens from zero again in a resumed run: continue from what the history had
+        self.tokens_before = next((h["values"]["num_tokens"] for h in reversed(self.history) if "num_tokens" in h["values"]), 0.0)
         self.live = None
         if writes:
             self.live = files_only_live(out / "dvclive")
@@ -212,6 +214,8 @@ class RunLog:
                   and math.isfinite(v)}  # non-finite values are the watchdog's evidence, not plot points
         if not values:
             return
+        if "num_tokens" in values:
+            values["num_tokens"] += self.tokens_before
         if self.history and self.history[-1]["step"] == step:
             self.history[-1]["values"].update(values)
         else:
@@ -253,6 +257,60 @@ class Clock(TrainerCallback):
         if self._t is not None:
             self.saving += time.perf_counter() - self._t
             self._t = None
+
+
+class Segments(TrainerCallback):
+    """Training seconds across a killed-and-resumed run, kept in `segments.json`: each run segment
+    notes, at every save, the step and its training seconds so far (checkpoint writing and early-
+    stopping evaluation left out). A resume keeps, of each earlier segment, its last save at or before
+    the checkpoint resumed from, so steps/s, duration and loss cover the steps the delivered model took,
+    not just the last segment's."""
+
+    def __init__(self, out: Path, resume_step: int | None, clock: Clock, early=None, writes: bool = True):
+        self.path, self.clock, self.early, self.writes = out / "segments.json", clock, early, writes
+        self.start_step, self._t0 = resume_step or 0, None
+        before = _read_json(self.path, []) if resume_step is not None else []
+        self.before = []
+        for seg in before:
+            saves = [sv for sv in seg.get("saves", []) if sv[0] <= self.start_step]
+            if saves and seg["from"] < self.start_step:
+                self.before.append({"from": seg["from"], "to": saves[-1][0], "seconds": saves[-1][1], "saves": saves})
+        self.current = {"from": self.start_step, "to": self.start_step, "seconds": 0.0, "saves": []}
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+
+    def seconds(self) -> float:
+        """This segment's training seconds so far."""
+        spent = self.clock.saving + (self.early.seconds if self.early else 0.0)
+        return max(time.perf_counter() - self._t0 - spent, 0.0) if self._t0 is not None else 0.0
+
+    def on_save(self, args, state, control, **kw):
+        self.current["saves"].append([int(state.global_step), round(self.seconds(), 2)])
+        if self.writes:
+            write_json(self.path, [*self.before, self.current])
+
+    def finish(self, step: int, training_s: float) -> list[dict]:
+        self.current.update({"to": step, "seconds": round(training_s, 2)})
+        return [{k: seg[k] for k in ("from", "to", "seconds")} for seg in (*self.before, self.current)]
+
+
+def resumed_train_loss(history: list[dict], resume_step: int, segment_loss: float | None, step: int) -> float | None:
+    """Mean loss over all `step` steps of a resumed run: the history's logged losses up to the resume
+    (each weighted by the steps since the log before it) plus this segment's mean over its steps
+    (transformers averages over the current segment only)."""
+    if segment_loss is None or step <= 0:
+        return segment_loss
+    total, last = 0.0, 0
+    for h in history:
+        if h["step"] > resume_step:
+            break
+        if "loss" in h["values"]:
+            total += h["values"]["loss"] * (h["step"] - last)
+            last = h["step"]
+    if last == 0:
+        return segment_loss
+    return (total + segment_loss * (step - resume_step)) / (last + step - resume_step)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -528,9 +586,10 @@ def run(ctx: StageContext) -> None:
         measure, higher, what = early_stopping_measure(ctx)
         early = EarlyStopping(m.early_stopping, measure, higher, runlog, what)
     clock = Clock()
+    segments = Segments(out, step_of(resume) if resume else None, clock, early, writes=main)
     from tunebook.runtime.durable import seal_callback  # each save fsynced and sealed: whole or not used
 
-    callbacks = [LogCallback(runlog, f"train {ctx.name}")] + ([early] if early else []) + [watchdog, seal_callback(), clock]
+    callbacks = [LogCallback(runlog, f"train {ctx.name}")] + ([early] if early else []) + [watchdog, segments, seal_callback(), clock]
     if os.environ.get("TUNEBOOK_JOB") == "1":  # a SLURM job: checkpoint and exit at the walltime warning
         from tunebook.runtime import walltime
 
@@ -585,11 +644,17 @@ def run(ctx: StageContext) -> None:
         tok.save_pretrained(str(out / "final"))
     io_s += time.time() - t_io + clock.saving
     eval_s = early.seconds if early else 0.0
-    timings = {"training": round(train_wall - eval_s - clock.saving, 2), "evaluation": round(eval_s, 2),
+    this_run = train_wall - eval_s - clock.saving
+    segs = segments.finish(step, this_run)
+    # training covers every kept segment of a resumed run (Segments); total is this process's wall time
+    timings = {"training": round(sum(sg["seconds"] for sg in segs), 2), "evaluation": round(eval_s, 2),
                "model_io": round(io_s, 2), "total": round(time.time() - t0, 2)}
     final = {"name": "final", "step": step_of(delivered) if delivered is not None else step}
     summary = _summary(ctx, trainer, result, final=final, resume=resume, how=how, early=early, stopped=stopped,
                        watchdog=watchdog, discarded=discarded, timings=timings)
+    summary["segments"] = segs
+    if resume and summary["train_loss"] is not None:
+        summary["train_loss"] = resumed_train_loss(runlog.history, step_of(resume), summary["train_loss"], step)
     if main:
         write_json(out / "summary.json", summary)
     dry = (f" max_steps={m.max_steps} ended training after {summary['epochs_run']:g} of {m.epochs:g} planned epoch(s) "

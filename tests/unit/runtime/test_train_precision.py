@@ -60,3 +60,26 @@ def test_a_local_model_folder_is_pinned_by_its_weights_hash(tmp_path):
     record = build_record(ctx)
     assert record.model["sha256"] == "ab" * 32
     assert unpinned_inputs(record, None) is None
+
+
+def test_a_resumed_run_reports_figures_of_the_whole_run(tmp_path, monkeypatch):
+    """Killed after checkpoint-2 and resumed: loss, token count and training seconds cover all 4 steps,
+    equal to (loss, tokens) or in line with (seconds) the uninterrupted run's."""
+    import shutil
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    ctx = project(tmp_path, spec_text(method={"max_steps": 4, "save_every": 2, "log_every": 1}))
+    whole = train(ctx)
+    out = ctx.run_dir / "train"
+    tokens = {h["step"]: h["values"].get("num_tokens") for h in json.loads((out / "history.json").read_text())}
+    assert len(whole["segments"]) == 1 and whole["segments"][0]["to"] == 4
+    for gone in ("checkpoint-4", "final"):  # as if killed after the save at step 2
+        shutil.rmtree(out / gone)
+    (out / "summary.json").unlink()
+    again = train(ctx)
+    assert again["resumed_from"] == "checkpoint-2"
+    assert [(sg["from"], sg["to"]) for sg in again["segments"]] == [(0, 2), (2, 4)]
+    assert again["timings"]["training"] == round(sum(sg["seconds"] for sg in again["segments"]), 2)
+    assert abs(again["train_loss"] - whole["train_loss"]) < 1e-5
+    resumed = {h["step"]: h["values"].get("num_tokens") for h in json.loads((out / "history.json").read_text())}
+    assert resumed == tokens and tokens[4] > tokens[2] > 0
