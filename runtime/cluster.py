@@ -13,7 +13,7 @@
       max_attempts: 5            # submissions per stage run (a no-progress attempt stops earlier)
     stages:                      # stage kinds that run as SLURM jobs, each with its overrides
       train: {time: "16:00:00", gpus_per_node: 4}
-      eval: {time: "02:00:00", gpus_per_node: 1}
+      eval: {time: "02:00:00", gpus_per_node: 1, array: 4}   # 4 tasks, each every 4th checkpoint
       baseline: {time: "02:00:00", gpus_per_node: 1}
     # data, teacher, pretrain and report are not listed: they run where `dvc repro` runs
 
@@ -61,6 +61,8 @@ class JobRequest(BaseModel):
     signal_lead_s: int = Field(120, ge=10, description="the walltime warning comes this many seconds before the end")
     max_attempts: int = Field(5, gt=0, description="submissions before the stage gives up")
     poll_s: float = Field(1.0, gt=0, description="how often the job's state is asked for")
+    array: int | None = Field(None, gt=1, description="eval only: a job array of this many tasks, each evaluating every "
+                                                       "n-th checkpoint; one last plain job gathers the cells")
 
     @field_validator("time")
     @classmethod
@@ -97,7 +99,11 @@ class ClusterConfig(BaseModel):
         """The merged request for a stage kind, or None when that kind runs locally."""
         if kind not in self.stages:
             return None
-        return JobRequest.model_validate({**self.slurm, **(self.stages[kind] or {})})
+        req = JobRequest.model_validate({**self.slurm, **(self.stages[kind] or {})})
+        if req.array and kind != "eval":
+            raise ValueError(f"stages.{kind}.array: only the eval stage fans out as a job array (one task per "
+                             f"n-th checkpoint)")
+        return req
 
 
 def load(root: Path) -> ClusterConfig | None:
@@ -109,7 +115,7 @@ def load(root: Path) -> ClusterConfig | None:
         for kind in cfg.stages:
             cfg.request(kind)  # every override validated now, not when that stage first runs
         return cfg
-    except (yaml.YAMLError, ValidationError) as e:
+    except (yaml.YAMLError, ValidationError, ValueError) as e:
         raise ClusterError(f"{path.name}: {e}") from None
 
 

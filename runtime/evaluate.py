@@ -536,12 +536,12 @@ class Evaluator:
         self.cell_seconds[f"{checkpoint}/{cell}"] = round(time.time() - t0, 3)
         return result, False
 
-    def sweep(self, models: Models, plan: list[tuple[str, Path | None, str, list[str]]]) -> list[str]:
+    def sweep(self, models: Models, plan: list[tuple[str, Path | None, str, list[str]]], retire: bool = True) -> list[str]:
         """Evaluate `plan` = [(checkpoint, folder to load or None for the loaded model, weights fp,
         cells)], skipping finished cells and loading a checkpoint only when one of its cells is not
         finished. A cell that fails with EvalCellError is reported and the sweep goes on; returns
-        those messages."""
-        retired = self.retire({(checkpoint, c) for checkpoint, _, _, cells in plan for c in cells})
+        those messages. `retire=False`: a shard of a job array, which must not shelve the others' cells."""
+        retired = self.retire({(checkpoint, c) for checkpoint, _, _, cells in plan for c in cells}) if retire else []
         if retired:
             print(f"[{self.label}] {len(retired)} cell(s) of checkpoints or suites this run does not have moved to "
                   f"{self.out.name}/_cache/cells/ (kept; they come back if their weights and settings do)", flush=True)
@@ -656,6 +656,14 @@ def run(ctx: StageContext) -> None:
     plan = [("base", None, models.base_fp, [c for c in evaluator.cells("base") if c in mine])]
     weights = {c["name"]: dir_digest(train_dir / c["name"]) for c in chosen}
     plan += [(c["name"], train_dir / c["name"], weights[c["name"]], evaluator.cells(c["name"])) for c in chosen]
+    shard = os.environ.get("TUNEBOOK_EVAL_SHARD")  # "i/n": task i of a SLURM job array (runtime/slurm.py)
+    if shard:
+        i, n = map(int, shard.split("/"))
+        failed = evaluator.sweep(models, plan[i::n], retire=False)
+        _fail_if(failed, f"tunebook run eval {ctx.name}")
+        print(f"[eval {ctx.name}] shard {i} of {n}: {len(plan[i::n])} checkpoint(s) in {time.time() - t0:.1f}s; "
+              f"the stage's last job gathers the cells", flush=True)
+        return
     failed = evaluator.sweep(models, plan)
     write_json_atomic(out / "summary.json", {
         "checkpoints": [{**c, "weights_sha256": weights[c["name"]]} for c in chosen],

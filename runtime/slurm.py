@@ -95,15 +95,19 @@ def job_shape(kind: str, req: JobRequest, res) -> tuple[int, int]:
 
 
 def render_script(*, root: Path, kind: str, name: str, req: JobRequest, res=None, python: str = sys.executable,
-                  attempt: int = 1) -> str:
-    """The sbatch script of one attempt, deterministic for the same inputs (golden files pin it)."""
+                  attempt: int = 1, gather: bool = False) -> str:
+    """The sbatch script of one attempt, deterministic for the same inputs (golden files pin it).
+    `gather`: the plain job that follows an eval array (finds every cell done, writes the summary)."""
     stage = f"{kind}-{name}"
     out = jobs_dir(root, stage)
     nodes, gpus = job_shape(kind, req, res)
     launched = launch_words(res, python, name) if kind == "train" else None
     words = launched or [python, "-m", "tunebook", "run", kind, name]
-    sb = [f"--job-name=tb-{stage}", f"--output={out}/%j.log", f"--time={req.time}", f"--signal=B:USR1@{req.signal_lead_s}",
-          f"--nodes={nodes}", "--ntasks-per-node=1"]
+    array = req.array if kind == "eval" and not gather else None
+    sb = [f"--job-name=tb-{stage}", f"--output={out}/{'%A_%a' if array else '%j'}.log", f"--time={req.time}",
+          f"--signal=B:USR1@{req.signal_lead_s}", f"--nodes={nodes}", "--ntasks-per-node=1"]
+    if array:
+        sb.append(f"--array=0-{array - 1}")
     for key, flag in (("partition", "partition"), ("account", "account"), ("qos", "qos"), ("cpus_per_task", "cpus-per-task"),
                       ("mem", "mem")):
         if getattr(req, key) is not None:
@@ -117,8 +121,12 @@ def render_script(*, root: Path, kind: str, name: str, req: JobRequest, res=None
              *[f"#SBATCH {f}" for f in sb],
              "set -u",
              f"cd {shlex.quote(str(root))}",
-             *[f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())],
-             f'export TUNEBOOK_WALLTIME_FLAG={shlex.quote(str(out))}/walltime-"$SLURM_JOB_ID"']
+             *[f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]]
+    if array:  # task i evaluates checkpoints i, i+n, ...; all tasks share the array's id for the flag
+        lines += [f'export TUNEBOOK_EVAL_SHARD="$SLURM_ARRAY_TASK_ID/{array}"',
+                  f'export TUNEBOOK_WALLTIME_FLAG={shlex.quote(str(out))}/walltime-"$SLURM_ARRAY_JOB_ID"']
+    else:
+        lines.append(f'export TUNEBOOK_WALLTIME_FLAG={shlex.quote(str(out))}/walltime-"$SLURM_JOB_ID"')
     if nodes > 1:
         lines += ['# rank 0 of the rendezvous: the first node of the allocation',
                   'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
@@ -186,12 +194,15 @@ def job_info(job_id: str) -> JobInfo:
     """The job's state from slurmctld (`scontrol show job`), else from accounting (`sacct`)."""
     res = subprocess.run([_tool("scontrol"), "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
     if res.returncode == 0 and res.stdout.strip():
-        kv = dict(w.split("=", 1) for w in shlex.split(res.stdout.strip()) if "=" in w)
-        code, sig = _exit(kv.get("ExitCode"))
-        node = kv.get("BatchHost") or kv.get("NodeList")
-        return JobInfo(state=kv.get("JobState", "UNKNOWN"), exit_code=code, signal=sig, node=_slurm_time(node),
-                       start=_slurm_time(kv.get("StartTime")), end=_slurm_time(kv.get("EndTime")),
-                       reason=_slurm_time(kv.get("Reason")), raw=kv)
+        tasks = []  # one line per job, or per task of a job array
+        for line in res.stdout.strip().splitlines():
+            kv = dict(w.split("=", 1) for w in shlex.split(line) if "=" in w)
+            code, sig = _exit(kv.get("ExitCode"))
+            node = kv.get("BatchHost") or kv.get("NodeList")
+            tasks.append(JobInfo(state=kv.get("JobState", "UNKNOWN"), exit_code=code, signal=sig, node=_slurm_time(node),
+                                 start=_slurm_time(kv.get("StartTime")), end=_slurm_time(kv.get("EndTime")),
+                                 reason=_slurm_time(kv.get("Reason")), raw=kv))
+        return tasks[0] if len(tasks) == 1 else _merge(tasks)
     if shutil.which("sacct"):
         acc = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,NodeList,Start,End"],
                              capture_output=True, text=True, timeout=60)
@@ -204,32 +215,45 @@ def job_info(job_id: str) -> JobInfo:
     return JobInfo()
 
 
+def _merge(tasks: list[JobInfo]) -> JobInfo:
+    """A job array as one job: running while any task is; then the first task that ended badly, or
+    COMPLETED with exit 0 when all did."""
+    live = [t for t in tasks if t.state.split()[0] not in TERMINAL]
+    bad = [t for t in tasks if t.state.split()[0] != "COMPLETED" or t.exit_code != 0]
+    head = live[0] if live else (bad[0] if bad else tasks[0])
+    starts, ends = [t.start for t in tasks if t.start], [t.end for t in tasks if t.end]
+    return JobInfo(state=head.state, exit_code=head.exit_code, signal=head.signal, reason=head.reason,
+                   node=",".join(sorted({t.node for t in tasks if t.node})) or None,
+                   start=min(starts) if starts else None, end=max(ends) if ends and not live else None)
+
+
 def cancel(job_id: str) -> None:
     if shutil.which("scancel"):
         subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
 
 
 class _Tail:
-    """Print what the job writes to its log, as it writes it."""
+    """Print what the job writes to its log (an array: each task's log), as it writes it."""
 
-    def __init__(self, path: Path):
-        self.path, self.pos = path, 0
+    def __init__(self, folder: Path, job_id: str):
+        self.folder, self.job_id, self.pos = folder, job_id, {}
 
     def pump(self) -> None:
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            return
-        if chunk:
-            self.pos += len(chunk)
-            sys.stdout.write(chunk.decode(errors="replace"))
-            sys.stdout.flush()
+        for path in [self.folder / f"{self.job_id}.log", *sorted(self.folder.glob(f"{self.job_id}_*.log"))]:
+            try:
+                with path.open("rb") as f:
+                    f.seek(self.pos.get(path, 0))
+                    chunk = f.read()
+            except FileNotFoundError:
+                continue
+            if chunk:
+                self.pos[path] = self.pos.get(path, 0) + len(chunk)
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
 
 
-def wait(job_id: str, log: Path, poll_s: float) -> JobInfo:
-    tail = _Tail(log)
+def wait(job_id: str, folder: Path, poll_s: float) -> JobInfo:
+    tail = _Tail(folder, job_id)
     info = JobInfo()
     while True:
         info = job_info(job_id)
@@ -312,19 +336,21 @@ def run_as_job(root: Path, kind: str, name: str, req: JobRequest, res=None) -> N
     rec_path = out / "attempts.json"
     rec = _load_attempts(rec_path, stage)
     first = len(rec["attempts"]) + 1
+    gather = False  # after a completed eval array: one plain job gathers the cells and writes the summary
     for n in range(first, first + req.max_attempts):
         script = out / "job.sh"
-        script.write_text(render_script(root=root, kind=kind, name=name, req=req, res=res, attempt=n))
+        script.write_text(render_script(root=root, kind=kind, name=name, req=req, res=res, attempt=n, gather=gather))
         a = Attempt(attempt=n, progress_before=progress(root, kind, name))
         run_before = _run_id(root, kind, name)
         job_id = submit(script)
-        a.job_id, a.submitted, a.log = job_id, now(), str((out / f"{job_id}.log").relative_to(root))
+        log = f"{job_id}_*.log" if kind == "eval" and req.array and not gather else f"{job_id}.log"
+        a.job_id, a.submitted, a.log = job_id, now(), str((out / log).relative_to(root))
         rec["attempts"].append(asdict(a))
         _save(rec_path, rec)
         print(f"[slurm] {stage}: submitted job {job_id} (attempt {n}, --time={req.time}); log {a.log}", flush=True)
         old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            info = wait(job_id, out / f"{job_id}.log", req.poll_s)
+            info = wait(job_id, out, req.poll_s)
         except (KeyboardInterrupt, _Interrupted) as e:
             cancel(job_id)
             a.state, a.end, a.reason = "CANCELLED", now(), f"interrupted here ({type(e).__name__ if isinstance(e, KeyboardInterrupt) else e}): scancel {job_id}"
@@ -352,6 +378,11 @@ def run_as_job(root: Path, kind: str, name: str, req: JobRequest, res=None) -> N
         else:
             a.reason = f"{state}: {WHY.get(state, info.reason or 'see the job log')}"
         rec["attempts"][-1] = asdict(a)
+        if done and kind == "eval" and req.array and not gather:
+            _save(rec_path, rec)
+            print(f"[slurm] {stage}: array job {job_id} completed on {a.node}; a last job gathers the cells", flush=True)
+            gather = True
+            continue
         if done:
             rec["outcome"] = "completed"
             _save(rec_path, rec)

@@ -21,14 +21,17 @@ from tests.cluster.conftest import quickstart_project, sh
 pytestmark = pytest.mark.slurm
 
 CLUSTER = "slurm: {time: '00:10:00', cpus_per_task: 1, poll_s: 0.5}\nstages: {train: null, eval: null, baseline: null}\n"
+ARRAY = CLUSTER.replace("eval: null", "eval: {array: 2}")  # the eval sweep as a 2-task job array, then one gathering job
 
 
 def test_quickstart_as_jobs_gives_the_local_metrics(tmp_path, env):
+    """Baseline, train and eval as jobs (eval as a job array): exactly the metrics of a local run."""
     local = quickstart_project(tmp_path / "local", env)
     sh(["dvc", "repro"], local, {**env, "TUNEBOOK_LOCAL": "1"})
     jobs = quickstart_project(tmp_path / "jobs", env)
-    (jobs / "cluster.yaml").write_text(CLUSTER)
+    (jobs / "cluster.yaml").write_text(ARRAY)
     out = sh(["dvc", "repro"], jobs, env).stdout
+    assert "shard 0 of 2" in out and "shard 1 of 2" in out and "a last job gathers the cells" in out
     for stage in ("baseline-", "train-quickstart", "eval-quickstart"):
         assert f"[slurm] {stage}" in out and "completed on" in out, stage
     assert "[slurm] data-quickstart" not in out and "[slurm] report-quickstart" not in out  # those stay here
@@ -39,7 +42,7 @@ def test_quickstart_as_jobs_gives_the_local_metrics(tmp_path, env):
     assert train["outcome"] == "completed" and train["attempts"][0]["node"] and train["attempts"][0]["job_id"]
     assert "SLURM jobs" in (jobs / "logs/quickstart.md").read_text()
     assert "Running stage" not in sh(["dvc", "repro"], jobs, env).stdout  # where it ran is no param: nothing reruns
-    (jobs / "cluster.yaml").write_text(CLUSTER.replace("00:10:00", "00:20:00"))
+    (jobs / "cluster.yaml").write_text(CLUSTER.replace("00:10:00", "00:20:00"))  # no array, longer jobs
     assert "Running stage" not in sh(["dvc", "repro"], jobs, env).stdout
 
 

@@ -34,6 +34,7 @@ CASES = {
     "train-ddp-2-nodes": dict(kind="train", req=SEED001, res=ResourcesSpec(gpus=4, nodes=2)),
     "train-fsdp-2-nodes": dict(kind="train", req=SEED001, res=ResourcesSpec(gpus=4, nodes=2, strategy="fsdp", mixed_precision="bf16")),
     "eval": dict(kind="eval", req=JobRequest(partition="gpu", time="02:00:00", gpus_per_node=1), res=None),
+    "eval-array": dict(kind="eval", req=JobRequest(partition="gpu", time="02:00:00", gpus_per_node=1, array=4), res=None),
 }
 
 
@@ -236,3 +237,33 @@ def test_status_shows_each_stage_and_its_job(fake, monkeypatch):
     assert [table[s]["state"] for s in ("data-exp", "train-exp", "eval-exp")] == ["done", "stale", "pending"]
     assert table["train-exp"]["job"] == "8847627" and table["train-exp"]["slurm"] == "PENDING QOSMaxMemoryPerUser"
     assert "| train-exp | stale | 8847627 | PENDING QOSMaxMemoryPerUser | 1 |" in status.render(list(table.values()))
+
+
+def test_an_eval_array_then_one_job_that_gathers(fake):
+    root, state = fake
+    # the array (101): scontrol shows one line per task; then the gathering job (102, a plain one)
+    (state / "state-101").write_text(
+        "JobId=101 ArrayJobId=101 ArrayTaskId=0 JobState=COMPLETED ExitCode=0:0 BatchHost=n1 StartTime=2026-11-30T10:00:00 EndTime=2026-11-30T10:02:00\n"
+        "JobId=901 ArrayJobId=101 ArrayTaskId=1 JobState=COMPLETED ExitCode=0:0 BatchHost=n2 StartTime=2026-11-30T10:00:01 EndTime=2026-11-30T10:03:00\n")
+    ended(state, 102, "COMPLETED")
+    slurm.run_as_job(root, "eval", "exp", JobRequest(poll_s=0.05, array=2))
+    rec = slurm.read_attempts(root, "eval-exp")
+    first, last = rec["attempts"]
+    assert first["node"] == "n1,n2" and first["end"] == "2026-11-30T10:03:00" and first["log"].endswith("101_*.log")
+    assert "#SBATCH --array=0-1" in (state / "script-101").read_text()
+    assert "--array" not in (state / "script-102").read_text() and rec["outcome"] == "completed"
+
+
+def test_an_array_task_that_fails_fails_the_stage(fake):
+    root, state = fake
+    (state / "state-101").write_text(
+        "JobId=101 ArrayJobId=101 ArrayTaskId=0 JobState=COMPLETED ExitCode=0:0 BatchHost=n1\n"
+        "JobId=901 ArrayJobId=101 ArrayTaskId=1 JobState=OUT_OF_MEMORY ExitCode=0:125 BatchHost=n2\n")
+    with pytest.raises(ClusterError, match="ended OUT_OF_MEMORY"):
+        slurm.run_as_job(root, "eval", "exp", JobRequest(poll_s=0.05, array=2))
+
+
+def test_only_eval_fans_out(tmp_path):
+    (tmp_path / "cluster.yaml").write_text("stages: {train: {array: 4}}\n")
+    with pytest.raises(ClusterError, match="only the eval stage"):
+        cluster.load(tmp_path)
