@@ -5,7 +5,8 @@ its docstring is the one-line description listed in docs/reports.md. A finding c
 the rule saw, so a reader can check the diagnosis instead of trusting it. Rules read statistics
 (badges, intervals, n) and record structure, never a table of known metric names.
 
-Add a rule: write the function here, decorate it, and add a firing and a non-firing unit test.
+Add a rule: write the function here, decorate it, and add a firing and a non-firing unit test, and a test
+marked @texts(name) that checks each sentence it writes against the record it read (issue 13, item 16).
 """
 
 from __future__ import annotations
@@ -116,6 +117,15 @@ def describe(r: ResultRow) -> str:
     if r.flips is not None:
         text += f"; {r.flips.lost} items right→wrong, {r.flips.gained} wrong→right (McNemar p={r.flips.p:.2g})"
     return text
+
+
+def _pct(x: float) -> str:
+    """A share as a whole percent that never rounds to an edge it is not at: 0.996 is '99.6%', not '100%'."""
+    for digits in (0, 1):
+        text = f"{x:.{digits}%}"
+        if (text != f"{0:.{digits}%}" or x == 0) and (text != f"{1:.{digits}%}" or x == 1):
+            return text
+    return "<0.1%" if x < 0.5 else ">99.9%"
 
 
 def _anchor(record: Record) -> str | None:
@@ -386,7 +396,9 @@ def _cut_short(record: Record) -> str:
     if planned is not None and ran is not None:
         at = f", at step {t.actual_steps}" if t is not None and t.actual_steps is not None else ""
         return f"{cap} ended training after {ran:.3g} of the {planned:g} planned epoch(s){at}"
-    return f"the record is marked as a shortened (dry) run: {cap} ended training before its planned epochs"
+    if t is not None and t.max_steps is not None:
+        return f"the record is marked as a shortened (dry) run: {cap} ended training before its planned epochs"
+    return "the record is marked as a shortened (dry) run; it does not record max_steps or the epochs run"
 
 
 @rule("dry_run_or_undertrained")
@@ -398,8 +410,9 @@ def dry_run_or_undertrained(record: Record, computed: Computed) -> Finding | Non
     # max_steps alone is a run length (as in HF trainers); the train stage marks the run only when it
     # ended training before the spec's epochs were done
     shortened = record.status == "dry_run" or (t is not None and t.dry_run)
+    capped = t is not None and t.max_steps is not None
     if shortened:
-        evidence["max_steps"] = _cut_short(record)
+        evidence["max_steps" if capped else "dry run"] = _cut_short(record)
     if t is not None and t.actual_steps is not None:
         if t.actual_steps <= SMOKE_STEPS:
             cap = f" (max_steps={t.max_steps})" if t.max_steps is not None else ""
@@ -414,6 +427,13 @@ def dry_run_or_undertrained(record: Record, computed: Computed) -> Finding | Non
         fatal = True
     if not evidence:
         return None
+    if list(evidence) == ["dry run"]:  # marked short by hand: the record does not say by what
+        return Finding(
+            "warn", "A shortened (dry) run", evidence,
+            "The record is marked as a dry run (a shortened training); it does not say what cut it short or by "
+            "how much.",
+            ["Rerun training to completion and evaluate the checkpoint flagged final.",
+             "For a record written by hand, add training.max_steps, planned_steps and actual_steps if known."])
     if list(evidence) == ["max_steps"]:  # said once, as what it is: a shorter run than the epochs plan
         return Finding(
             "warn", "max_steps ended training before the planned epochs", evidence,
@@ -424,9 +444,17 @@ def dry_run_or_undertrained(record: Record, computed: Computed) -> Finding | Non
              "Otherwise raise or drop max_steps and rerun: this run is shelved under its params, not lost."])
     return Finding(
         "fail" if fatal else "warn", "The evaluated model is not the fully trained one", evidence,
-        "What was evaluated is not what was planned: a dry run's output left in place, a job that died "
-        "early, or a path pointing at an earlier checkpoint (seed 002 evaluated a 5-step dry run; seed 004 "
-        "evaluated checkpoint-100 instead of checkpoint-290).",
+        ("The results were read from a checkpoint other than the final one: an eval path pointing at an earlier "
+         "checkpoint (seed 004 evaluated checkpoint-100 instead of checkpoint-290)."
+         if list(evidence) == ["evaluated checkpoint"] else
+         "What was evaluated is not what was planned: a dry run's output left in place, a job that died "
+         "early, or a path pointing at an earlier checkpoint (seed 002 evaluated a 5-step dry run; seed 004 "
+         "evaluated checkpoint-100 instead of checkpoint-290)."),
+        # when only the evaluated checkpoint is wrong, the record shows no short training: nothing to rerun
+        [f"Evaluate the final checkpoint {computed.final_checkpoint}, and point the eval stage's model path at "
+         "the checkpoint flagged final.",
+         "Nothing in the record says training stopped short: check its log before rerunning it."]
+        if list(evidence) == ["evaluated checkpoint"] else
         ["Rerun training to completion and evaluate the checkpoint flagged final.",
          "Give dry runs their own experiment name, so their outputs land in their own runs/<exp>/ folder.",
          "If the job died, resume from its last checkpoint (train stages resume) and look at the log tail."])
@@ -580,14 +608,14 @@ def grpo_no_signal(record: Record, computed: Computed) -> Finding | None:
     span = f"steps {share[0][0]}–{share[-1][0]}" if len(share) > 1 else f"step {share[0][0]}"
     evidence: dict[str, Any] = {"frac_reward_zero_std": (
         f"1.0 at every one of {len(share)} logged steps ({span}): within each prompt's group every completion scored the same"
-        if everywhere else f"{mean:.0%} of groups on average over {len(share)} logged steps ({span})")}
+        if everywhere else f"{_pct(mean)} of groups on average over {len(share)} logged steps ({span})")}
     rewards = [h.values["reward"] for h in hist if "reward" in h.values]
     if rewards:
         evidence["reward"] = f"{min(rewards):.4g} to {max(rewards):.4g} over the run"
     return Finding(
         "fail" if everywhere else "warn",
         "No learning signal: every GRPO group's rewards were equal" if everywhere
-        else f"Little learning signal: {mean:.0%} of GRPO groups had equal rewards", evidence,
+        else f"Little learning signal: {_pct(mean)} of GRPO groups had equal rewards", evidence,
         "GRPO learns from differences between the completions of one prompt; when all of them get the same "
         "reward (all wrong, all right, or a reward that cannot read them) every advantage is zero and the "
         "update is only drift. A low-entropy model at a low temperature samples near-identical completions.",
@@ -603,7 +631,8 @@ def rows_quarantined(record: Record, computed: Computed) -> Finding | None:
     d = record.data
     if d is None or not d.rejected_rows:
         return None
-    read = sum(s.rows_read or 0 for s in d.sources)
+    # a share only over what every source says it read: a source without rows_read would inflate it
+    read = sum(s.rows_read for s in d.sources) if d.sources and all(s.rows_read for s in d.sources) else 0
     share = d.rejected_rows / read if read else None
     if d.rejected_rows <= QUARANTINE_ROWS and (share is None or share <= QUARANTINE_SHARE):
         return None
@@ -612,15 +641,19 @@ def rows_quarantined(record: Record, computed: Computed) -> Finding | None:
                                                                          if d.quarantine else "")}
     for s in d.sources:
         if s.rejected:
-            evidence[f"data {s.source}"] = f"{s.rejected} of {s.rows_read} rows rejected"
+            evidence[f"data {s.source}"] = (f"{s.rejected} of {s.rows_read} rows rejected" if s.rows_read
+                                            else f"{s.rejected} rows rejected (rows read not recorded)")
     return Finding(
-        "warn", f"{d.rejected_rows} data rows quarantined" + (f" ({share:.0%} of those read)" if share is not None else ""),
+        "warn", f"{d.rejected_rows} data rows quarantined" + (f" ({_pct(share)} of those read)" if share is not None else ""),
         evidence,
         "Rows that do not have the format the spec expects (missing or empty fields, stringified JSON, "
         "numbers where text belongs) were left out of training: the model trained on less, and on a "
         "different mix, than the source holds.",
-        ["Read the quarantine file: every row carries the reason it was rejected.",
-         "Map columns with fields:, or set standardize: true to convert stringified JSON and numbers.",
+        [f"Read the quarantine file ({d.quarantine}): every row carries the reason it was rejected." if d.quarantine
+         else "The record names no quarantine file: find the rejected rows and their reasons in the data stage's output.",
+         ("Map columns with fields:; standardize was already on, so these rows failed for another reason."
+          if record.planned.get("data.standardize") is True or d.converted_rows else
+          "Map columns with fields:, or set standardize: true to convert stringified JSON and numbers."),
          "If no row may be lost, set on_invalid: fail so the data stage stops instead."])
 
 
@@ -638,7 +671,8 @@ def validation_is_test(record: Record, computed: Computed) -> Finding | None:
             same.append(task)
             evidence[task] = f"validation reads {v.get('source')}, the test set of {task}"
         elif hits:
-            evidence[task] = f"{int(hits)} of {v.get('n')} test prompts of {task} are also validation prompts"
+            of = f" of {v['n']}" if v.get("n") is not None else ""
+            evidence[task] = f"{int(hits)}{of} test prompts of {task} are also validation prompts"
     if not evidence:
         return None
     selects = record.planned.get("method.early_stopping.on") == "loss"
@@ -681,13 +715,22 @@ def watchdog_alerts(record: Record, computed: Computed) -> Finding | None:
               if not any(w in e.rule for w in COLLAPSE_WATCHDOGS)]
     if not events:
         return None
-    evidence = {f"step {e.step}: {e.rule}": e.message for e in sorted(events, key=lambda e: (e.step, e.rule))}
+    events = sorted(events, key=lambda e: (e.step, e.rule))
+    evidence: dict[str, Any] = {}
+    for e in events:  # two alerts of one rule at one step are both shown
+        key = f"step {e.step}: {e.rule}"
+        evidence[key] = f"{evidence[key]}; {e.message}" if key in evidence else e.message
+    first = events[0].step
+    before = [c for c in record.checkpoints if c.step < first]
+    resume = (f"Resume from {max(before, key=lambda c: c.step).name} (step {max(c.step for c in before)}), the last "
+              f"checkpoint before step {first}, with a lower learning rate or tighter gradient clipping." if before else
+              f"No checkpoint in the record was saved before step {first}: rerun with a lower learning rate or tighter "
+              "gradient clipping, saving checkpoints more often (save_every).")
     return Finding(
         "warn", f"Training watchdog fired {len(events)} time(s)", evidence,
         "A training statistic left its healthy range; the first alert usually marks where the run went "
         "wrong.",
-        ["Look at the training dynamics around the first alert's step.",
-         "Resume from the checkpoint before it with a lower learning rate or tighter gradient clipping."])
+        [f"Look at the training dynamics around step {first}, the first alert's.", resume])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -706,8 +749,10 @@ def config_drift(record: Record, computed: Computed) -> Finding | None:
         "A default, a flag or a bug overrode a planned setting, so the results answer a different question "
         "from the one asked (seed 000 Experiment 2 trained on 100% of the data with 25% planned).",
         ["Rerun with the planned values, or change the spec to what ran and say so in the notes.",
-         "Find where the value was overridden (a CLI default, the data stage) and add a test for it.",
-         "Compare the data manifest's achieved ratios with the spec before training starts."])
+         "Find where the value was overridden (a CLI default, the data stage) and add a test for it."]
+        # a data ratio's check belongs only to a run whose data drifted
+        + (["Compare the data manifest's achieved ratios with the spec before training starts."]
+           if any(p.source == "data" or p.key.startswith("data.") for p in drift) else []))
 
 
 @rule("baseline_missing")
@@ -735,15 +780,19 @@ def no_eval_during_training(record: Record, computed: Computed) -> Finding | Non
         return None
     evidence: dict[str, Any] = {"evaluated checkpoints": ", ".join(sorted(evaluated)) or "none",
                                 "saved checkpoints": len(record.checkpoints)}
-    stopping = sorted(k for k in record.planned if "early_stopping" in k)
+    stopping = sorted(k for k, v in record.planned.items() if "early_stopping" in k and v not in (None, False, "none"))
     if stopping:
         evidence["early stopping planned"] = ", ".join(stopping) + ": it had no evaluations to act on"
     return Finding(
         "warn", "Nothing was evaluated during training", evidence,
-        "With one evaluation at the end there is no way to see whether the model peaked earlier, and early "
+        ("With one evaluation at the end" if evaluated else "With no trained checkpoint evaluated")
+        + " there is no way to see whether the model peaked earlier, and early "
         "stopping cannot trigger (seed 000 Experiment 2; seed 003 ran with eval_frequency null).",
         ["Evaluate saved checkpoints (eval.checkpoints: all, or every: N) to get the per-checkpoint curve.",
-         "Save checkpoints often enough (save_every) that the curve has at least four points."])
+         (f"This run saved {len(record.checkpoints)} checkpoints: enough for a curve, they only need evaluating."
+          if len(record.checkpoints) >= 4 else
+          "Save checkpoints often enough (save_every) that the curve has at least four points "
+          + (f"(this run saved {len(record.checkpoints)})." if record.checkpoints else "(the record lists none saved)."))])
 
 
 @rule("eval_set_too_small")
@@ -781,7 +830,7 @@ def subset_vs_full_disagree(record: Record, computed: Computed) -> Finding | Non
     for rows in groups.values():
         rows = sorted(rows, key=lambda r: r.n or 0)
         small, full = rows[0], rows[-1]
-        if len(rows) > 1 and small.gain * full.gain < 0:
+        if len(rows) > 1 and small.n and full.n and small.n < full.n and small.gain * full.gain < 0:
             evidence[small.label] = describe(small)
             evidence[full.label] = describe(full)
     if not evidence:
@@ -792,6 +841,11 @@ def subset_vs_full_disagree(record: Record, computed: Computed) -> Finding | Non
         "said +20%, all 80 said -0.12).",
         ["Trust the larger n; report subset numbers only with their interval.",
          "Draw subsets stratified by category, and fix them once so runs are comparable."])
+
+
+def _kept(share: float) -> str:
+    """A consistency below the threshold never printed as the threshold: 0.797 is '79.7%', not '80%'."""
+    return f"{share:.1%}" if _pct(share) == f"{POSITION_CONSISTENCY_MIN:.0%}" else _pct(share)
 
 
 @rule("judge_position_bias")
@@ -806,13 +860,14 @@ def judge_position_bias(record: Record, computed: Computed) -> Finding | None:
             if {str(v).upper() for v in first + swapped} <= set(POSITION_LABELS):
                 swapped = [POSITION_LABELS.get(str(v).upper(), v) for v in swapped]
                 first = [str(v).upper() for v in first]
-            consistency = sum(a == b for a, b in zip(first, swapped)) / len(first)
+            kept = sum(a == b for a, b in zip(first, swapped))
+            consistency = kept / len(first)
             kappa = cohen_kappa(first, swapped)
             extra = f", Cohen's kappa {kappa:.2f}" if kappa is not None else ""
-            text = f"verdict kept after swapping in {consistency:.0%} of {len(first)} comparisons{extra}"
+            text = f"verdict kept after swapping in {kept} of {len(first)} comparisons ({_kept(consistency)}){extra}"
         elif number(r.extra.get("position_consistency")) is not None:
             consistency = number(r.extra["position_consistency"])
-            text = f"verdict kept after swapping in {consistency:.0%} of comparisons"
+            text = f"verdict kept after swapping in {_kept(consistency)} of comparisons"
         else:
             continue
         if consistency < POSITION_CONSISTENCY_MIN:
@@ -823,7 +878,9 @@ def judge_position_bias(record: Record, computed: Computed) -> Finding | None:
         "warn", "The judge favours a position", evidence,
         "The judge's verdict depends on which answer comes first, so part of the win rate measures order, "
         "not quality (seed 004 also had its A/B mapping reversed in code).",
-        ["Judge every pair in both orders and count a win only when both orders agree; report ties.",
+        # the rule fires only on a judge that already saw both orders: do not ask for that again
+        ["This judge already saw every pair in both orders: count a win only when both orders agree, and a "
+         "disagreement as a tie.",
          "Randomise the order per pair and record it with the verdict."])
 
 
@@ -856,12 +913,18 @@ def unpinned_inputs(record: Record, computed: Computed) -> Finding | None:
                                             f"{s.resolved_revision or '?'} (recorded), a rerun of the spec may read another")
     if not evidence:
         return None
+    # a model named by a path is a local folder; any other name is a hub id
+    local_model = str(record.model.get("base", "")).startswith(("/", ".", "~"))
+    hub = [k for k in evidence if (k == "model" and not local_model) or k.startswith("data hf:")]
+    local = [k for k in evidence if k not in hub]
+    cause = "; ".join((["a hub model or dataset without a commit can change under the same name"] if hub else [])
+                      + (["a local file or folder without a hash can be edited in place"] if local else []))
     return Finding(
         "warn", "Inputs are not pinned", evidence,
-        "A hub model or dataset without a commit can change under the same name, so a rerun may not "
-        "reproduce these numbers.",
-        ["Pin revision: in the spec (tunebook resolves it to a commit and records it).",
-         "For a record written by hand, add the revision or sha256 if it is still known."])
+        cause[0].upper() + cause[1:] + ", so a rerun may not reproduce these numbers.",
+        (["Pin revision: in the spec for hub inputs (tunebook resolves it to a commit and records it)."] if hub else [])
+        + (["Track local files with DVC (dvc add), or record their sha256."] if local else [])
+        + ["For a record written by hand, add the revision or sha256 if it is still known."])
 
 
 @rule("data_differs_from_dvc")
@@ -882,13 +945,18 @@ def data_differs_from_dvc(record: Record, computed: Computed) -> Finding | None:
 @rule("reward_model_untrained")
 def reward_model_untrained(record: Record, computed: Computed) -> Finding | None:
     """The reward model had weights missing from its checkpoint (an untrained score head): its rewards are noise."""
-    found = {f"{m.task} · {m.checkpoint}": ", ".join(map(str, m.extra["untrained_weights"][:3]))
-             for m in record.metrics if m.suite == "reward" and m.extra.get("untrained_weights")}
+    found = {f"{m.task} · {m.checkpoint}": ", ".join(map(str, w[:3])) + (f" and {len(w) - 3} more" if len(w) > 3 else "")
+             for m in record.metrics if m.suite == "reward" and (w := m.extra.get("untrained_weights"))}
     if not found:
         return None
-    model = next((m.extra.get("model") for m in record.metrics if m.extra.get("untrained_weights")), "?")
+    models = sorted({str(m.extra["model"]) for m in record.metrics if m.suite == "reward"
+                     and m.extra.get("untrained_weights") and m.extra.get("model")})
+    evidence: dict[str, Any] = {"model": ", ".join(models)} if models else {}
+    evidence.update(list(found.items())[:3])
+    if len(found) > 3:
+        evidence["other reward rows"] = f"{len(found) - 3} more with missing weights"
     return Finding(
-        "warn", "Reward model has an untrained head: rewards are noise", {"model": model, **dict(list(found.items())[:3])},
+        "warn", "Reward model has an untrained head: rewards are noise", evidence,
         "The checkpoint named as reward model lacks the score head's weights (for example a causal LM, or the "
         "tiny model in smoke mode); they were initialized at random, so the mean reward measures nothing.",
         ["Point eval.reward.model at a trained sequence-classification reward model with one output.",

@@ -10,6 +10,15 @@ from tunebook.reports.rules import RULES, rule, run_rules
 from .conftest import binary, check, make, metric
 
 FORGETTING = {"forgetting": {"warn": -0.01, "fail": -0.05}}
+TEXT_TESTED: set[str] = set()  # rules whose sentences a test checks against the record (issue 13, item 16)
+
+
+def texts(*names: str):
+    """Mark a test as checking what these rules *say* (root cause, actions, evidence) against the record."""
+    unknown = set(names) - set(RULES)
+    assert not unknown, f"no such rule: {unknown}"
+    TEXT_TESTED.update(names)
+    return lambda fn: fn
 
 
 def general(old: list[float], new: list[float], task: str = "arc", **kw) -> list[dict]:
@@ -34,6 +43,14 @@ def test_docs_list_every_rule_with_its_docstring(root):
     docs = (root / "docs" / "reports.md").read_text()
     for name, fn in RULES.items():
         assert f"| `{name}` | {fn.__doc__.strip()} |" in docs, f"docs/reports.md: update the row of {name}"
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_every_rule_is_in_the_docs_table_and_has_a_text_test(name, root):
+    """A new rule fails here until docs/reports.md lists it and a test checks its sentences (item 16)."""
+    table = (root / "docs" / "reports.md").read_text().split("## Diagnostic rules", 1)[1]
+    assert f"| `{name}` |" in table, f"docs/reports.md: no row for rule {name} in the rules table"
+    assert name in TEXT_TESTED, f"rule {name}: no test checks its text against the record (mark one with @texts)"
 
 
 def test_rule_names_are_unique():
@@ -215,6 +232,7 @@ def test_validation_is_test():
     assert check("validation_is_test", make(data={"contamination": apart}))[0] is None
 
 
+@texts("extraction_failures")
 def test_extraction_failures():
     found, _ = check("extraction_failures", make(metrics=target(0.0, 0.035, extra={"extraction_failure_rate": 0.4, "extract": "mcq_first_letter"})))
     assert "40.0% of answers not extracted with mcq_first_letter" in found.evidence["sub · accuracy"]
@@ -278,7 +296,7 @@ def test_judge_position_bias():
     verdicts = ["model"] * 20 + ["base"] * 20
     swapped = ["model"] * 10 + ["base"] * 30
     found, _ = check("judge_position_bias", make(metrics=[judge_metric(verdicts=verdicts, verdicts_swapped=swapped)]))
-    assert "75% of 40 comparisons, Cohen's kappa 0.50" in found.evidence["blind_ab · win_rate"]
+    assert "30 of 40 comparisons (75%), Cohen's kappa 0.50" in found.evidence["blind_ab · win_rate"]
     summary, _ = check("judge_position_bias", make(metrics=[judge_metric(position_consistency=0.6)]))
     assert "60%" in summary.evidence["blind_ab · win_rate"]
     assert check("judge_position_bias", make(metrics=[judge_metric(position_consistency=0.95)]))[0] is None
@@ -288,7 +306,7 @@ def test_judge_position_bias():
     same_answer = check("judge_position_bias", make(metrics=[judge_metric(verdicts=["A"] * 10, verdicts_swapped=["B"] * 10)]))
     assert same_answer[0] is None
     first_slot, _ = check("judge_position_bias", make(metrics=[judge_metric(verdicts=["A"] * 10, verdicts_swapped=["A"] * 10)]))
-    assert "0% of 10 comparisons" in first_slot.evidence["blind_ab · win_rate"]
+    assert "0 of 10 comparisons (0%)" in first_slot.evidence["blind_ab · win_rate"]
 
 
 def test_target_gain_missed():
@@ -354,6 +372,7 @@ def test_no_catastrophe_without_a_threshold_in_its_units_item8():
     assert compute(rec).results[0].verdict.badge == "➖"
 
 
+@texts("catastrophic_forgetting", "mild_forgetting")
 def test_forgetting_root_cause_matches_the_records_anchor_item16():
     with_anchor = make(expect=FORGETTING, planned={"method.anchor.type": "kl", "method.anchor.coef": 0.03},
                        metrics=general(*binary(200, 160, flip=30)))
@@ -384,6 +403,7 @@ def test_mode_collapse_from_training_dynamics_item20():
     assert check("mode_collapse", make(training={"history": healthy}))[0] is None
 
 
+@texts("below_reference")
 def test_below_reference():
     # item 18: a paper claims 0.75; the run reaches 0.60 on 400 items (stderr 0.0245): far below, outside its interval
     rec = make(metrics=[metric("gsm8k", "final", 0.60, suite="target", n=400, stderr=0.0245, reference_value=0.75,
@@ -409,6 +429,7 @@ def test_loss_fell_task_flat_without_a_baseline_item21():
     assert "0.0500 at c1 → 0.0550 at final" in found.evidence["gsm8k · acc"] and "not significant" in found.evidence["gsm8k · acc"]
 
 
+@texts("mode_collapse", "loss_fell_task_flat", "reward_saturation")
 def test_rule_texts_say_only_what_the_record_shows_item16():
     hist = [{"step": s, "values": {"policy_ratio/max": 1.1 if s < 900 else 21.75}} for s in range(0, 1000, 100)]
     with_beta = make(planned={"method.beta": 0.04}, training={"history": hist})
@@ -426,3 +447,244 @@ def test_rule_texts_say_only_what_the_record_shows_item16():
     # a saturated 0/1 target in SFT is not explained by GRPO's advantages
     sft, _ = check("reward_saturation", make(training={"method": "sft"}, metrics=target(0.6, 0.995)))
     assert "GRPO" not in sft.root_cause
+
+
+# ---------------------------------------------------------------------------------------------------
+# issue 13, item 16: what each remaining rule *says*, checked against the record it read, with variants
+# in the very detail each sentence talks about
+
+
+def everything(found) -> str:
+    """All the words a finding prints: title, evidence, root cause and actions."""
+    return " | ".join([found.title, *map(str, found.evidence.values()), found.root_cause, *found.actions])
+
+
+@texts("dry_run_or_undertrained")
+def test_dry_run_or_undertrained_says_what_the_record_shows():
+    # marked dry by hand, without max_steps: nothing may blame max_steps
+    found, _ = check("dry_run_or_undertrained", make(status="dry_run"))
+    assert found.title == "A shortened (dry) run" and "max_steps" not in found.evidence
+    assert found.evidence["dry run"] == "the record is marked as a shortened (dry) run; it does not record max_steps or the epochs run"
+    assert "max_steps ended" not in everything(found)
+    # with max_steps recorded, the same mark names it
+    capped, _ = check("dry_run_or_undertrained", make(status="dry_run", training={"max_steps": 300}))
+    assert capped.evidence["max_steps"].endswith("max_steps=300 ended training before its planned epochs")
+    # a smoke-sized run: the cap only when there was one
+    smoke, _ = check("dry_run_or_undertrained", make(training={"actual_steps": 5, "max_steps": 5}))
+    assert smoke.evidence["steps"] == "only 5 optimizer steps (max_steps=5): a smoke test, not training"
+    uncapped, _ = check("dry_run_or_undertrained", make(training={"actual_steps": 12}))
+    assert uncapped.evidence["steps"] == "only 12 optimizer steps: a smoke test, not training"
+    died, _ = check("dry_run_or_undertrained", make(training={"planned_steps": 1000, "actual_steps": 400}))
+    assert died.evidence["steps"] == "400 of 1000 planned steps, with no early-stopping reason"
+    assert died.actions[0].startswith("Rerun training to completion")
+    # only the evaluated checkpoint is wrong: training is not said to be short, nor to need a rerun
+    wrong = make(checkpoints=[{"name": "checkpoint-100", "step": 100}, {"name": "checkpoint-290", "step": 290, "is_final": True}],
+                 training={"planned_steps": 290, "actual_steps": 290},
+                 metrics=[metric("ab", "base", 0.5), metric("ab", "checkpoint-100", 0.1)])
+    found, _ = check("dry_run_or_undertrained", wrong)
+    assert found.evidence == {"evaluated checkpoint": "results come from checkpoint-100, not the final checkpoint checkpoint-290"}
+    assert found.actions[0].startswith("Evaluate the final checkpoint checkpoint-290")
+    assert "Rerun training" not in everything(found) and "dry run" not in found.root_cause
+
+
+@texts("grpo_no_signal")
+def test_grpo_no_signal_numbers_match_the_history():
+    # 1, 1, 1, 0.98: not every group, so never "100%"
+    nearly = [{"step": s, "values": {"frac_reward_zero_std": v}} for s, v in ((1, 1.0), (2, 1.0), (3, 1.0), (4, 0.98))]
+    found, _ = check("grpo_no_signal", make(training={"history": nearly}))
+    assert found.title == "Little learning signal: 99.5% of GRPO groups had equal rewards"
+    assert found.evidence == {"frac_reward_zero_std": "99.5% of groups on average over 4 logged steps (steps 1–4)"}
+    assert "100%" not in everything(found)  # no reward logged: no reward line either
+    one = [{"step": 7, "values": {"frac_reward_zero_std": 1.0, "reward": 0.25}}]
+    found, _ = check("grpo_no_signal", make(training={"history": one}))
+    assert "1.0 at every one of 1 logged steps (step 7)" in found.evidence["frac_reward_zero_std"]
+    assert found.evidence["reward"] == "0.25 to 0.25 over the run"
+
+
+@texts("rows_quarantined")
+def test_rows_quarantined_numbers_and_actions_match_the_manifest():
+    # 11 of 10,000 fires on the count; its share is 0.1 %, not "0%"
+    found, _ = check("rows_quarantined", quarantined(11, 10_000))
+    assert found.title == "11 data rows quarantined (0.1% of those read)"
+    assert found.actions[0] == "Read the quarantine file (data/exp/quarantine.jsonl): every row carries the reason it was rejected."
+    # a source that does not say how many rows it read: no share, no "of None"
+    partial = make(data={"sources": [{"source": "a.jsonl", "rejected": 11}, {"source": "b.jsonl", "rows_read": 100}],
+                         "rejected_rows": 11})
+    found, _ = check("rows_quarantined", partial)
+    assert found.title == "11 data rows quarantined" and found.evidence["quarantined"] == "11"
+    assert found.evidence["data a.jsonl"] == "11 rows rejected (rows read not recorded)"
+    assert "None" not in everything(found)
+    assert found.actions[0].startswith("The record names no quarantine file")
+    assert "set standardize: true" in found.actions[1]
+    # standardize already on: not suggested again
+    on = make(planned={"data.standardize": True}, data={"sources": [{"source": "a.jsonl", "rows_read": 100, "rejected": 20}],
+                                                       "rejected_rows": 20, "converted_rows": 3})
+    found, _ = check("rows_quarantined", on)
+    assert "set standardize: true" not in everything(found) and "standardize was already on" in found.actions[1]
+
+
+@texts("validation_is_test")
+def test_validation_is_test_says_early_stopping_only_when_planned():
+    same = {"validation vs target:sub": {"source": "data/sub_test.jsonl", "n": 40, "exact": 40, "normalized": 40, "same_file": True}}
+    found, _ = check("validation_is_test", make(data={"contamination": same}))
+    assert "stops early" not in found.root_cause and found.severity == "info"
+    on_general, _ = check("validation_is_test", make(data={"contamination": same}, planned={"method.early_stopping.on": "general"}))
+    assert "stops early" not in on_general.root_cause and on_general.severity == "info"
+    on_loss, _ = check("validation_is_test", make(data={"contamination": same}, planned={"method.early_stopping.on": "loss"}))
+    assert on_loss.root_cause.endswith("This run stops early on the validation loss.") and on_loss.severity == "warn"
+    no_n = {"validation vs target:sub": {"source": "t.jsonl", "exact": 2, "normalized": 3, "same_file": False}}
+    found, _ = check("validation_is_test", make(data={"contamination": no_n}))
+    assert found.title == "Validation overlaps the test set of sub"
+    assert found.evidence == {"sub": "3 test prompts of sub are also validation prompts"}
+
+
+@texts("watchdog_alerts")
+def test_watchdog_alerts_count_and_resume_point_match_the_record():
+    two = [{"step": 50, "rule": "grad_norm_spike", "message": "grad norm 87"},
+           {"step": 50, "rule": "grad_norm_spike", "message": "grad norm 91"},
+           {"step": 80, "rule": "loss_spike", "message": "loss 9.1"}]
+    found, _ = check("watchdog_alerts", make(training={"watchdog": two}))
+    assert found.title == "Training watchdog fired 3 time(s)"
+    assert found.evidence == {"step 50: grad_norm_spike": "grad norm 87; grad norm 91", "step 80: loss_spike": "loss 9.1"}
+    assert found.actions[0] == "Look at the training dynamics around step 50, the first alert's."
+    assert found.actions[1].startswith("No checkpoint in the record was saved before step 50")
+    saved = make(training={"watchdog": two}, checkpoints=[{"name": "checkpoint-40", "step": 40}, {"name": "checkpoint-60", "step": 60},
+                                                           {"name": "final", "step": 100, "is_final": True}])
+    found, _ = check("watchdog_alerts", saved)
+    assert found.actions[1].startswith("Resume from checkpoint-40 (step 40), the last checkpoint before step 50")
+
+
+@texts("config_drift")
+def test_config_drift_names_what_drifted(seed000):
+    found, _ = check("config_drift", seed000)
+    assert found.title.startswith("The run did not follow the plan: data.sample_ratio") and "method." not in found.title
+    assert any("data manifest" in a for a in found.actions)  # a data ratio drifted: check the manifest
+    lr = make(planned={"method.lr": 1e-5, "method.epochs": 3}, actual={"method.lr": 5e-5, "method.epochs": 3})
+    found, _ = check("config_drift", lr)
+    assert found.title == "The run did not follow the plan: method.lr"
+    assert found.evidence == {"method.lr": "planned 1e-05, ran with 5e-05"}
+    assert "data manifest" not in everything(found)  # the data did not drift
+
+
+@texts("baseline_missing")
+def test_baseline_missing_names_the_value_and_checkpoint():
+    rec = make(metrics=[metric("gsm8k", "checkpoint-290", 0.0523, suite="target"), metric("arc", "base", 0.5), metric("arc", "final", 0.5)])
+    found, _ = check("baseline_missing", rec)
+    assert found.title == "No baseline for gsm8k · acc"  # arc has one
+    assert found.evidence == {"gsm8k · acc": "0.0523 at checkpoint-290, no 'base' value"}
+
+
+@texts("no_eval_during_training")
+def test_no_eval_during_training_actions_follow_the_checkpoints_saved(seed000):
+    found, _ = check("no_eval_during_training", seed000)
+    assert found.evidence["saved checkpoints"] == len(seed000.checkpoints)
+    assert not seed000.checkpoints and found.actions[1].endswith("(the record lists none saved).")
+    one = make(training={"evaluated_during_training": False}, checkpoints=[{"name": "final", "step": 9, "is_final": True}],
+               metrics=[metric("t", "final", 0.5)])
+    assert check("no_eval_during_training", one)[0].actions[1].endswith("at least four points (this run saved 1).")
+    five = make(training={"evaluated_during_training": False}, checkpoints=[{"name": f"c{i}", "step": i} for i in range(1, 6)],
+                metrics=[metric("t", "base", 0.5), metric("t", "c5", 0.5)])
+    found, _ = check("no_eval_during_training", five)
+    assert found.evidence["evaluated checkpoints"] == "c5" and found.evidence["saved checkpoints"] == 5
+    assert found.actions[1] == "This run saved 5 checkpoints: enough for a curve, they only need evaluating."
+    assert "save_every" not in everything(found)
+    # early stopping switched off in the plan is not "early stopping planned"
+    off = make(training={"evaluated_during_training": False}, planned={"method.early_stopping": None},
+               metrics=[metric("t", "final", 0.5)])
+    found, _ = check("no_eval_during_training", off)
+    assert "early stopping planned" not in found.evidence and found.root_cause.startswith("With one evaluation at the end")
+    nothing = make(training={"evaluated_during_training": False}, metrics=[metric("t", "base", 0.5)])
+    found, _ = check("no_eval_during_training", nothing)
+    assert found.evidence["evaluated checkpoints"] == "none" and found.root_cause.startswith("With no trained checkpoint evaluated")
+
+
+@texts("eval_set_too_small")
+def test_eval_set_too_small_says_items_needed_only_for_an_unresolved_change():
+    found, _ = check("eval_set_too_small", make(metrics=general(*binary(20, 10))))  # no change at all
+    assert found.evidence["arc · acc"].startswith("n=20, ")
+    resolved, _ = check("eval_set_too_small", make(metrics=general([0.0] * 25, [1.0] * 25)))
+    text = resolved.evidence["arc · acc"]
+    assert text.startswith("n=25") and "would resolve" not in text  # already significant
+    no_ci, _ = check("eval_set_too_small", make(metrics=[metric("mt", "base", 2.0, n=16), metric("mt", "final", 2.1, n=16)]))
+    assert no_ci.evidence["mt · acc"] == "n=16"  # no interval: none claimed
+    assert "30 items or fewer" in found.root_cause  # the boundary the rule uses (n <= 30)
+
+
+@texts("subset_vs_full_disagree")
+def test_subset_vs_full_needs_two_known_sizes():
+    rec = make(metrics=[metric("mt", "base", 2.0744, n=16), metric("mt", "final", 2.4899, n=16),
+                        metric("mt", "base", 2.8469, n=80), metric("mt", "final", 2.7252, n=80)])
+    found, _ = check("subset_vs_full_disagree", rec)
+    assert found.evidence["mt · acc (n=16)"].startswith("2.0744 → 2.4899 (+0.4155")
+    assert found.evidence["mt · acc (n=80)"].startswith("2.8469 → 2.7252 (-0.1217")
+    # one side without n: which is the subset is unknown, so no "subset" claim
+    unsized = make(metrics=[metric("mt", "base", 2.0), metric("mt", "final", 2.4),
+                            metric("mt", "base", 2.8, n=16), metric("mt", "final", 2.7, n=16)])
+    assert check("subset_vs_full_disagree", unsized)[0] is None
+
+
+@texts("judge_position_bias")
+def test_judge_position_bias_counts_and_actions():
+    verdicts, swapped = ["model"] * 20 + ["base"] * 20, ["model"] * 10 + ["base"] * 30
+    found, _ = check("judge_position_bias", make(metrics=[judge_metric(verdicts=verdicts, verdicts_swapped=swapped)]))
+    assert found.evidence["blind_ab · win_rate"] == "verdict kept after swapping in 30 of 40 comparisons (75%), Cohen's kappa 0.50"
+    # the judge saw both orders (that is how the rule knows): do not ask for it again
+    assert "already saw every pair in both orders" in found.actions[0]
+    assert not any(a.startswith("Judge every pair in both orders") for a in found.actions)
+    # below the 80 % threshold, never printed as "80%"
+    edge, _ = check("judge_position_bias", make(metrics=[judge_metric(position_consistency=0.797)]))
+    assert edge.evidence["blind_ab · win_rate"] == "verdict kept after swapping in 79.7% of comparisons"
+
+
+@texts("target_gain_missed")
+def test_target_gain_missed_quotes_the_expected_gain_and_the_change():
+    found, _ = check("target_gain_missed", make(expect={"target_gain": 0.1}, metrics=target(0.5, 0.52)))
+    assert found.title == "Target gain below the expected +0.1"
+    assert found.evidence["sub · accuracy"].startswith("0.5000 → 0.5200 (+0.0200, ")
+    both = make(expect={"target_gain": 0.1}, metrics=target(0.5, 0.52) + [
+        metric("add", "base", 0.1, suite="target", metric="accuracy", n=200), metric("add", "final", 0.5, suite="target", metric="accuracy", n=200)])
+    assert set(check("target_gain_missed", both)[0].evidence) == {"sub · accuracy"}  # add met it
+
+
+@texts("unpinned_inputs")
+def test_unpinned_inputs_cause_and_actions_fit_hub_or_local(seed000):
+    hub, _ = check("unpinned_inputs", seed000)
+    assert hub.root_cause.startswith("A hub model or dataset without a commit")
+    assert "local file" not in hub.root_cause and hub.actions[0].startswith("Pin revision:")
+    local = make(model={"base": "/models/mine"}, data={"sources": [{"source": "data/train.jsonl"}]})
+    found, _ = check("unpinned_inputs", local)
+    assert found.evidence == {"model": "/models/mine: no revision or hash", "data data/train.jsonl": "no revision or hash"}
+    assert found.root_cause.startswith("A local file or folder without a hash") and "hub" not in found.root_cause
+    assert not any("Pin revision:" in a for a in found.actions)  # revision applies to hf: sources only
+    mixed, _ = check("unpinned_inputs", make(model={"base": "Qwen/Qwen3-1.7B", "revision": "b" * 40},
+                                             data={"sources": [{"source": "hf:org/set"}, {"source": "local.jsonl"}]}))
+    assert "hub" in mixed.root_cause and "local file" in mixed.root_cause and "model" not in mixed.evidence
+
+
+@texts("data_differs_from_dvc")
+def test_data_differs_from_dvc_names_the_dvc_file():
+    edited = {"source": "data/train.jsonl", "dvc": {"file": "data/train.jsonl.dvc", "md5": "d" * 32, "matches": False}}
+    found, _ = check("data_differs_from_dvc", make(data={"sources": [edited]}))
+    assert found.evidence == {"data data/train.jsonl": f"differs from data/train.jsonl.dvc (md5 {'d' * 32})"}
+    bare = {"source": "x.jsonl", "dvc": {"matches": False}}
+    found, _ = check("data_differs_from_dvc", make(data={"sources": [bare]}))
+    assert found.evidence == {"data x.jsonl": "differs from its .dvc file (md5 ?)"}
+
+
+@texts("reward_model_untrained")
+def test_reward_model_untrained_names_the_model_and_the_weights():
+    many = [metric("mtbench", "final", 0.1, suite="reward", metric="mean_reward",
+                   extra={"model": "builtin:tiny", "untrained_weights": ["score.weight", "score.bias", "w3", "w4"]})]
+    found, _ = check("reward_model_untrained", make(metrics=many))
+    assert found.evidence == {"model": "builtin:tiny", "mtbench · final": "score.weight, score.bias, w3 and 1 more"}
+    unnamed = [metric("mtbench", "final", 0.1, suite="reward", extra={"untrained_weights": ["score.weight"]})]
+    found, _ = check("reward_model_untrained", make(metrics=unnamed))
+    assert found.evidence == {"mtbench · final": "score.weight"}  # no "model: None" when the record does not name it
+
+
+@texts("no_measurable_forgetting")
+def test_no_measurable_forgetting_counts_the_family_and_names_the_widest():
+    rec = make(expect=FORGETTING, metrics=general(*binary(200, 160, flip=2)) + general(*binary(60, 40, flip=1), task="hella"))
+    found, _ = check("no_measurable_forgetting", rec)
+    assert "across the 2 general benchmark(s)" in found.evidence["family"]
+    assert found.evidence["smallest change these n can detect"].endswith("(hella · acc)")  # the smaller n is the wider
