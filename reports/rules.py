@@ -683,7 +683,11 @@ def validation_is_test(record: Record, computed: Computed) -> Finding | None:
         "Whatever is chosen on the validation set (early stopping on held-out loss, the delivered checkpoint, "
         "settings compared across variants) is then chosen on the test set, and the test score is optimistic."
         + (" This run stops early on the validation loss." if selects else ""),
-        ["Hold validation out of the training data (data.validation_split) or give it a file of its own.",
+        # validation already split off the training rows: the test prompts are in the training data itself
+        [("Validation is already held out of the training data (data.validation_split), so these test prompts are "
+          "in the training data: remove them from it before the split."
+          if record.planned.get("data.validation_split") else
+          "Hold validation out of the training data (data.validation_split) or give it a file of its own."),
          "Keep the test set for the final number only."])
 
 
@@ -893,7 +897,8 @@ def target_gain_missed(record: Record, computed: Computed) -> Finding | None:
         return None
     return Finding(
         "warn", f"Target gain below the expected {want:+g}", {r.label: describe(r) for r in rows},
-        "The run did not reach the improvement the spec asked for.",
+        "The run did not reach the improvement " + ("the spec asked for (expect.target_gain)." if record.spec_file
+                                                     else "the record's expect.target_gain asks for."),
         ["Check the training dynamics: still improving at the last step means train longer.",
          "Compare with a variant at a higher learning rate, watching the general suite."])
 

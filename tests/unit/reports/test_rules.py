@@ -536,6 +536,10 @@ def test_validation_is_test_says_early_stopping_only_when_planned():
     found, _ = check("validation_is_test", make(data={"contamination": no_n}))
     assert found.title == "Validation overlaps the test set of sub"
     assert found.evidence == {"sub": "3 test prompts of sub are also validation prompts"}
+    assert found.actions[0].startswith("Hold validation out of the training data")
+    # validation already split off the training rows: not asked for again, the training data holds the prompts
+    split, _ = check("validation_is_test", make(data={"contamination": no_n}, planned={"data.validation_split": 0.1}))
+    assert split.actions[0].startswith("Validation is already held out of the training data (data.validation_split)")
 
 
 @texts("watchdog_alerts")
@@ -644,6 +648,9 @@ def test_target_gain_missed_quotes_the_expected_gain_and_the_change():
     both = make(expect={"target_gain": 0.1}, metrics=target(0.5, 0.52) + [
         metric("add", "base", 0.1, suite="target", metric="accuracy", n=200), metric("add", "final", 0.5, suite="target", metric="accuracy", n=200)])
     assert set(check("target_gain_missed", both)[0].evidence) == {"sub · accuracy"}  # add met it
+    assert "spec" not in found.root_cause  # a record written by hand has no spec
+    specced, _ = check("target_gain_missed", make(spec_file="specs/a.yaml", expect={"target_gain": 0.1}, metrics=target(0.5, 0.52)))
+    assert "the spec asked for (expect.target_gain)" in specced.root_cause
 
 
 @texts("unpinned_inputs")
