@@ -86,6 +86,9 @@ def actual_params(ctx: StageContext, manifest: dict, summary: dict) -> dict:
             actual["method.gradient_checkpointing"] = prec["gradient_checkpointing"]
         if summary.get("loss_tokens"):
             actual["loss_tokens"] = summary["loss_tokens"]
+        if summary.get("world_size"):  # the global batch: processes x batch_size x grad_accum (resources:)
+            actual["processes"] = summary["world_size"]
+            actual["effective_batch"] = summary.get("effective_batch")
     return actual
 
 
