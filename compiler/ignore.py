@@ -18,8 +18,9 @@ from tunebook.compiler.compile import Pipeline
 
 BEGIN = "# >>> tunebook: DVC-cached stage outputs, restored by `dvc repro` / `dvc checkout` (generated)"
 END = "# <<< tunebook"
-# Always ignored: dvclive's scratch folder and tunebook's own caches (smoke projects, task index).
-ALWAYS = ["/dvclive/", "/.tunebook/", "/runs/*/train.superseded-*/"]
+# Always ignored: dvclive's scratch folder, tunebook's own caches (smoke projects, task index, record
+# copies) and SLURM job logs.
+ALWAYS = ["/dvclive/", "/.tunebook/", "/runs/*/train.superseded-*/", "/runs/.jobs/"]  # .jobs: SLURM job logs
 
 
 def cached_outputs(p: Pipeline) -> list[str]:
