@@ -31,17 +31,17 @@ demo: setup
 	$(BIN)/tunebook compile --check
 	$(BIN)/dvc repro
 	@echo ""
-	@$(BIN)/python -m bench.figures --check || echo "(see the pretrain-tiny line above: a model that differs from the reference build gives other figures)"
+	@$(BIN)/python -m bench.figures --check || echo "(the pretrain-tiny line above says whether the model is the reference build; other libraries or code give other figures too)"
 	@echo "Done. The experiment log is logs/quickstart.md"
 	@echo "Next: dvc exp run -S 'quickstart.method.lr=1e-2' && tunebook review   (see README)"
 
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow and not studies"
+	$(BIN)/python -m pytest -q -m "not slow and not studies and not slurm"
 
 # The slow tier: the quickstart end to end through real dvc, kill-and-resume of real runs, the
 # secrets and reproducibility checks. CI runs it after `make test` (.ci/run).
 test-slow: setup
-	$(BIN)/python -m pytest -q -m "slow and not studies"
+	$(BIN)/python -m pytest -q -m "slow and not studies and not slurm"
 
 # The five seed studies end to end in smoke mode on the tiny model (~8-10 min here); CI runs it last.
 test-studies: setup
