@@ -827,6 +827,7 @@ def prepare(ctx: StageContext) -> Prepared:
         n_val = max(1, int(pool.height * d.validation_split + 0.5)) if pool.height > 1 else 0
         heldout, pool = take(pool, n_val, [SOURCE, *strata])
     planned_rows = max(1, int(pool.height * d.sample_ratio + 0.5)) if pool.height else 0
+    limited = bool(d.limit and d.limit < planned_rows)  # the limit, not the ratio, sets the size
     if d.limit:
         planned_rows = min(planned_rows, d.limit)
     chosen, _ = take(pool, planned_rows, [SOURCE, *strata])
@@ -880,9 +881,12 @@ def prepare(ctx: StageContext) -> Prepared:
         "validation": val_entry or ({"validation_split": d.validation_split} if d.validation_split else None),
         "mixed_rows": pool.height + heldout.height,
         "heldout_rows": heldout.height,
-        "planned_sample_ratio": d.sample_ratio,
+        # with a limit that caps the sample, the plan is limit / pool, not sample_ratio: comparing the
+        # achieved ratio with sample_ratio would call a followed plan "not followed"
+        "planned_sample_ratio": round(planned_rows / pool.height, 6) if limited else d.sample_ratio,
         "actual_sample_ratio": round(chosen.height / pool.height, 6),
         "limit": d.limit,
+        "limited": limited,
         "planned_train_rows": planned_rows,
         "train_rows": train.height,
         "validation_rows": validation.height,

@@ -63,6 +63,11 @@ def actual_params(ctx: StageContext, manifest: dict, summary: dict) -> dict:
     actual: dict = {}
     if manifest:
         actual["data.sample_ratio"] = manifest.get("actual_sample_ratio")
+        if manifest.get("limited"):
+            # data.limit set the size: the plan was limit rows; sample_ratio was the ceiling, not the plan
+            plan_followed = manifest.get("train_rows") == manifest.get("planned_train_rows")
+            actual["data.sample_ratio"] = ctx.spec.data.sample_ratio if plan_followed else manifest.get("actual_sample_ratio")
+            actual["data.limit"] = manifest.get("train_rows")
         actual["data.sources"] = len(manifest.get("sources", []))
     adapter = _json(train / "final" / "adapter_config.json")
     if adapter:

@@ -355,6 +355,23 @@ def test_limits_and_same_inputs_give_the_same_bytes(tmp_path):
     assert (m["sources"][0]["rows_in_source"], m["sources"][0]["rows_read"], m["train_rows"], m["planned_train_rows"]) == (500, 300, 50, 50)
     assert all(int(r["prompt"].split("-")[0]) < 300 for r in first["train"])
     assert first["manifest"]["files"] == second["manifest"]["files"]
+    # the limit set the size: the plan is 50 of 300 rows, and the record says it was followed
+    assert m["limited"] and m["planned_sample_ratio"] == m["actual_sample_ratio"] == round(50 / 300, 6)
+    from tunebook.runtime.record import actual_params
+
+    actual = actual_params(ctx, m, {})
+    assert actual["data.sample_ratio"] == 1.0 and actual["data.limit"] == 50  # == planned: no false drift
+
+
+def test_a_sample_ratio_that_is_not_followed_still_shows(tmp_path):
+    from tunebook.runtime.record import actual_params
+
+    write_jsonl(tmp_path / "train.jsonl", pc_rows(100))
+    ctx = context(tmp_path, {"train": [{"source": "train.jsonl"}], "sample_ratio": 0.25, "seed": 7})
+    m = run(ctx)["manifest"]
+    assert not m["limited"] and m["planned_sample_ratio"] == 0.25
+    # seed 000's bug: the run used every row although the spec asked for a quarter
+    assert actual_params(ctx, {**m, "actual_sample_ratio": 1.0}, {})["data.sample_ratio"] == 1.0
 
 
 def test_allocate_splits_by_largest_remainder_within_sizes():
