@@ -17,11 +17,35 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = "1"
+
+
+def _finite(v: float | None) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"not a finite number ({v})")
+    return v
+
+
+def _stderr(v: float | None) -> float | None:
+    if v is not None and not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"a standard error is a finite number >= 0 (got {v})")
+    return v
+
+
+def _count(v: int | None) -> int | None:
+    if v is not None and v < 1:
+        raise ValueError(f"n counts the items measured: at least 1 (got {v})")
+    return v
+
+
+# Numbers every measured value, change and error must be: one check each, whichever model holds them.
+Finite = Annotated[float, AfterValidator(_finite)]
+StdErr = Annotated[float | None, AfterValidator(_stderr)]
+Count = Annotated[int | None, AfterValidator(_count)]
 
 
 class _M(BaseModel):
@@ -36,38 +60,17 @@ class Metric(_M):
     metric: str = Field(description="e.g. 'acc', 'acc_norm', 'accuracy', 'loss', 'win_rate'")
     checkpoint: str = Field(description="'base' for the baseline, else a checkpoint name like 'checkpoint-100'")
     step: int | None = None
-    value: float
-    stderr: float | None = None
-    n: int | None = None
+    value: Finite
+    stderr: StdErr = None
+    n: Count = None
     higher_is_better: bool = True
     samples: list[float] | None = Field(default=None, description="per-item scores, aligned across checkpoints")
     sample_ids: list[str] | None = Field(default=None, description="an id per sample: pairs items by id when "
                                          "a checkpoint lost or gained some")
-    reference_value: float | None = Field(default=None, description="a value the run is measured against: a "
+    reference_value: Finite | None = Field(default=None, description="a value the run is measured against: a "
                                           "paper's claim, the previous best run")
     reference_source: str | None = Field(default=None, description="where reference_value comes from")
     extra: dict[str, Any] = Field(default_factory=dict, description="e.g. extraction_failures, ci_low/ci_high")
-
-    @field_validator("value", "reference_value")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError(f"not a finite number ({v})")
-        return v
-
-    @field_validator("stderr")
-    @classmethod
-    def _stderr(cls, v: float | None) -> float | None:
-        if v is not None and not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"a standard error is a finite number >= 0 (got {v})")
-        return v
-
-    @field_validator("n")
-    @classmethod
-    def _n(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"n counts the items measured: at least 1 (got {v})")
-        return v
 
     @field_validator("samples")
     @classmethod
@@ -95,14 +98,7 @@ class Metric(_M):
 
 class ChangeMember(_M):
     task: str
-    delta: float
-
-    @field_validator("delta")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"not a finite number ({v})")
-        return v
+    delta: Finite
 
 
 class Change(_M):
@@ -113,35 +109,14 @@ class Change(_M):
     task: str = Field(description="the benchmark, or a name for the aggregate ('general average')")
     metric: str
     checkpoint: str = "final"
-    delta: float = Field(description="final - base in the metric's units (or a share of the base when relative)")
-    stderr: float | None = None
-    n: int | None = None
+    delta: Finite = Field(description="final - base in the metric's units (or a share of the base when relative)")
+    stderr: StdErr = None
+    n: Count = None
     higher_is_better: bool = True
     relative: bool = Field(False, description="delta is a share of the baseline: -0.05 is 5 % worse")
     proportion: bool = Field(False, description="the metric is a 0–1 proportion, so absolute thresholds apply")
     members: list[str] = Field(default_factory=list, description="the benchmarks an aggregate averages")
     worst: ChangeMember | None = None
-
-    @field_validator("delta")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"not a finite number ({v})")
-        return v
-
-    @field_validator("stderr")
-    @classmethod
-    def _stderr(cls, v: float | None) -> float | None:
-        if v is not None and not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"a standard error is a finite number >= 0 (got {v})")
-        return v
-
-    @field_validator("n")
-    @classmethod
-    def _n(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"n counts the items measured: at least 1 (got {v})")
-        return v
 
 
 class Checkpoint(_M):

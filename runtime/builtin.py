@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from tunebook.runtime.progress import Progress
+from tunebook.runtime.hashing import file_sha256
 
 COLORS = ["red", "blue", "green", "gold", "pink", "gray", "black", "white"]
 CITIES = ["oslo", "lima", "rome", "kyiv", "doha", "bern", "riga", "baku"]
@@ -177,14 +178,6 @@ PRETRAIN_THREADS = 1  # fixed, never the machine's core count: see the module do
 def config_digest(cfg: dict) -> str:
     """sha256 of the config as canonical JSON: which reference build a set of weights should match."""
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def reference_check(cfg: dict, weights_sha256: str, reference: Path = REFERENCE) -> str:

@@ -19,23 +19,15 @@ load the dequantized state dict (nothing missing or unexpected), tie the embeddi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from importlib import metadata
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.runtime.hashing import file_sha256
 
 EXTRA = "pip install 'tunebook[real]'"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def locate(cfg: dict, name: str) -> Path:

@@ -39,6 +39,7 @@ from tunebook.compiler.inputs import DETECT_ORDER, format_problem
 from tunebook.runtime.folders import replacing
 from tunebook.runtime.progress import Progress
 from tunebook.runtime.stages import StageContext
+from tunebook.runtime.hashing import file_sha256
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
@@ -906,14 +907,6 @@ def _strata(rows: pl.DataFrame, most: int = 100) -> dict[str, int]:
     return dict(counts.iter_rows())
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_outputs(out_dir: Path, prepared: Prepared) -> None:
     """Write everything into a temporary sibling folder, then swap it in: an interrupted or failed write
     leaves the previous data/<exp>/ as it was."""
@@ -924,7 +917,7 @@ def write_outputs(out_dir: Path, prepared: Prepared) -> None:
             for q in prepared.quarantine:
                 f.write(json.dumps(q, ensure_ascii=False, default=str) + "\n")
         manifest = prepared.manifest
-        manifest["files"] = {name: sha256_file(tmp / name) for name in ("train.jsonl", "validation.jsonl", "quarantine.jsonl")}
+        manifest["files"] = {name: file_sha256(tmp / name) for name in ("train.jsonl", "validation.jsonl", "quarantine.jsonl")}
         manifest["sha256"] = manifest["files"]["train.jsonl"]  # what training fingerprints
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 

@@ -42,6 +42,7 @@ from transformers import TrainerCallback
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.runtime.progress import Progress
 from tunebook.runtime.stages import StageContext
+from tunebook.runtime.hashing import file_sha256
 
 ROW_FIELDS = {"sft": ("prompt", "completion"), "teacher-sft": ("prompt", "completion"),
               "grpo": ("prompt", "answer"), "dpo": ("prompt", "chosen", "rejected")}
@@ -49,14 +50,6 @@ ROW_FIELDS = {"sft": ("prompt", "completion"), "teacher-sft": ("prompt", "comple
 
 # ---------------------------------------------------------------------------------------------------
 # which run this is
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def train_rows_file(ctx: StageContext) -> Path:
@@ -72,7 +65,7 @@ def fingerprint(ctx: StageContext) -> str:
     effective batch)."""
     s = ctx.spec
     ident = {"model": s.model.model_dump(mode="json"), "method": s.method.model_dump(mode="json"),
-             "data": sha256_file(train_rows_file(ctx))}
+             "data": file_sha256(train_rows_file(ctx))}
     if s.method.early_stopping and s.method.early_stopping.on == "general":
         ident["early_stopping_suite"] = s.eval.general.model_dump(mode="json") if s.eval.general else None
     if s.resources:

@@ -13,13 +13,14 @@ import yaml
 
 from tests.conftest import ROOT
 from tunebook.runtime import builtin
+from tunebook.runtime.hashing import file_sha256
 
 
 def test_the_built_tiny_model_is_the_reference_build_byte_for_byte():
     ref = json.loads((ROOT / "compiler/tiny.weights.json").read_text())
     cfg = yaml.safe_load((ROOT / "compiler/tiny.yaml").read_text())
     assert ref["config_sha256"] == builtin.config_digest(cfg), "compiler/tiny.yaml changed: rebuild and update the reference"
-    weights = builtin.file_sha256(ROOT / "models/tiny/model.safetensors")
+    weights = file_sha256(ROOT / "models/tiny/model.safetensors")
     summary = json.loads((ROOT / "models/tiny/pretrain_summary.json").read_text())
     assert summary["weights_sha256"] == weights
     assert weights == ref["weights_sha256"], "builtin:tiny differs from the reference build on this machine"

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tunebook.compiler import SpecError, load_spec
 from tunebook.compiler.schema import Spec
 from tunebook.runtime import data
+from tunebook.runtime.hashing import file_sha256
 from tunebook.runtime.stages import StageContext
 
 SPEC_FILE = "specs/exp.yaml"
@@ -77,7 +78,7 @@ def test_every_local_file_type_gives_the_same_rows(tmp_path, suffix):
     m = out["manifest"]
     assert sorted(out["train"], key=lambda r: r["prompt"]) == sorted(rows, key=lambda r: r["prompt"])
     [src] = m["sources"]
-    assert (src["type"], src["sha256"], src["rows_read"], m["format"]) == ("file", data.sha256_file(path), 50, "prompt_completion")
+    assert (src["type"], src["sha256"], src["rows_read"], m["format"]) == ("file", file_sha256(path), 50, "prompt_completion")
     assert m["type_census"] == {"prompt": {"string": 50}, "completion": {"string": 50}}
 
 
@@ -121,7 +122,7 @@ def test_large_files_are_read_in_chunks_with_progress(tmp_path, monkeypatch, cap
     monkeypatch.setattr(data, "CHUNK", 997)  # a prime: boundaries fall mid-line
     frame, unreadable, digests = data.read_file(tmp_path / "train.jsonl", "data exp")
     assert frame.drop(data.ROW).to_dicts() == rows and not unreadable
-    assert digests["sha256"] == data.sha256_file(tmp_path / "train.jsonl")
+    assert digests["sha256"] == file_sha256(tmp_path / "train.jsonl")
     assert "[data exp: reading train.jsonl]" in capsys.readouterr().err
 
 
