@@ -7,22 +7,14 @@ pre-training than the quickstart so it fits the test budget).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import tunebook_cmd
+from tests.conftest import sh, tunebook_cmd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def sh(args, cwd, env, check=True, timeout=900):
-    res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{args} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
 
 
 @pytest.fixture(scope="module")
