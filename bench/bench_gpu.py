@@ -566,19 +566,16 @@ def eval_generate(model, tok, size: dict, batch_size: int, device: str) -> None:
     if new != len(prompts) * g["max_new_tokens"]:
         print(f"# generate: {new} new tokens, not {len(prompts) * g['max_new_tokens']}: some batch stopped early", flush=True)
 
-    def ours():
-        sync(device)
-        t0 = time.perf_counter()
-        generate(model, tok, prompts, g["max_new_tokens"], batch_size)
-        sync(device)
-        return time.perf_counter() - t0
+    def timed(loop):  # one side of the comparison: the same prompts, timed between device syncs
+        def run():
+            sync(device)
+            t0 = time.perf_counter()
+            loop(model, tok, prompts, g["max_new_tokens"], batch_size)
+            sync(device)
+            return time.perf_counter() - t0
+        return run
 
-    def bare():
-        sync(device)
-        t0 = time.perf_counter()
-        bare_generate(model, tok, prompts, g["max_new_tokens"], batch_size)
-        sync(device)
-        return time.perf_counter() - t0
+    ours, bare = timed(generate), timed(bare_generate)
 
     got = rotate({"tunebook": ours, "bare": bare}, g["repeats"], device)
     (t_tb, m_tb), (t_bare, m_bare) = got["tunebook"], got["bare"]
