@@ -28,7 +28,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from tunebook.compiler.schema import Spec
-from tunebook.runtime.stages import StageContext
+from tunebook.runtime.context import StageContext
 from tunebook.runtime import data
 
 root = Path(sys.argv[1])

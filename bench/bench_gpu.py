@@ -258,7 +258,8 @@ def project(root: Path, size: dict, rows: list[dict]) -> dict:
     anchor), their data stages run. Returns {name: StageContext}."""
     from tunebook.compiler import compile_specs, load_specs, write_pipeline
     from tunebook.runtime import data
-    from tunebook.runtime.stages import _quiet_libraries, experiment_context
+    from tunebook.runtime.context import experiment_context
+    from tunebook.runtime.stages import _quiet_libraries
 
     sft = size["sft"]
     (root / "data").mkdir(parents=True, exist_ok=True)

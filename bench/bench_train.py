@@ -56,7 +56,8 @@ def project(root: Path, name: str, anchor: dict | None):
     """A throwaway project with one compiled spec and its data stage run; returns its StageContext."""
     from tunebook.compiler import compile_specs, load_specs, write_pipeline
     from tunebook.runtime import data
-    from tunebook.runtime.stages import _quiet_libraries, experiment_context
+    from tunebook.runtime.context import experiment_context
+    from tunebook.runtime.stages import _quiet_libraries
 
     for d in ("models/tiny", "data/tiny"):
         if not (root / d).exists():

@@ -13,8 +13,6 @@ without retraining.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import yaml
 
 from tunebook.compiler.load import LoadedSpec
 from tunebook.compiler.schema import STAGE_PARTS, Spec
+from tunebook.files import dict_sha256
 
 BUILTIN_PREFIX = "builtin:"
 TINY_CONFIG = Path(__file__).with_name("tiny.yaml")
@@ -87,8 +86,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def model_dir(base: str) -> str | None:
@@ -105,7 +102,7 @@ def baseline_key(spec: Spec) -> str:
     suite = spec.eval.model_dump(mode="json", include={"general", "target"})
     ident = {"model": spec.model.model_dump(mode="json"), "suite": suite}
     name = spec.model.base.split("/")[-1].removeprefix(BUILTIN_PREFIX)
-    return f"{slug(name)}-{_digest(ident)[:8]}"
+    return f"{slug(name)}-{dict_sha256(ident)[:8]}"
 
 
 def _eval_inputs(spec: Spec) -> list[str]:

@@ -11,10 +11,10 @@ files and DVC outputs, so each variant keeps its own record and log.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from tunebook.compiler.compile import Pipeline
+from tunebook.files import write_atomic
 
 BEGIN = "# >>> tunebook: DVC-cached stage outputs, restored by `dvc repro` / `dvc checkout` (generated)"
 END = "# <<< tunebook"
@@ -56,7 +56,5 @@ def write_gitignore(root: Path, p: Pipeline) -> bool:
     new = updated(old, block(p))
     if new == old:
         return False
-    tmp = path.with_name(f".gitignore.tunebook-{os.getpid()}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    write_atomic(path, new)
     return True

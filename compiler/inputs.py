@@ -33,6 +33,7 @@ from pathlib import Path
 from tunebook.compiler.errors import SpecIssue, did_you_mean
 from tunebook.compiler.registries import rewards
 from tunebook.compiler.schema import FORMAT_FIELDS, JUDGE_PLACEHOLDERS, Source, Spec
+from tunebook.files import write_atomic
 
 FIRST_ROWS = 100
 FIRST_BYTES = 1 << 20
@@ -119,10 +120,7 @@ def _cached_scan(folder: str, version: str) -> tuple[str, ...]:
         pass
     names = tuple(sorted(task_names_in(Path(folder))))
     try:  # atomic: a concurrent compile reads the old cache or the new one, never half of one
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(names))
-        os.replace(tmp, cache)
+        write_atomic(cache, json.dumps(names))
     except OSError:
         pass  # an unwritable cache only costs the scan next time
     return names

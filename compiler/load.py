@@ -196,8 +196,6 @@ def _user_loc(loc: tuple, data) -> tuple:
 
 def _model_fields_at(loc: tuple) -> set[str] | None:
     """The field names valid at a key path, for 'did you mean' suggestions."""
-    import typing
-
     from pydantic import BaseModel
 
     model: type[BaseModel] | None = Spec

@@ -15,7 +15,7 @@ import polars as pl
 import polars.selectors as cs
 
 from tunebook.reports.compute import Computed
-from tunebook.reports.markdown import write_atomic
+from tunebook.files import write_atomic
 from tunebook.reports.record import Record
 from tunebook.reports.status import Thresholds
 from tunebook.reports.svg import HLine, Line, line_chart

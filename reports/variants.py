@@ -17,7 +17,6 @@ how to avoid it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 
 from tunebook.reports.compute import SUITE_ORDER, ResultRow, compute_many
 from tunebook.reports.record import Record
+from tunebook.files import dict_sha256, write_atomic
 
 MAX_COLUMNS = 6  # metric columns; beyond that the general suite folds into one "worst change" column
 ARCHIVE = Path(".tunebook") / "records"  # relative to the project root; git-ignored by `tunebook compile`
@@ -167,7 +167,7 @@ def _number(v: Any) -> Any:
 def params_digest(params: dict[str, Any]) -> str:
     """The key a record is kept under: the experiment's flattened params, numbers compared as numbers."""
     canon = {k: _number(v) for k, v in params.items()}
-    return hashlib.sha256(json.dumps(canon, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return dict_sha256(canon)[:16]
 
 
 def remember(root: Path, experiment: str, params: dict[str, Any], text: str) -> None:
@@ -179,10 +179,7 @@ def remember(root: Path, experiment: str, params: dict[str, Any], text: str) -> 
     try:
         if path.exists() and path.read_text() == text:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text)
     except OSError:
         pass  # a cache, not a result: never a reason to fail the review
 

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from tunebook.runtime.progress import Progress
-from tunebook.runtime.hashing import file_sha256
+from tunebook.files import file_sha256
+from tunebook.files import write_atomic
 
 COLORS = ["red", "blue", "green", "gold", "pink", "gray", "black", "white"]
 CITIES = ["oslo", "lima", "rome", "kyiv", "doha", "bern", "riga", "baku"]
@@ -118,12 +119,7 @@ metadata:
 
 
 def write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def write_data(cfg: dict, skills: dict, out: Path) -> None:

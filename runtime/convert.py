@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
-from tunebook.runtime.hashing import file_sha256
+from tunebook.files import file_sha256
 
 EXTRA = "pip install 'tunebook[real]'"
 

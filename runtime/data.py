@@ -38,8 +38,8 @@ from tunebook.compiler.schema import FORMAT_FIELDS, DataSpec, Source
 from tunebook.compiler.inputs import DETECT_ORDER, format_problem
 from tunebook.runtime.folders import replacing
 from tunebook.runtime.progress import Progress
-from tunebook.runtime.stages import StageContext
-from tunebook.runtime.hashing import file_sha256
+from tunebook.runtime.context import StageContext
+from tunebook.files import file_sha256
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from trl import DPOConfig, DPOTrainer
 
-from tunebook.runtime.stages import StageContext
+from tunebook.runtime.context import StageContext
 
 
 def build(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list):
     from datasets import Dataset
 
-    from tunebook.runtime.train import lora_config, trainer_args
+    from tunebook.runtime.trainer_args import lora_config, trainer_args
 
     m = ctx.spec.method
     cfg = DPOConfig(**trainer_args(m, out), beta=m.dpo.beta, loss_type=[m.dpo.loss_type], max_length=m.max_seq_length)

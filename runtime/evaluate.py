@@ -22,83 +22,20 @@ runtime/judge.py.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
 from tunebook.compiler.schema import EvalSpec, ModelSpec, PromptSet, TargetTask
+from tunebook.files import dict_sha256, read_jsonl, write_json_atomic
+from tunebook.runtime.cells import EvalCellError, read_cell
+from tunebook.runtime.context import StageContext, check_paths
+from tunebook.runtime.generation import generate
+from tunebook.runtime.models import device, dir_digest, model_fingerprint
 from tunebook.runtime.progress import Progress
-from tunebook.runtime.stages import StageContext, check_paths
-
-
-class EvalCellError(Exception):
-    """One cell could not be computed (e.g. a judge endpoint stayed unreachable). The sweep finishes
-    the other cells, keeps everything finished, and fails at the end with all such messages."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# cells
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def dir_digest(path: Path) -> str:
-    """Hash of a checkpoint's weight files (adapter or full), to key its cells.
-
-    Only weights: trainer state files such as training_args.bin or optimizer.pt hold paths and
-    dates, and would give identical weights different fingerprints.
-    """
-    h = hashlib.sha256()
-    not_weights = ("training_args", "optimizer", "scheduler", "rng_state", "scaler")
-    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-    for f in (f for f in weights if not f.name.startswith(not_weights)):
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def model_fingerprint(root: Path, spec: ModelSpec) -> str:
-    """Weights hash for a local model folder; for a hub model its id and revision."""
-    from tunebook.runtime.models import model_path
-
-    path, _ = model_path(root, spec)
-    return dir_digest(Path(path)) if Path(path).is_dir() else _digest(spec.model_dump(mode="json"))
-
-
-def device() -> str:
-    """Where evaluation runs: the GPU when there is one (from_pretrained loads onto the CPU)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_cell(path: Path, fp: str | None) -> dict | None:
-    """The cell at `path` if it has fingerprint `fp` (any fingerprint when fp is None)."""
-    try:
-        cell = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return cell if isinstance(cell, dict) and (fp is None or cell.get("fingerprint") == fp) else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -148,41 +85,6 @@ def load_prompts(root: Path, ps: PromptSet, key: str) -> list[str]:
     if blank:
         raise SpecError([SpecIssue("params.yaml", f"{key}.prompts", f"{ps.prompts}: empty prompt in row(s) {blank[:10]}")])
     return prompts
-
-
-# ---------------------------------------------------------------------------------------------------
-# generation
-
-
-def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, *, chat: bool = False,
-             temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, seed: int = 0,
-             system: str | None = None) -> list[list[str]]:
-    """`num_samples` answers per prompt: greedy unless temperature > 0 (then seeded sampling). With
-    `chat`, each prompt is one user turn (after `system`, if given) in the model's chat template."""
-    import torch
-
-    sampling = temperature > 0
-    if sampling:
-        torch.manual_seed(seed)
-    tok.padding_side = "left"
-    out: list[list[str]] = []
-    for i in range(0, len(prompts), batch_size):
-        batch = prompts[i : i + batch_size]
-        if chat:  # the template carries its own special tokens
-            from tunebook.runtime.chat import chat_prompt
-
-            texts = [chat_prompt(tok, p, system) for p in batch]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        else:
-            enc = tok(batch, return_tensors="pt", padding=True)
-        enc = enc.to(model.device)
-        kw = dict(do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=num_samples) if sampling else dict(do_sample=False)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id, **kw)
-        texts = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        out += [texts[j : j + num_samples] for j in range(0, len(texts), num_samples)]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -401,8 +303,8 @@ class Evaluator:
         """What a cell's result depends on: the weights, plus (judge) the reference model's, plus
         everything `_inputs` lists."""
         if cell not in self._idents:  # once per stage: hashing a reward model's weights is not free
-            self._idents[cell] = _digest(self._inputs(cell))
-        return _digest({"weights": weights_fp, "reference": base_fp if cell == "judge" else None,
+            self._idents[cell] = dict_sha256(self._inputs(cell))
+        return dict_sha256({"weights": weights_fp, "reference": base_fp if cell == "judge" else None,
                         "keep": self.ev.samples_per_task, "inputs": self._idents[cell]})
 
     def _inputs(self, cell: str) -> dict:
@@ -412,23 +314,23 @@ class Evaluator:
 
             return {"settings": ev.general.model_dump(mode="json"), **general_inputs(self.root, ev.general)}
         if cell == "loss":
-            return {"loss": True, "max_len": self.max_len, "rows": _digest(self.validation)}
+            return {"loss": True, "max_len": self.max_len, "rows": dict_sha256(self.validation)}
         if cell == "preference":
-            return {"preference": self._beta(), "max_len": self.max_len, "rows": _digest(self.validation)}
+            return {"preference": self._beta(), "max_len": self.max_len, "rows": dict_sha256(self.validation)}
         if cell == "verifiable":
             from tunebook.runtime.heldout import reward_settings
 
-            return {"verifiable": reward_settings(self.method), "rows": _digest(self.validation)}
+            return {"verifiable": reward_settings(self.method), "rows": dict_sha256(self.validation)}
         if cell == "reward":
             from tunebook.runtime.reward import reward_model_fingerprint
 
-            return {"settings": ev.reward.model_dump(mode="json"), "prompts": _digest(self._prompts[cell]),
+            return {"settings": ev.reward.model_dump(mode="json"), "prompts": dict_sha256(self._prompts[cell]),
                     "reward_model": reward_model_fingerprint(self.root, ev.reward)}
         if cell == "judge":
-            return {"settings": ev.judge.model_dump(mode="json"), "prompts": _digest(self._prompts[cell]),
+            return {"settings": ev.judge.model_dump(mode="json"), "prompts": dict_sha256(self._prompts[cell]),
                     "template": self._template}
         task = next(t for t in ev.target if t.name == cell)
-        return {"settings": task.model_dump(mode="json"), "rows": _digest(self._rows[cell])}
+        return {"settings": task.model_dump(mode="json"), "rows": dict_sha256(self._rows[cell])}
 
     def _beta(self) -> float:
         return self.method.dpo.beta if self.method is not None and self.method.dpo is not None else 0.1
@@ -479,7 +381,7 @@ class Evaluator:
         and judge cells share them, and a resumed judge cell sees exactly the answers it judged."""
         ps = self.ev.reward if cell == "reward" else self.ev.judge
         gen = ps.model_dump(mode="json", include={"chat", "max_new_tokens"})
-        path = self.out / "_cache" / "generations" / f"{_digest([weights_fp, gen, self._prompts[cell]])[:32]}.json"
+        path = self.out / "_cache" / "generations" / f"{dict_sha256([weights_fp, gen, self._prompts[cell]])[:32]}.json"
         cached = read_cell(path, "answers")
         if cached:
             return cached["answers"]
@@ -633,7 +535,6 @@ def select_checkpoints(summary: dict, mode) -> list[dict]:
 def run(ctx: StageContext) -> None:
     import torch
 
-    from tunebook.runtime.train import read_jsonl
 
     train_dir = ctx.run_dir / "train"
     summary_path = train_dir / "summary.json"

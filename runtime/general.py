@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
 from tunebook.compiler.schema import GeneralEval
-from tunebook.runtime.evaluate import _digest
+from tunebook.files import dict_sha256
 
 
 def lm_eval_version() -> str | None:
@@ -111,7 +111,7 @@ def _config_identity(cfg: dict) -> tuple[str, dict]:
                                 for k, v in files.items()}
     dataset = {"path": cfg.get("dataset_path"), "name": cfg.get("dataset_name"),
                "revision": cfg.get("revision") or kwargs.get("revision")}
-    return _digest(cfg), dataset
+    return dict_sha256(cfg), dataset
 
 
 def general_inputs(root: Path, general: GeneralEval) -> dict:
@@ -158,7 +158,7 @@ def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
         samples = [s for t in leaves for s in sorted(res["samples"].get(t, []), key=lambda s: s["doc_id"])]
         higher = {k: v for t in [task, *leaves] for k, v in res.get("higher_is_better", {}).get(t, {}).items()}
         idents = [_config_identity(res["configs"][t]) for t in leaves if t in res.get("configs", {})]
-        config_sha = _digest([h for h, _ in idents])
+        config_sha = dict_sha256([h for h, _ in idents])
         first_cfg = res.get("configs", {}).get(leaves[0], {})
         primary = general.primary_metrics.get(task) or next(iter(m["metric"] for m in first_cfg.get("metric_list") or []), None)
         n_total = sum(res.get("n-samples", {}).get(t, {}).get("effective", 0) for t in leaves)

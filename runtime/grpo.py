@@ -23,7 +23,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from tunebook.runtime.rewards import for_trl
-from tunebook.runtime.stages import StageContext
+from tunebook.runtime.context import StageContext
 
 
 class DynamicsGRPOTrainer(GRPOTrainer):
@@ -57,7 +57,7 @@ class DynamicsGRPOTrainer(GRPOTrainer):
 def build(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list, watchdog):
     from datasets import Dataset
 
-    from tunebook.runtime.train import lora_config, trainer_args
+    from tunebook.runtime.trainer_args import lora_config, trainer_args
 
     m, g = ctx.spec.method, ctx.spec.method.grpo
     cfg = GRPOConfig(

@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import math
 
+from tunebook.runtime.extract import EXTRACTORS
+from tunebook.runtime.generation import generate
+from tunebook.runtime.rewards import REWARDS
+
 CELLS = ("loss", "preference", "verifiable")
 
 
@@ -134,10 +138,6 @@ def reward_settings(method) -> dict:
 
 def eval_verifiable(model, tok, rows: list[dict], settings: dict, checkpoint: str, keep: int, batch_size: int = 32) -> dict:
     """Mean reward of one greedy completion per held-out prompt, in total and per reward function."""
-    from tunebook.runtime.evaluate import generate
-    from tunebook.runtime.extract import EXTRACTORS
-    from tunebook.runtime.rewards import REWARDS
-
     extract = EXTRACTORS[settings["extract"]]
     prompts = [str(r["prompt"]) for r in rows]
     outputs = [o[0] for o in generate(model, tok, prompts, settings["max_new_tokens"], batch_size)]

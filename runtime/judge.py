@@ -29,7 +29,10 @@ from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import JUDGE_PLACEHOLDERS, JudgeEval, JudgeModel, ModelSpec
-from tunebook.runtime.evaluate import EvalCellError, _digest, write_json_atomic
+from tunebook.files import dict_sha256, write_json_atomic
+from tunebook.runtime.cells import EvalCellError
+from tunebook.runtime.generation import generate
+from tunebook.runtime.models import device, load_model, load_tokenizer
 from tunebook.reports.stats import wilson  # one Wilson interval: the one the reports test against statsmodels
 
 DEFAULT_TEMPLATE = """\
@@ -211,14 +214,11 @@ class HFJudge:
     """A local causal LM asked for a verdict (greedy). The tiny model makes a fine dumb judge for tests."""
 
     def __init__(self, root: Path, spec: JudgeModel):
-        from tunebook.runtime.evaluate import device
-        from tunebook.runtime.models import load_model, load_tokenizer
 
         mspec = ModelSpec(base=spec.model, revision=spec.revision)
         self.spec, self.model, self.tok = spec, load_model(root, mspec).to(device()).eval(), load_tokenizer(root, mspec)
 
     def ask(self, prompt: str) -> str:
-        from tunebook.runtime.evaluate import generate
 
         chat = bool(getattr(self.tok, "chat_template", None))
         return generate(self.model, self.tok, [prompt], self.spec.max_new_tokens, 1, chat=chat)[0][0]
@@ -324,7 +324,7 @@ def judge_identity(spec: JudgeModel) -> dict:
 
 
 def ask_cached(judge, spec: JudgeModel, prompt: str, cache: Path) -> str:
-    path = cache / spec.name / f"{_digest([judge_identity(spec), prompt])[:40]}.json"
+    path = cache / spec.name / f"{dict_sha256([judge_identity(spec), prompt])[:40]}.json"
     try:
         return json.loads(path.read_text())["raw"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError):

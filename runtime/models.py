@@ -1,12 +1,15 @@
 """Load base models and tokenizers: `builtin:<name>` (built in the project), a local folder, or a hub
-repo at a pinned revision. `trust_remote_code` is passed only when the spec sets it.
+repo at a pinned revision. `trust_remote_code` is passed only when the spec sets it. Also what
+identifies a model's weights (`dir_digest`, `model_fingerprint`) and where models run (`device`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from tunebook.compiler.schema import ModelSpec
+from tunebook.files import dict_sha256
 
 BUILTIN = "builtin:"
 
@@ -64,3 +67,33 @@ def resolved_revision(spec: ModelSpec) -> str | None:
     from tunebook.runtime.hub import resolve_revision
 
     return resolve_revision(spec.base, spec.revision, "model")
+
+
+def dir_digest(path: Path) -> str:
+    """Hash of a folder's weight files (a checkpoint, an adapter or a model), to key eval cells.
+
+    Only weights: trainer state files such as training_args.bin or optimizer.pt hold paths and
+    dates, and would give identical weights different fingerprints.
+    """
+    h = hashlib.sha256()
+    not_weights = ("training_args", "optimizer", "scheduler", "rng_state", "scaler")
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    for f in (f for f in weights if not f.name.startswith(not_weights)):
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def model_fingerprint(root: Path, spec: ModelSpec) -> str:
+    """Weights hash for a local model folder; for a hub model its id and revision."""
+    path, _ = model_path(root, spec)
+    return dir_digest(Path(path)) if Path(path).is_dir() else dict_sha256(spec.model_dump(mode="json"))
+
+
+def device() -> str:
+    """Where models run: the GPU when there is one (from_pretrained loads onto the CPU)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

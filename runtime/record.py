@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tunebook.reports.record import Record, dump_record
 from tunebook.runtime.evaluate import baseline_timings
-from tunebook.runtime.stages import StageContext
+from tunebook.runtime.context import StageContext
 
 PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "tokenizers",
             "safetensors", "numpy", "dvc", "dvclive"]
@@ -83,7 +83,7 @@ def actual_params(ctx: StageContext, manifest: dict, summary: dict) -> dict:
         actual["method.max_steps"] = summary.get("max_steps")
         actual["steps"] = summary.get("actual_steps")
         actual["epochs_run"] = summary.get("epochs_run")  # beside the planned method.epochs (max_steps may cut it)
-        prec = summary.get("precision") or {}  # as trained (runtime/train.actual_precision), not as asked
+        prec = summary.get("precision") or {}  # as trained (runtime/trainer_args.actual_precision), not as asked
         for k in ("device", "weights_dtype", "autocast"):
             if k in prec:
                 actual[f"precision.{k}"] = prec[k]

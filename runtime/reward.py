@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import ModelSpec, RewardEval
-from tunebook.runtime.evaluate import _digest, device, model_fingerprint
+from tunebook.files import dict_sha256
+from tunebook.runtime.models import device, model_fingerprint, model_path
 
 
 def _model_spec(spec: RewardEval) -> ModelSpec:
@@ -23,7 +24,7 @@ def _model_spec(spec: RewardEval) -> ModelSpec:
 
 
 def reward_model_fingerprint(root: Path, spec: RewardEval) -> str:
-    return _digest([model_fingerprint(root, _model_spec(spec)), spec.max_length])
+    return dict_sha256([model_fingerprint(root, _model_spec(spec)), spec.max_length])
 
 
 def check_reward_model(root: Path, spec: RewardEval) -> None:
@@ -46,7 +47,6 @@ class RewardScorer:
     def __init__(self, root: Path, spec: RewardEval, cache_dir: Path):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from tunebook.runtime.models import model_path
 
         path, rev = model_path(root, _model_spec(spec))
         self.spec = spec
@@ -83,7 +83,7 @@ class RewardScorer:
 
     @staticmethod
     def key(prompt: str, answer: str) -> str:
-        return _digest([prompt, answer])
+        return dict_sha256([prompt, answer])
 
     def _text(self, prompt: str, answer: str) -> str:
         if getattr(self.tok, "chat_template", None):

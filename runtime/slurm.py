@@ -20,7 +20,6 @@ with `sacct` as the fallback once slurmctld has forgotten the job.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import signal
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from tunebook.runtime.cluster import ClusterError, JobRequest
 from tunebook.runtime.launch import MASTER_PORT, launch_env, launch_words, shell_line
+from tunebook.files import write_json_atomic
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
             "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
@@ -295,10 +295,7 @@ def progress(root: Path, kind: str, name: str) -> int:
 
 
 def _save(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
 
 
 def _load_attempts(path: Path, stage: str) -> dict:

@@ -1,69 +1,15 @@
 """What `tunebook run <kind> <name>` executes: read this stage's slice of params.yaml, validate it with
-the spec model, and call the stage module. One flat module per stage kind; torch is imported inside.
+the spec model (runtime/context.py), and call the stage module. Stage modules are imported here, inside
+`run_stage`, so `tunebook run report` never imports torch.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tunebook.compiler.errors import SpecError, SpecIssue
-from tunebook.compiler.schema import Spec
-from tunebook.compiler.yamlio import Loader
-
-
-@dataclass(frozen=True)
-class StageContext:
-    root: Path
-    name: str
-    spec: Spec
-    params: dict  # this experiment's raw slice of params.yaml (spec file, hashes, baseline key)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.root / "runs" / self.name
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data" / self.name
-
-
-def read_params(root: Path) -> dict:
-    path = root / "params.yaml"
-    if not path.exists():
-        raise SpecError([SpecIssue("params.yaml", "", "not found: run `tunebook compile` first")])
-    # As the compiler and DVC read it (YAML 1.2 numbers): DVC writes `-S lr=1e-5` as `lr: 1e-05`,
-    # which PyYAML's YAML 1.1 reader takes for the text "1e-05".
-    return yaml.load(path.read_text(), Loader=Loader) or {}
-
-
-def experiment_context(root: Path, name: str) -> StageContext:
-    params = read_params(root)
-    if name not in params or name in ("baselines", "builtin"):
-        known = sorted(k for k in params if k not in ("baselines", "builtin"))
-        raise SpecError([SpecIssue("params.yaml", name, f"no experiment '{name}'; known: {', '.join(known) or 'none'}")])
-    raw = params[name]
-    body = {k: v for k, v in raw.items() if k not in ("spec", "spec_sha256", "baseline")}
-    try:
-        spec = Spec.model_validate({"name": name, **body})
-    except Exception as e:  # a `dvc exp run -S` value of the wrong type lands here
-        raise SpecError([SpecIssue("params.yaml", name, f"invalid parameters: {e}")]) from None
-    check_paths(spec, root, (name,))  # `-S` and hand edits bypass the compiler
-    return StageContext(root=root, name=name, spec=spec, params=raw)
-
-
-def check_paths(spec: Spec, root: Path, where: tuple, skip: tuple = ()) -> None:
-    """The compiler's path confinement again, where params.yaml is read: a SpecError naming
-    `params.yaml: <where>.<key>` for each input path that is unusable or leaves the project.
-    `skip` names top-level sections not to check (a probe spec's placeholder data)."""
-    from tunebook.compiler.load import path_problems
-
-    problems = [(loc, msg) for loc, msg in path_problems(spec, root) if loc[0] not in skip]
-    if problems:
-        raise SpecError([SpecIssue("params.yaml", ".".join(map(str, (*where, *loc))), msg) for loc, msg in problems])
+from tunebook.runtime.context import experiment_context, read_params
 
 
 def _quiet_libraries() -> None:

@@ -22,29 +22,21 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import ModelSpec
 from tunebook.runtime.folders import replacing
 from tunebook.runtime.progress import Progress
-from tunebook.runtime.stages import StageContext
+from tunebook.files import read_jsonl
+from tunebook.runtime import generation
+from tunebook.runtime.context import StageContext
 
 
 def generate(model, tok, prompts: list[str], t, seed: int) -> list[list[str]]:
-    """`t.num_samples` completions per prompt (sampled, or greedy at temperature 0)."""
-    import torch
-
-    torch.manual_seed(seed)
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
-    sample = t.temperature > 0
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=t.max_new_tokens, do_sample=sample,
-                             temperature=t.temperature if sample else None, top_p=None, top_k=None,
-                             num_return_sequences=t.num_samples, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return [texts[i * t.num_samples : (i + 1) * t.num_samples] for i in range(len(prompts))]
+    """`t.num_samples` completions per prompt (sampled, or greedy at temperature 0), all in one batch,
+    with no top-p/top-k cut: rejection sampling wants the model's own distribution."""
+    return generation.generate(model, tok, prompts, t.max_new_tokens, batch_size=len(prompts), temperature=t.temperature,
+                               num_samples=t.num_samples, seed=seed, top_p=None, top_k=None)
 
 
 def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], list[dict]]:
@@ -70,7 +62,6 @@ def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], l
 def run(ctx: StageContext) -> None:
     from tunebook.runtime.models import load_model, load_tokenizer
     from tunebook.runtime.rewards import check_names
-    from tunebook.runtime.train import read_jsonl
 
     t = ctx.spec.method.teacher
     check_names([t.reward], f"{ctx.name}.method.teacher.reward")

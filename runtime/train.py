@@ -29,8 +29,6 @@ Imported by the train stage only: transformers is imported at module level (`com
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -41,8 +39,9 @@ from transformers import TrainerCallback
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.runtime.progress import Progress
-from tunebook.runtime.stages import StageContext
-from tunebook.runtime.hashing import file_sha256
+from tunebook.files import dict_sha256, file_sha256, read_json, read_jsonl, write_json_atomic
+from tunebook.runtime.context import StageContext
+from tunebook.runtime.trainer_args import actual_precision, lora_config, portable_adapter_config, trainer_args
 
 ROW_FIELDS = {"sft": ("prompt", "completion"), "teacher-sft": ("prompt", "completion"),
               "grpo": ("prompt", "answer"), "dpo": ("prompt", "chosen", "rejected")}
@@ -70,22 +69,7 @@ def fingerprint(ctx: StageContext) -> str:
         ident["early_stopping_suite"] = s.eval.general.model_dump(mode="json") if s.eval.general else None
     if s.resources:
         ident["resources"] = s.resources.model_dump(mode="json")
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-
-
-def _read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomic: other stages (and `tunebook status`) may read these files while training runs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    return dict_sha256(ident)
 
 
 def prepare_out_dir(out: Path, fp: str) -> str:
@@ -95,7 +79,7 @@ def prepare_out_dir(out: Path, fp: str) -> str:
     shelf) or "new".
     """
     shelf = out.with_name(f"{out.name}.shelf")
-    current = (_read_json(out / "fingerprint.json") or {}).get("fingerprint")
+    current = (read_json(out / "fingerprint.json") or {}).get("fingerprint")
     if current == fp:
         return "continued"
     if out.exists() and any(out.iterdir()):
@@ -109,12 +93,12 @@ def prepare_out_dir(out: Path, fp: str) -> str:
     elif out.exists():
         out.rmdir()
     stored = shelf / fp[:16]
-    if stored.is_dir() and (_read_json(stored / "fingerprint.json") or {}).get("fingerprint") == fp:
+    if stored.is_dir() and (read_json(stored / "fingerprint.json") or {}).get("fingerprint") == fp:
         stored.rename(out)
         print(f"[train] these params ran before: restored {out.name}/ from the shelf", flush=True)
         return "restored"
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "fingerprint.json", {"fingerprint": fp})
+    write_json_atomic(out / "fingerprint.json", {"fingerprint": fp})
     return "new"
 
 
@@ -122,7 +106,7 @@ def shelved_runs(out: Path) -> list[dict]:
     """Runs from other params kept beside this one, for the summary (so a report can say so)."""
     found = []
     for d in sorted(out.with_name(f"{out.name}.shelf").glob("*/")):
-        s = _read_json(d / "summary.json") or {}
+        s = read_json(d / "summary.json") or {}
         found.append({"path": str(d.relative_to(out.parents[2])), "dry_run": s.get("dry_run"),
                       "actual_steps": s.get("actual_steps"), "complete": bool(s)})
     return found
@@ -135,7 +119,7 @@ def step_of(ckpt: Path) -> int:
 def checkpoints(out: Path) -> list[Path]:
     """Complete checkpoints, by step. The trainer writes trainer_state.json last, so a checkpoint
     whose state file is missing or unreadable was cut short by a kill and is ignored."""
-    ok = [p for p in out.glob("checkpoint-*") if _read_json(p / "trainer_state.json") is not None]
+    ok = [p for p in out.glob("checkpoint-*") if read_json(p / "trainer_state.json") is not None]
     return sorted(ok, key=step_of)
 
 
@@ -146,11 +130,6 @@ def last_checkpoint(out: Path, say=print) -> Path | None:
 
     found = usable(checkpoints(out), say)
     return found[-1] if found else None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -182,7 +161,7 @@ class RunLog:
 
     def __init__(self, out: Path, resume_step: int | None, writes: bool = True):
         self.path, self.writes = out / "history.json", writes
-        before = _read_json(self.path, []) if resume_step is not None else []
+        before = read_json(self.path, []) if resume_step is not None else []
         self.history: list[dict] = [h for h in before if h["step"] <= resume_step] if resume_step is not None else []
         # trl counts num_tokens from zero again in a resumed run: continue from what the history had
         self.tokens_before = next((h["values"]["num_tokens"] for h in reversed(self.history) if "num_tokens" in h["values"]), 0.0)
@@ -199,7 +178,7 @@ class RunLog:
             self.live.log_metric(k, v)
 
     def _flush(self) -> None:
-        write_json(self.path, self.history)
+        write_json_atomic(self.path, self.history)
         self.live.make_summary()
 
     def add(self, step: int, values: dict) -> None:
@@ -262,7 +241,7 @@ class Segments(TrainerCallback):
     def __init__(self, out: Path, resume_step: int | None, clock: Clock, early=None, writes: bool = True):
         self.path, self.clock, self.early, self.writes = out / "segments.json", clock, early, writes
         self.start_step, self._t0 = resume_step or 0, None
-        before = _read_json(self.path, []) if resume_step is not None else []
+        before = read_json(self.path, []) if resume_step is not None else []
         self.before = []
         for seg in before:
             saves = [sv for sv in seg.get("saves", []) if sv[0] <= self.start_step]
@@ -281,7 +260,7 @@ class Segments(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         self.current["saves"].append([int(state.global_step), round(self.seconds(), 2)])
         if self.writes:
-            write_json(self.path, [*self.before, self.current])
+            write_json_atomic(self.path, [*self.before, self.current])
 
     def finish(self, step: int, training_s: float) -> list[dict]:
         self.current.update({"to": step, "seconds": round(training_s, 2)})
@@ -408,84 +387,6 @@ def early_stopping_measure(ctx: StageContext):
 
 # ---------------------------------------------------------------------------------------------------
 # trainers
-
-
-def trainer_args(m, out: Path) -> dict:
-    """TrainingArguments every tunebook trainer shares (SFTConfig, GRPOConfig and DPOConfig extend it).
-
-    trl's configs default to bf16 autocast and gradient checkpointing, on any device; both are turned
-    off here. The precision is the spec's `model.dtype` (the weights as loaded) plus `resources.
-    mixed_precision` (`accelerate launch --mixed_precision`, which TrainingArguments still reads from
-    the environment), so a float32 spec trains in float32. Checkpointing recomputes every forward in
-    the backward pass: measured with bench/bench_gpu.py on CPU, trl's defaults ran LoRA SFT at ~0.57x a
-    bare loop's tokens/s (docs/performance.md)."""
-    import torch
-    from transformers import TrainingArguments
-
-    # transformers >= 5.2x renamed gradient_checkpointing (the old name warns); older 5.x know only it
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
-    return dict(
-        output_dir=str(out),
-        per_device_train_batch_size=m.batch_size,
-        gradient_accumulation_steps=m.grad_accum,
-        learning_rate=m.lr,
-        num_train_epochs=m.epochs,
-        max_steps=m.max_steps or -1,
-        lr_scheduler_type=m.scheduler,
-        warmup_steps=m.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-        weight_decay=m.weight_decay,
-        max_grad_norm=m.max_grad_norm,
-        logging_steps=m.log_every,
-        logging_nan_inf_filter=False,  # the default hides a NaN loss from the logs (and the watchdog)
-        save_strategy="steps",
-        save_steps=m.save_every or 10**9,  # without save_every: only the end-of-run checkpoint
-        save_only_model=False,  # optimizer state too: resuming must not change the trajectory
-        report_to="none",
-        seed=m.seed,
-        data_seed=m.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        bf16=False,
-        fp16=False,
-        **{checkpointing: m.gradient_checkpointing},
-    )
-
-
-def actual_precision(trainer) -> dict:
-    """How the run really trained, read off the trainer and the model (not the spec): device, weights
-    dtype, autocast and activation checkpointing. Recorded, because trl's defaults once differed
-    silently from the spec (bf16 autocast and checkpointing on a float32 CPU run)."""
-    model = trainer.model
-    p = next(model.parameters())
-    trainable = next((q for q in model.parameters() if q.requires_grad), p)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    ckpt = getattr(base, "is_activation_checkpointing", None)
-    if ckpt is None:
-        ckpt = getattr(base, "is_gradient_checkpointing", False)
-    return {"device": p.device.type, "weights_dtype": str(p.dtype).removeprefix("torch."),
-            "trainable_dtype": str(trainable.dtype).removeprefix("torch."),
-            "autocast": str(trainer.accelerator.mixed_precision), "gradient_checkpointing": bool(ckpt)}
-
-
-def lora_config(m):
-    if m.lora is None:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(r=m.lora.r, lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-                      target_modules=m.lora.target_modules, task_type="CAUSAL_LM")
-
-
-def portable_adapter_config(model, spec) -> None:
-    """What every saved adapter_config.json records: the spec's base model (`builtin:tiny`, a hub id
-    at its revision, or the project-relative folder) instead of this machine's absolute path, and the
-    target modules sorted (peft keeps a set, whose order changes with the hash seed). The same
-    training then writes the same files in any checkout."""
-    for cfg in (getattr(model, "peft_config", None) or {}).values():
-        cfg.base_model_name_or_path, cfg.revision = spec.base, spec.revision
-        if isinstance(cfg.target_modules, (set, list, tuple)):
-            cfg.target_modules = sorted(cfg.target_modules)
 
 
 def build_sft(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list):
@@ -621,7 +522,7 @@ def run(ctx: StageContext) -> None:
             summary = _summary(ctx, trainer, result, final=None, resume=resume, how=how, early=early, stopped=stopped,
                                watchdog=watchdog, discarded=discarded, timings={"training": round(train_wall, 2)})
             if main:
-                write_json(out / "summary.json", summary)
+                write_json_atomic(out / "summary.json", summary)
             raise RuntimeError(f"{stopped}: {first['message']}. No checkpoint was saved before it, so there is no "
                                f"good model to keep; lower method.save_every (or fix the cause) and rerun. "
                                f"Diagnosis in runs/{ctx.name}/train/summary.json")
@@ -649,7 +550,7 @@ def run(ctx: StageContext) -> None:
     if resume and summary["train_loss"] is not None:
         summary["train_loss"] = resumed_train_loss(runlog.history, step_of(resume), summary["train_loss"], step)
     if main:
-        write_json(out / "summary.json", summary)
+        write_json_atomic(out / "summary.json", summary)
     dry = (f" max_steps={m.max_steps} ended training after {summary['epochs_run']:g} of {m.epochs:g} planned epoch(s) "
            f"({summary['epoch_steps']} steps); the record and the report say so." if summary["dry_run"] else "")
     why = f" Stopped: {stopped}." if stopped else ""
@@ -729,5 +630,5 @@ def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchd
         summary["best_checkpoint"] = ({"name": f"checkpoint-{early.best_step}", "step": early.best_step, "score": early.best,
                                        "measured": early.what} if early.best_step is not None else None)
     if m.kind == "teacher-sft":
-        summary["teacher"] = _read_json(ctx.run_dir / "teacher" / "manifest.json")
+        summary["teacher"] = read_json(ctx.run_dir / "teacher" / "manifest.json")
     return summary

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from transformers import TrainerCallback
 
 from tunebook.compiler.schema import WatchdogSpec
+from tunebook.runtime.generation import generate_ids
 
 MIN_CHARS = 8  # shorter outputs ("19") carry too little text to call repetitive
 NGRAM = 3
@@ -188,22 +189,13 @@ def greedy_sampler(rows: list[dict], max_new_tokens: int):
     first under greedy decoding."""
 
     def sample(model, tok) -> list[str]:
-        import torch
-
         ids = sampler_inputs(rows, tok)
         if not ids:
             return []
         was_training = model.training
         model.eval()
-        width = max(len(x) for x in ids)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=model.device)  # left-padded
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
         try:
-            with torch.no_grad():
-                out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                     do_sample=False, pad_token_id=pad, eos_token_id=tok.eos_token_id)
-            return [tok.decode(o[width:], skip_special_tokens=True) for o in out]
+            return [outs[0] for outs in generate_ids(model, tok, ids, max_new_tokens, batch_size=len(ids))]
         finally:
             model.train(was_training)
 

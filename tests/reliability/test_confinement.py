@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from tests.reliability.tally import tried
 from tunebook.cli import main
 from tunebook.compiler import SpecError
-from tunebook.runtime.stages import experiment_context
+from tunebook.runtime.context import experiment_context
 
 ROW = '{"prompt": "1+1=", "completion": "2", "answer": "2"}\n'
 HUB_SPEC = """\

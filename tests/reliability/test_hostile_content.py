@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from tunebook.compiler import SpecError, load_spec
 from tunebook.reports.render import write_report
-from tunebook.runtime.stages import experiment_context
+from tunebook.runtime.context import experiment_context
 from tests.conftest import tunebook_cmd
 from tests.reliability.conftest import base_env
 from tests.reliability.tally import tried

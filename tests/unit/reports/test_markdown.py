@@ -6,7 +6,8 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.sandbox import SecurityError
 
-from tunebook.reports.markdown import ci, duration, environment, fence, md, num, render, signed, value, write_atomic
+from tunebook.reports.markdown import ci, duration, environment, fence, md, num, render, signed, value
+from tunebook.files import write_atomic
 from tunebook.reports.stats import Interval
 
 

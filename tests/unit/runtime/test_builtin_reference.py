@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import ROOT
 from tunebook.runtime import builtin
-from tunebook.runtime.hashing import file_sha256
+from tunebook.files import file_sha256
 
 
 def test_the_built_tiny_model_is_the_reference_build_byte_for_byte():

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from tunebook.compiler import SpecError, load_spec
 from tunebook.compiler.schema import Spec
 from tunebook.runtime import data
-from tunebook.runtime.hashing import file_sha256
-from tunebook.runtime.stages import StageContext
+from tunebook.files import file_sha256
+from tunebook.runtime.context import StageContext
 
 SPEC_FILE = "specs/exp.yaml"
 

@@ -20,7 +20,7 @@ import yaml
 from tunebook.compiler.errors import SpecError
 from tunebook.compiler.schema import EvalSpec, ModelSpec, Spec, TargetTask
 from tunebook.runtime import evaluate
-from tunebook.runtime.stages import experiment_context
+from tunebook.runtime.context import experiment_context
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = REPO / "models" / "tiny"

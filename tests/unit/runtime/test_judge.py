@@ -283,7 +283,7 @@ def test_judge_cells_in_a_sweep_fail_soft_then_resume(tmp_path, monkeypatch):
             {"name": "api", "kind": "openai", "model": "m", "url": s.url, "api_key_env": "JUDGE_API_KEY",
              "retries": 1, "backoff_s": 0}]}})
         (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"{a}-{b}="}) + "\n" for a, b in [(9, 3), (20, 7)]))
-        from tunebook.runtime.stages import experiment_context
+        from tunebook.runtime.context import experiment_context
 
         ctx = experiment_context(root, "exp")
         with pytest.raises(evaluate.EvalCellError, match="resumes") as e:

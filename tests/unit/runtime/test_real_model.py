@@ -77,7 +77,7 @@ def test_sft_trainer_labels_are_the_mask(real_tok, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from tunebook.compiler.schema import Spec
-    from tunebook.runtime.stages import StageContext
+    from tunebook.runtime.context import StageContext
     from tunebook.runtime.train import build_sft
 
     spec = Spec.model_validate({"name": "x", "model": {"base": "builtin:tiny"}, "data": {"train": [{"source": "x.jsonl"}]},

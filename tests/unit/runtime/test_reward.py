@@ -13,7 +13,7 @@ from tunebook.compiler.errors import SpecError
 from tunebook.compiler.schema import EvalSpec, RewardEval
 from tunebook.runtime import evaluate
 from tunebook.runtime.reward import RewardScorer, eval_reward
-from tunebook.runtime.stages import experiment_context
+from tunebook.runtime.context import experiment_context
 
 from .test_evaluate import TINY, make_project
 

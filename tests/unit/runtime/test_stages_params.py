@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunebook.runtime.stages import read_params
+from tunebook.runtime.context import read_params
 
 
 def test_a_dvc_written_exponent_is_a_number_not_text(tmp_path):

@@ -45,7 +45,8 @@ def project(tmp: Path, text: str, run_data: bool = True):
     """A throwaway tunebook project: the built tiny model and its data copied in, one spec compiled,
     the data stage run. Returns the train stage's context."""
     from tunebook.compiler import compile_specs, load_specs, write_pipeline
-    from tunebook.runtime.stages import _quiet_libraries, experiment_context
+    from tunebook.runtime.context import experiment_context
+    from tunebook.runtime.stages import _quiet_libraries
 
     for d in ("models/tiny", "data/tiny"):
         if not (tmp / d).exists():  # built by tests/unit/runtime/conftest.py when missing

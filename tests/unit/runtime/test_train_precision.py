@@ -37,7 +37,7 @@ def test_trainer_args_take_checkpointing_from_the_spec(tmp_path):
     from trl import SFTConfig
 
     from tunebook.compiler.schema import MethodSpec
-    from tunebook.runtime.train import trainer_args
+    from tunebook.runtime.trainer_args import trainer_args
 
     assert SFTConfig(**trainer_args(MethodSpec(gradient_checkpointing=True), tmp_path)).gradient_checkpointing is True
     assert SFTConfig(**trainer_args(MethodSpec(), tmp_path)).gradient_checkpointing is False

@@ -12,7 +12,7 @@ from tunebook.compiler.schema import MethodSpec
 def test_no_autocast_and_no_checkpointing_unless_asked(tmp_path, monkeypatch, config):
     import trl
 
-    from tunebook.runtime.train import trainer_args
+    from tunebook.runtime.trainer_args import trainer_args
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     cfg = getattr(trl, config)(**trainer_args(MethodSpec(), tmp_path))
@@ -24,7 +24,7 @@ def test_accelerate_launch_mixed_precision_still_applies(tmp_path, monkeypatch):
     the trainer through the environment: turning trl's bf16 default off must not turn that off."""
     from trl import SFTConfig
 
-    from tunebook.runtime.train import trainer_args
+    from tunebook.runtime.trainer_args import trainer_args
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert SFTConfig(**trainer_args(MethodSpec(), tmp_path)).mixed_precision == "bf16"
