@@ -43,7 +43,7 @@ from tunebook.runtime.progress import Progress
 
 
 def _read_rows(root: Path, source: str, key: str) -> list[dict]:
-    from tunebook.runtime.data import read_local
+    from tunebook.runtime.sources import read_local
 
     path = root / source
     if not path.is_file():
@@ -64,7 +64,7 @@ def _check_field(rows: list[dict], field: str, source: str, key: str) -> None:
 
 def _load_rows(root: Path, task: TargetTask) -> list[dict]:
     from tunebook.compiler.schema import Source
-    from tunebook.runtime.data import read_source
+    from tunebook.runtime.sources import read_source
 
     key = f"eval.target.{task.name}.source"
     if task.source.startswith("hf:") or (root / task.source).is_dir():

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tunebook.compiler import SpecError, load_spec
 from tunebook.compiler.schema import Spec
-from tunebook.runtime import data
+from tunebook.runtime import data, sources
 from tunebook.files import file_sha256
 from tunebook.runtime.context import StageContext
 
@@ -119,9 +119,9 @@ def test_large_files_are_read_in_chunks_with_progress(tmp_path, monkeypatch, cap
     """Lines that straddle chunk boundaries come out whole, and long reads print progress lines."""
     rows = [{"prompt": "x" * random.Random(i).randint(1, 300), "completion": str(i)} for i in range(400)]
     write_jsonl(tmp_path / "train.jsonl", rows)
-    monkeypatch.setattr(data, "CHUNK", 997)  # a prime: boundaries fall mid-line
-    frame, unreadable, digests = data.read_file(tmp_path / "train.jsonl", "data exp")
-    assert frame.drop(data.ROW).to_dicts() == rows and not unreadable
+    monkeypatch.setattr(sources, "CHUNK", 997)  # a prime: boundaries fall mid-line
+    frame, unreadable, digests = sources.read_file(tmp_path / "train.jsonl", "data exp")
+    assert frame.drop(sources.ROW).to_dicts() == rows and not unreadable
     assert digests["sha256"] == file_sha256(tmp_path / "train.jsonl")
     assert "[data exp: reading train.jsonl]" in capsys.readouterr().err
 

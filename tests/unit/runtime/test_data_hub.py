@@ -12,7 +12,7 @@ import json
 import pytest
 
 from tunebook.compiler.schema import Source
-from tunebook.runtime import data, hub
+from tunebook.runtime import hub, sources
 
 from .test_data import SPEC_FILE, context, pc_rows, run, spec_error, write_jsonl
 
@@ -108,6 +108,6 @@ def test_eval_targets_from_a_dataset_folder_are_checked_for_contamination(tmp_pa
     [issue] = spec_error(lambda: run(context(tmp_path, {"train": [{"source": "train.jsonl"}]}, evals)))
     assert (issue.path, issue.hint) == ("exp.eval.target.0.prompt_field", "did you mean 'question'?")
 
-    rows, entry = data.read_source(tmp_path, Source(source="bench", split="test"), "eval.target.sub.source")
+    rows, entry = sources.read_source(tmp_path, Source(source="bench", split="test"), "eval.target.sub.source")
     assert rows[0] == {"question": "5-1=", "answer": "4"} and entry["type"] == "folder"
     assert json.loads(json.dumps(entry))  # the entry is plain JSON, as the manifest needs
