@@ -251,6 +251,16 @@ def stderr_of(samples: Sequence[float]) -> float | None:
     return float(x.std(ddof=1) / math.sqrt(x.size))
 
 
+def proportion_stderr(p: float, n: float) -> float:
+    """Standard error of a proportion p observed on n items (the binomial one, sqrt(p(1 - p) / n))."""
+    p, n = finite(p, "proportion"), finite(n, "n")
+    if n <= 0:
+        raise BadNumber(f"n: a proportion's standard error needs n > 0 (got {n:g})")
+    if not 0 <= p <= 1:
+        raise BadNumber(f"proportion: {p:g} is not in [0, 1]")
+    return math.sqrt(p * (1 - p) / n)
+
+
 def is_binary(*lists: Sequence[float]) -> bool:
     return all(np.isin(np.asarray(x, dtype=float), (0.0, 1.0)).all() for x in lists)
 

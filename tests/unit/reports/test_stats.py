@@ -13,6 +13,7 @@ from tunebook.reports.stats import (
     delta_interval,
     items_needed,
     mcnemar,
+    proportion_stderr,
     stderr_of,
     wilson,
     win_rate_interval,
@@ -83,6 +84,17 @@ def test_items_needed_comes_from_the_intervals_own_formula_item13():
 def test_stderr_of_samples():
     assert stderr_of([1.0]) is None
     assert stderr_of([0.0, 1.0, 0.0, 1.0]) == pytest.approx(math.sqrt(1 / 3) / 2)
+
+
+def test_proportion_stderr_is_the_binomial_one():
+    assert proportion_stderr(0.5, 100) == pytest.approx(0.05)
+    assert proportion_stderr(0.0, 7) == 0.0 and proportion_stderr(1.0, 7) == 0.0
+    # the standard error of the mean of n 0/1 items, with n (not n - 1) in the variance
+    x = np.asarray(binary(40, 12)[0])
+    assert proportion_stderr(x.mean(), x.size) == pytest.approx(x.std(ddof=0) / math.sqrt(x.size))
+    for p, n in [(1.5, 10), (0.5, 0), (math.nan, 10)]:
+        with pytest.raises(BadNumber):
+            proportion_stderr(p, n)
 
 
 def test_win_rate_interval_is_relative_to_parity():
