@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
@@ -31,3 +32,15 @@ def _ensure_tiny() -> None:
 
 
 _ensure_tiny()
+
+
+@pytest.fixture
+def one_thread():
+    """Two shared cores: a second OpenMP thread makes these tiny steps ~10x slower, not faster.
+    Training modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,9 +10,13 @@ import pytest
 import torch
 
 from tunebook.compiler.schema import AnchorSpec
-from tunebook.runtime.anchor import anchor_coef, divergence, last_tokens_mask
+from tunebook.runtime.methods.anchor import anchor_coef, divergence, last_tokens_mask
 
-from .test_train import ROOT, history, lora_b_norm, one_thread, project, spec_text, train, weights  # noqa: F401 - fixture
+from tests.conftest import ROOT
+
+from .train_helpers import history, lora_b_norm, project, spec_text, train, weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_coef_is_zero_before_start_then_ramps_linearly():

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
-from .test_train import history, lora_b_norm, one_thread, project, spec_text, train, weights  # noqa: F401 - fixture
+import pytest
+
+from .train_helpers import history, lora_b_norm, project, spec_text, train, weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def preference_file(root, n: int = 48) -> str:

@@ -15,50 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tunebook.compiler.errors import SpecError
-from tunebook.compiler.schema import EvalSpec, ModelSpec, Spec, TargetTask
+from tunebook.compiler.schema import EvalSpec, ModelSpec, TargetTask
 from tunebook.runtime import evaluate
+from tunebook.runtime.generation import generate
+from tunebook.runtime.suites import heldout, target
 from tunebook.runtime.context import experiment_context
 
-REPO = Path(__file__).resolve().parents[3]
-TINY = REPO / "models" / "tiny"
-
-VALIDATION = [{"prompt": f"{a}-{b}=", "completion": str(a - b)} for a, b in [(27, 1), (10, 5), (49, 26), (31, 12), (40, 8), (33, 20)]]
-
-
-def make_project(root: Path, eval_spec: dict, steps=(2, 4), final_step: int = 6, seed: int = 0) -> Path:
-    """A project in `root` shaped like one after `dvc repro train-exp`: the tiny model, its data, and
-    LoRA checkpoints (random adapters, distinct per checkpoint, made with peft in a second) plus the
-    train summary the eval stage reads."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    shutil.copytree(TINY, root / "models" / "tiny", dirs_exist_ok=True)
-    shutil.copytree(REPO / "data" / "tiny", root / "data" / "tiny", dirs_exist_ok=True)
-    (root / "data" / "exp").mkdir(parents=True, exist_ok=True)
-    (root / "data" / "exp" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VALIDATION))
-    train = root / "runs" / "exp" / "train"
-    for i, step in enumerate([*steps, final_step]):
-        torch.manual_seed(seed + i)
-        base = AutoModelForCausalLM.from_pretrained(TINY)
-        cfg = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
-        model = get_peft_model(base, cfg)
-        with torch.no_grad():  # small, so the model still mostly subtracts
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.mul_(0.05)
-        model.save_pretrained(train / (f"checkpoint-{step}" if step != final_step else "final"))
-    summary = {"checkpoints": [{"name": f"checkpoint-{s}", "step": s} for s in steps], "final": {"name": "final", "step": final_step}}
-    (train / "summary.json").write_text(json.dumps(summary))
-    spec = Spec.model_validate({"name": "exp", "model": {"base": "builtin:tiny"},
-                                "data": {"train": [{"source": "data/tiny/subtraction_train.jsonl"}]},
-                                "method": {"lora": {"r": 4, "alpha": 8}, "max_seq_length": 32}, "eval": eval_spec})
-    params = {"exp": {"spec": "specs/exp.yaml", "baseline": "x", **spec.model_dump(mode="json", exclude={"name"})}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
+from .eval_helpers import REPO, TINY, make_project
 
 
 SUBTRACTION = {"name": "subtraction", "source": "data/tiny/subtraction_test.jsonl", "max_new_tokens": 4, "limit": 30}
@@ -78,8 +43,8 @@ def tiny():
 def test_target_accuracy_and_extraction_failures_on_svamp_sized_set(tiny):
     model, tok = tiny
     task = TargetTask(**SUBTRACTION)
-    rows = evaluate._load_rows(REPO, task)
-    res = evaluate.eval_target(model, tok, task, rows, "base", keep=4)
+    rows = target.load_rows(REPO, task)
+    res = target.eval_target(model, tok, task, rows, "base", keep=4)
     m = res["metrics"][0]
     assert m["n"] == 30 and m["value"] == sum(m["samples"]) / 30
     assert 0.4 <= m["value"] <= 1.0  # the tiny model subtracts (~74 %)
@@ -89,7 +54,7 @@ def test_target_accuracy_and_extraction_failures_on_svamp_sized_set(tiny):
 
     # Seed 003's "X" predictions: a method that finds nothing is a counted failure beside accuracy.
     mcq = task.model_copy(update={"extract": "mcq_word_boundary"})
-    res2 = evaluate.eval_target(model, tok, mcq, rows, "base", keep=30)
+    res2 = target.eval_target(model, tok, mcq, rows, "base", keep=30)
     m2 = res2["metrics"][0]
     assert m2["value"] == 0.0
     assert m2["extra"]["extraction_failures"] == 30 and m2["extra"]["extraction_failure_rate"] == 1.0
@@ -101,9 +66,9 @@ def test_target_accuracy_and_extraction_failures_on_svamp_sized_set(tiny):
 def test_sampling_is_seeded_recorded_and_scores_each_item_by_its_share(tiny):
     model, tok = tiny
     task = TargetTask(**{**SUBTRACTION, "limit": 6}, temperature=1.0, top_p=0.9, num_samples=3, seed=7)
-    rows = evaluate._load_rows(REPO, task)
-    a = evaluate.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
-    b = evaluate.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
+    rows = target.load_rows(REPO, task)
+    a = target.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
+    b = target.eval_target(model, tok, task, rows, "base", keep=0)["metrics"][0]
     assert a["samples"] == b["samples"]
     assert set(a["samples"]) <= {0.0, 1 / 3, 2 / 3, 1.0}
     assert a["extra"]["decoding"] == {"mode": "sample", "temperature": 1.0, "top_p": 0.9, "num_samples": 3, "seed": 7}
@@ -113,7 +78,7 @@ def test_chat_prompts_go_through_the_template_and_nothing_else(tiny):
     import torch
 
     model, tok = tiny
-    got = evaluate.generate(model, tok, ["31-12=", "9-3="], 4, 2, chat=True)
+    got = generate(model, tok, ["31-12=", "9-3="], 4, 2, chat=True)
     for prompt, answers in zip(["31-12=", "9-3="], got):
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
         ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])  # the template brings its own tokens
@@ -150,8 +115,8 @@ def test_loss_on_a_trained_on_row_drops_below_the_untrained_one(tiny):
         opt.step()
         opt.zero_grad()
     model.eval()
-    before = evaluate.eval_loss(base, tok, [trained_row, other_row], 32, "base")["metrics"]
-    after = evaluate.eval_loss(model, tok, [trained_row, other_row], 32, "ckpt")["metrics"]
+    before = heldout.eval_loss(base, tok, [trained_row, other_row], 32, "base")["metrics"]
+    after = heldout.eval_loss(model, tok, [trained_row, other_row], 32, "ckpt")["metrics"]
     assert after[0]["samples"][0] < before[0]["samples"][0]  # learned the row
     assert after[0]["samples"][0] < after[0]["samples"][1]  # and it is lower than a row it never saw
     assert before[1]["metric"] == "perplexity" and before[1]["value"] == pytest.approx(math.exp(before[0]["value"]))
@@ -183,7 +148,7 @@ def test_sweep_writes_a_cell_per_checkpoint_and_a_rerun_loads_and_computes_nothi
 
     loads = []
     monkeypatch.setattr(evaluate.Models, "load", lambda self, path, name: loads.append(name))
-    monkeypatch.setattr(evaluate, "eval_target", lambda *a, **k: pytest.fail("recomputed a finished cell"))
+    monkeypatch.setattr(target, "eval_target", lambda *a, **k: pytest.fail("recomputed a finished cell"))
     evaluate.run(ctx)
     assert loads == []  # every cell of every checkpoint was finished: no checkpoint was even loaded
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.json")} == mtimes
@@ -213,8 +178,8 @@ def test_a_dry_run_after_the_real_run_shelves_its_cells_and_they_come_back(tmp_p
     # the real run again: every cell comes back from the shelf, nothing is computed
     shutil.rmtree(train)
     shutil.move(tmp_path / "real-train", train)
-    monkeypatch.setattr(evaluate, "eval_target", lambda *a, **k: pytest.fail("recomputed a shelved cell"))
-    monkeypatch.setattr(evaluate, "eval_loss", lambda *a, **k: pytest.fail("recomputed a shelved cell"))
+    monkeypatch.setattr(target, "eval_target", lambda *a, **k: pytest.fail("recomputed a shelved cell"))
+    monkeypatch.setattr(heldout, "eval_loss", lambda *a, **k: pytest.fail("recomputed a shelved cell"))
     evaluate.run(ctx)
     assert {p.relative_to(out): p.read_bytes() for p in out.glob("*/*.json")} == real
 
@@ -350,7 +315,7 @@ def test_held_out_loss_on_chat_rows():
     validation data used to crash the loss cell (found by the seed studies in smoke mode)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunebook.runtime.evaluate import eval_loss
+    from tunebook.runtime.suites.heldout import eval_loss
 
     tok, model = AutoTokenizer.from_pretrained(TINY), AutoModelForCausalLM.from_pretrained(TINY).eval()
     rows = [{"messages": [{"role": "user", "content": f"{a}-{b}="}, {"role": "assistant", "content": str(a - b)}]}

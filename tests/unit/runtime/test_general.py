@@ -10,9 +10,9 @@ import pytest
 
 from tunebook.compiler.errors import SpecError
 from tunebook.compiler.schema import PRESETS, GeneralEval, ModelSpec
-from tunebook.runtime import general
+from tunebook.runtime.suites import general
 
-from .test_evaluate import REPO
+from .eval_helpers import REPO
 
 
 @pytest.fixture(scope="module")

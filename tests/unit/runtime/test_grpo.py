@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .test_train import history, lora_b_norm, one_thread, project, spec_text, train  # noqa: F401 - fixture
+from .train_helpers import history, lora_b_norm, project, spec_text, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 VERIFIABLE = {"train": [{"source": "data/tiny/subtraction_train.jsonl", "limit": 64, "format": "verifiable",
                          "fields": {"answer": "completion"}}]}

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from tunebook.compiler.schema import EvalSpec, JudgeEval, JudgeModel
-from tunebook.runtime import evaluate, judge
-from tunebook.runtime.judge import HTTPJudge, JudgeUnavailable, cohen_kappa, eval_judge, outcome, parse_verdict, summarize, wilson
+from tunebook.reports.stats import wilson
+from tunebook.runtime import evaluate
+from tunebook.runtime.suites import judge
+from tunebook.runtime.suites.judge import HTTPJudge, JudgeUnavailable, agreement, eval_judge, outcome, parse_verdict, summarize
 
-from .test_evaluate import REPO, make_project
+from .eval_helpers import REPO, make_project
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 
@@ -51,15 +53,15 @@ def test_order_mapping_seed_004():
 def test_wilson_and_kappa_known_values():
     from tunebook.reports import stats
 
-    assert wilson is stats.wilson  # one implementation (issue 13): the one checked against statsmodels
+    assert judge.wilson is stats.wilson and judge.cohen_kappa is stats.cohen_kappa  # one implementation (issue 13): the one checked against statsmodels
     lo, hi = wilson(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
     lo, hi = wilson(10, 13)  # seed 004's "77 % win rate" on 13 prompts
     assert lo == pytest.approx(0.4970, abs=1e-3) and hi == pytest.approx(0.9182, abs=1e-3)
     assert wilson(5, 5)[1] == 1.0 and wilson(0, 5)[0] == 0.0
-    assert cohen_kappa([1, 1, 0, 0], [1, 0, 0, 0]) == pytest.approx(0.5)
-    assert cohen_kappa([1, 1], [1, 1]) is None  # one category only: chance agreement is 1, kappa undefined
-    assert cohen_kappa([1, None, 0], [1, 0, 0]) == pytest.approx(1.0)  # items one rater skipped are left out
+    assert agreement([1, 1, 0, 0], [1, 0, 0, 0]) == pytest.approx(0.5)
+    assert agreement([1, 1], [1, 1]) is None  # one category only: chance agreement is 1, kappa undefined
+    assert agreement([1, None, 0], [1, 0, 0]) == pytest.approx(1.0)  # items one rater skipped are left out
 
 
 def test_summarize_cancels_position_bias_and_counts_ties_half():

@@ -12,7 +12,9 @@ import yaml
 from tunebook.compiler.schema import ResourcesSpec
 from tunebook.runtime.launch import launch_env, launch_words, run_locally
 
-from .test_train import one_thread, project, spec_text  # noqa: F401 - fixture
+from .train_helpers import project, spec_text
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_stage(tmp_path, resources: dict | None) -> dict:

@@ -12,10 +12,10 @@ import pytest
 from tunebook.compiler.errors import SpecError
 from tunebook.compiler.schema import EvalSpec, RewardEval
 from tunebook.runtime import evaluate
-from tunebook.runtime.reward import RewardScorer, eval_reward
+from tunebook.runtime.suites.reward import RewardScorer, eval_reward
 from tunebook.runtime.context import experiment_context
 
-from .test_evaluate import TINY, make_project
+from .eval_helpers import TINY, make_project
 
 
 def build_rm(path, num_labels: int = 1, seed: int = 0):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from tunebook.compiler.schema import TeacherSpec
 from tunebook.runtime.teacher import select
 
-from .test_train import lora_b_norm, one_thread, project, spec_text, train  # noqa: F401 - fixture
+from .train_helpers import lora_b_norm, project, spec_text, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 VERIFIABLE = {"train": [{"source": "data/tiny/subtraction_train.jsonl", "limit": 24, "format": "verifiable",
                          "fields": {"answer": "completion"}}]}

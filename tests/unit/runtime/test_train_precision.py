@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
-from tests.unit.runtime.test_train import one_thread, project, spec_text, train  # noqa: F401  (fixture)
+import pytest
+
+from tests.unit.runtime.train_helpers import project, spec_text, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cpu_run_is_float32_without_autocast_or_checkpointing_and_says_so(tmp_path, monkeypatch):
@@ -48,7 +52,7 @@ def test_a_local_model_folder_is_pinned_by_its_weights_hash(tmp_path):
     log does not open with 'Inputs are not pinned' (a revision: means nothing for a folder)."""
     import shutil
 
-    from tests.unit.runtime.test_train import ROOT
+    from tests.conftest import ROOT
     from tunebook.reports.rules import unpinned_inputs
     from tunebook.runtime.record import build_record
 

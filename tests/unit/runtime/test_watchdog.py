@@ -13,7 +13,9 @@ import pytest
 from tunebook.compiler.schema import WatchdogSpec
 from tunebook.runtime.watchdog import WatchdogCallback, check_loss, check_policy, check_samples, distinct_ratio
 
-from .test_train import one_thread, project, spec_text, train, weights  # noqa: F401 - fixture
+from .train_helpers import project, spec_text, train, weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CFG = WatchdogSpec()
 
