@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
 import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -105,8 +106,6 @@ def allowed_hosts(root: Path) -> set[str]:
     hosts = {h.strip().lower() for h in os.environ.get(HOSTS_ENV, "").split(",") if h.strip()}
     path = Path(root) / SETTINGS_FILE
     if path.is_file():
-        import tomllib
-
         try:
             listed = tomllib.loads(path.read_text(encoding="utf-8")).get("judges", {}).get("hosts", [])
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, AttributeError):

@@ -7,13 +7,15 @@ editors use for completion (shipped specs point at it on their first line).
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from tunebook.compiler.errors import did_you_mean
-from tunebook.compiler.registries import extractors
+from tunebook.compiler.policy import redact
+from tunebook.compiler.registries import answer_transforms, extractors
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*(-[a-z0-9_]+)*$")
 
@@ -168,17 +170,23 @@ class WatchdogSpec(Part):
     max_new_tokens: int = Field(32, gt=0)
 
 
-# The answer extractors of runtime/extract.py, by name (a reward, a teacher filter or an eval task uses
-# one), read from that file: a new extractor is one decorated function there, and the schema offers it.
-Extract = Literal[extractors()]
+# Answer extractors and answer transforms by name (a reward, a teacher filter or an eval task uses them):
+# the built-ins of runtime/extract.py, which editors are offered, or a plugin's (`plugins:`, docs/plugins.md).
+# `tunebook compile` checks the names against both (compiler/inputs.py), with a did-you-mean.
+Extract = Annotated[str, Field(json_schema_extra={"examples": list(extractors())})]
+# Omitted from params.yaml when unset, so specs without one compile to what they did before it existed.
+AnswerTransform = Annotated[str | None, Field(exclude_if=lambda v: v is None, json_schema_extra={"examples": list(answer_transforms())},
+                                              description="prepares the reference answer before it is compared, e.g. "
+                                                          "gsm8k_hash ('... #### 42' -> '42') or boxed (MATH's \\boxed{...})")]
 
 
 class GRPOSpec(Part):
     """Online RL with verifiable rewards (trl GRPOTrainer). Data rows: {prompt, answer}."""
 
-    rewards: list[str] = Field(min_length=1, description="reward functions by name (runtime/rewards.py), e.g. [numeric_match, format]")
+    rewards: list[str] = Field(min_length=1, description="reward functions by name (runtime/rewards.py or a plugin), e.g. [numeric_match, format]")
     reward_weights: list[float] | None = Field(None, description="one weight per reward; default 1 each")
     extract: Extract = Field("first_number", description="how answer-checking rewards read a completion")
+    answer_transform: AnswerTransform = None
     num_generations: int = Field(8, ge=2, description="completions per prompt; batch_size x grad_accum must divide by it")
     temperature: float = Field(1.0, gt=0)
     max_completion_length: int = Field(64, gt=0)
@@ -209,8 +217,9 @@ class TeacherSpec(Part):
     base: str = Field(description="the teacher: 'builtin:tiny', a Hugging Face repo id, or a local folder")
     revision: str | None = None
     trust_remote_code: bool = False
-    reward: str = Field("numeric_match", description="reward function (runtime/rewards.py); a completion passes at reward >= 1")
+    reward: str = Field("numeric_match", description="reward function (runtime/rewards.py or a plugin); a completion passes at reward >= 1")
     extract: Extract = "first_number"
+    answer_transform: AnswerTransform = None
     num_samples: int = Field(4, gt=0, description="completions sampled per prompt")
     temperature: float = Field(0.7, ge=0, description="0 is greedy")
     max_new_tokens: int = Field(64, gt=0)
@@ -219,13 +228,38 @@ class TeacherSpec(Part):
     seed: int = 0
 
 
-KIND_BLOCKS = {"grpo": ("grpo",), "dpo": ("dpo",), "teacher": ("teacher-sft",), "anchor": ("sft", "teacher-sft")}
+class KindBlocks(NamedTuple):
+    """The `method:` blocks one kind reads: the one it cannot run without (`hint`: what the error for
+    a missing one says after its name), the ones it may take, and whether `packing` applies."""
+
+    needs: str | None = None
+    hint: str = ""
+    takes: tuple[str, ...] = ()
+    packing: bool = False
+
+
+# The training methods, by kind: one module each in runtime/methods/ (tests/unit/runtime/test_methods.py
+# checks that the runtime registers exactly these kinds). `kind`'s choices and the check that each
+# block matches the kind both come from this table; a new method adds its row and its block field.
+METHOD_BLOCKS: dict[str, KindBlocks] = {
+    "sft": KindBlocks(takes=("anchor",), packing=True),
+    "grpo": KindBlocks(needs="grpo", hint=" naming its rewards, e.g. grpo: {rewards: [numeric_match]}"),
+    "dpo": KindBlocks(needs="dpo", hint=", e.g. dpo: {beta: 0.1}"),  # written out with defaults when absent
+    "teacher-sft": KindBlocks(needs="teacher", hint=", e.g. teacher: {base: builtin:tiny, num_samples: 4}",
+                              takes=("anchor",), packing=True),
+}
+MethodKind = Literal[tuple(METHOD_BLOCKS)]
+
+
+def kinds_reading(block: str) -> list[str]:
+    """The kinds a `method:` block belongs to, in table order."""
+    return [k for k, b in METHOD_BLOCKS.items() if block == b.needs or block in b.takes]
 
 
 class MethodSpec(Part):
     """How to train. `kind` picks the trainer; the block named after it holds that trainer's settings."""
 
-    kind: Literal["sft", "grpo", "dpo", "teacher-sft"] = "sft"
+    kind: MethodKind = "sft"
     lora: LoraSpec | None = Field(default_factory=LoraSpec, description="null for full fine-tuning")
     lr: float = Field(1e-4, gt=0, lt=1)
     epochs: float = Field(1.0, gt=0)
@@ -260,19 +294,18 @@ class MethodSpec(Part):
 
     @model_validator(mode="after")
     def _blocks_match_kind(self):
-        for block, kinds in KIND_BLOCKS.items():
-            if getattr(self, block) is not None and self.kind not in kinds:
-                raise ValueError(f"`{block}:` is used only when kind is {' or '.join(kinds)} (kind is {self.kind})")
-        if self.packing and self.kind not in ("sft", "teacher-sft"):
+        mine = METHOD_BLOCKS[self.kind]
+        for block in dict.fromkeys(b for kb in METHOD_BLOCKS.values() for b in (kb.needs, *kb.takes) if b):
+            if getattr(self, block) is not None and block != mine.needs and block not in mine.takes:
+                raise ValueError(f"`{block}:` is used only when kind is {' or '.join(kinds_reading(block))} (kind is {self.kind})")
+        if self.packing and not mine.packing:
             raise ValueError(f"packing is for SFT kinds only (kind is {self.kind})")
+        if mine.needs and getattr(self, mine.needs) is None:
+            raise ValueError(f"kind {self.kind} needs a `{mine.needs}:` block{mine.hint}")
         if self.kind == "grpo":
-            if self.grpo is None:
-                raise ValueError("kind grpo needs a `grpo:` block naming its rewards, e.g. grpo: {rewards: [numeric_match]}")
             per_step = self.batch_size * self.grad_accum
             if per_step % self.grpo.num_generations:
                 raise ValueError(f"batch_size x grad_accum ({per_step}) must be a multiple of grpo.num_generations ({self.grpo.num_generations})")
-        if self.kind == "teacher-sft" and self.teacher is None:
-            raise ValueError("kind teacher-sft needs a `teacher:` block, e.g. teacher: {base: builtin:tiny, num_samples: 4}")
         return self
 
 
@@ -352,6 +385,7 @@ class TargetTask(Part):
     prompt_field: str = "prompt"
     answer_field: str = "answer"
     extract: Extract = "first_number"
+    answer_transform: AnswerTransform = None
     max_new_tokens: int = Field(32, gt=0)
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -529,6 +563,9 @@ class Spec(Part):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     expect: ExpectSpec = Field(default_factory=ExpectSpec)
     resources: ResourcesSpec | None = Field(None, description="GPUs for the train stage; unset: one process")
+    plugins: list[str] = Field(default_factory=list, exclude_if=lambda v: not v,
+                               description="the project's .py files that add rewards, answer extractors and answer transforms "
+                                           "(docs/plugins.md), e.g. [plugins/my_rewards.py]")
     allow_external_inputs: bool = Field(
         False, description="let input paths (data, eval sets, templates, local models) point outside the project, "
                             "symlinks included; off: such a path is an error. Outputs always stay inside")
@@ -553,8 +590,6 @@ class Spec(Part):
     def _no_secret(cls, v: str) -> str:
         # free text travels (params.yaml, dvc exp show, the record's title, the log's heading): a pasted
         # token is cut out here, and `tunebook compile` warns about it (compiler/policy.py)
-        from tunebook.compiler.policy import redact
-
         return redact(v)
 
     @field_validator("name")
@@ -646,6 +681,4 @@ def file_schema() -> dict:
 
 def file_schema_text() -> str:
     """specs/schema.json as `tunebook schema` writes it (sorted keys: the same bytes every time)."""
-    import json
-
     return json.dumps(file_schema(), indent=1, sort_keys=True) + "\n"

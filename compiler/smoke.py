@@ -34,8 +34,10 @@ from pathlib import Path
 import yaml
 
 from tunebook.compiler.errors import SpecError, SpecIssue
-from tunebook.compiler.load import LoadedSpec
+from tunebook.compiler.compile import compile_specs
+from tunebook.compiler.load import LoadedSpec, load_specs
 from tunebook.compiler.schema import FORMAT_FIELDS, Source, Spec
+from tunebook.compiler.write import write_pipeline
 
 TINY = "builtin:tiny"
 # The miniature's sizes. Training: TRAIN_ROWS rows in batches of BATCH, at most MAX_EPOCHS epochs, so a
@@ -456,10 +458,6 @@ class Built:
 def build(loaded: list[LoadedSpec], study: Path, out: Path) -> Built:
     """Write the smoke project of `loaded` (full specs of `study`) into `out`: specs, stand-ins,
     SMOKE.md, dvc.yaml and params.yaml. `out` must already be a DVC project (the CLI makes it one)."""
-    from tunebook.compiler.compile import compile_specs
-    from tunebook.compiler.load import load_specs
-    from tunebook.compiler.write import write_pipeline
-
     minis = miniatures(loaded, study)
     files = write_project(out, study.name, minis)
     # validated again, as any spec: the miniature is a real spec of the smoke project

@@ -15,6 +15,7 @@ import polars as pl
 import polars.selectors as cs
 
 from tunebook.reports.compute import Computed
+from tunebook.reports.markdown import visible
 from tunebook.files import write_atomic
 from tunebook.reports.record import Record
 from tunebook.reports.status import Thresholds
@@ -124,8 +125,6 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|")
 
 
 def csv_text(v: str) -> str:
-    from tunebook.reports.markdown import visible
-
     v = visible(v)
     return "'" + v if v.startswith(FORMULA_START) else v
 

@@ -15,12 +15,12 @@ import math
 from dataclasses import dataclass
 from xml.sax.saxutils import escape as _xml_escape
 
+from tunebook.reports.markdown import visible
+
 
 def escape(text: str) -> str:
     """Label text for SVG: XML-escaped, and the characters XML 1.0 forbids (NUL, ESC, lone surrogates,
     U+FFFE, ...) or that reorder text (bidi controls) shown as \\uXXXX, so the file stays valid XML."""
-    from tunebook.reports.markdown import visible
-
     return _xml_escape(visible(text))
 
 WIDTH, HEIGHT = 700, 360  # the plot area; the legend adds rows below

@@ -11,9 +11,14 @@ cached": offline, `datasets.load_dataset(name, revision=...)` would silently ign
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+
+import yaml
+
+from tunebook.compiler.policy import repo_id_problem, revision_problem
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -45,8 +50,6 @@ def _cache_dir(repo_id: str, repo_type: str) -> Path:
 def _checked(repo_id: str, revision: str | None) -> None:
     """A repo id and revision that cannot steer a path out of the hub cache (compiler/policy.py): the
     compiler checks them too, this is for params.yaml edited behind its back."""
-    from tunebook.compiler.policy import repo_id_problem, revision_problem
-
     if problem := repo_id_problem(repo_id):
         raise HubError(problem, "source")
     if problem := revision_problem(revision):
@@ -197,8 +200,6 @@ def _card_data_files(readme: Path) -> list:
         return []
     end = text.find("\n---", 3)
     try:
-        import yaml
-
         meta = yaml.safe_load(text[3:end if end > 0 else None]) or {}
     except Exception:  # noqa: BLE001 - a card `datasets` cannot parse either is not ours to read
         return []
@@ -227,8 +228,6 @@ def _card_data_files(readme: Path) -> list:
 
 def _state_files(folder: Path) -> list:
     """The file names a `save_to_disk` folder's state.json files list (joined to their folder when loaded)."""
-    import json
-
     out: list = []
     for state in [folder / "state.json", *folder.glob("*/state.json")]:
         try:

@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tunebook.runtime.cluster import ClusterError
+
 MASTER_PORT = "29500"
 
 
@@ -83,8 +85,6 @@ def shell_line(words: list[str]) -> str:
 def run_locally(root: Path, res, name: str) -> int:
     """Run the train stage under its launcher on this machine (no SLURM): one node only."""
     if getattr(res, "nodes", 1) > 1:
-        from tunebook.runtime.cluster import ClusterError
-
         raise ClusterError(f"resources.nodes: {res.nodes} needs a SLURM allocation: list `train` under `stages:` in "
                            f"cluster.yaml (docs/cluster.md), or set nodes: 1 to train on this machine")
     words = launch_words(res, sys.executable, name)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from tunebook.compiler.compile import BUILTIN_CONFIGS
 from tunebook.compiler.schema import ModelSpec
 from tunebook.files import dict_sha256
+from tunebook.runtime.hub import resolve_revision
 
 BUILTIN = "builtin:"
 
@@ -17,8 +19,6 @@ BUILTIN = "builtin:"
 def model_path(root: Path, spec: ModelSpec) -> tuple[str, str | None]:
     """(path or repo id, revision) to hand to from_pretrained."""
     if spec.base.startswith(BUILTIN):
-        from tunebook.compiler.compile import BUILTIN_CONFIGS
-
         name = spec.base[len(BUILTIN):]
         if name not in BUILTIN_CONFIGS:
             raise FileNotFoundError(f"no embedded model '{spec.base}'; there are {', '.join(BUILTIN + n for n in BUILTIN_CONFIGS)}")
@@ -64,8 +64,6 @@ def load_model(root: Path, spec: ModelSpec):
 def resolved_revision(spec: ModelSpec) -> str | None:
     if spec.base.startswith(BUILTIN) or Path(spec.base).exists():
         return None
-    from tunebook.runtime.hub import resolve_revision
-
     return resolve_revision(spec.base, spec.revision, "model")
 
 

@@ -7,9 +7,12 @@ stale or were edited by hand. Tracebacks only with --verbose.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -24,8 +27,8 @@ class Ctx:
 
 
 def _fail(ctx: Ctx, exc: BaseException) -> None:
-    from tunebook.compiler.errors import printable
-    from tunebook.reports.record import RecordError
+    from tunebook.compiler.errors import printable  # lazy: each command imports only what it uses (cold start)
+    from tunebook.reports.record import RecordError  # lazy: each command imports only what it uses (cold start)
 
     code = 2 if isinstance(exc, RecordError) else getattr(exc, "exit_code", 1)  # a bad record is bad input
     if ctx.verbose:
@@ -40,8 +43,6 @@ def _fail(ctx: Ctx, exc: BaseException) -> None:
 
 def _guard(fn):
     """Map known errors to exit codes; anything else is a failure with a one-line message."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         ctx = click.get_current_context().find_object(Ctx)
@@ -116,14 +117,14 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
 @_guard
 def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, missing_ok: bool, smoke: bool, out: Path | None) -> None:
     """Validate specs and write dvc.yaml and params.yaml (all specs in specs/ by default)."""
-    from tunebook.compiler import compile_specs, discover, load_specs, write_pipeline
+    from tunebook.compiler import compile_specs, discover, load_specs, write_pipeline  # lazy: each command imports only what it uses (cold start)
 
     if smoke:
         if check:
             raise click.UsageError("--check compares the full pipeline; it does not combine with --smoke")
         _compile_smoke(ctx, specs, out)
         return
-    from tunebook.compiler.serial import pipeline_specs, project_lock
+    from tunebook.compiler.serial import pipeline_specs, project_lock  # lazy: each command imports only what it uses (cold start)
 
     # one compile at a time writes this project's files; the pipeline is always every spec (issue 16)
     click.get_current_context().with_resource(project_lock(ctx.root, say=lambda m: click.echo(m, err=True)))
@@ -131,7 +132,7 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, missing
     if not paths:
         raise click.UsageError(f"no specs found in {ctx.root / 'specs'} (files starting with '_' are bases only)")
     loaded = load_specs(paths, ctx.root)
-    from tunebook.compiler.policy import secret_warnings
+    from tunebook.compiler.policy import secret_warnings  # lazy: each command imports only what it uses (cold start)
 
     for warning in secret_warnings(loaded, ctx.root):  # a pasted token: said, never echoed (issue 16)
         click.echo(f"warning: {warning}", err=True)
@@ -141,7 +142,7 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, missing
     for note in changed.notes:  # a kept `dvc exp` variant: not an error, but said
         click.echo(note, err=True)
     if not check:
-        from tunebook.compiler.ignore import write_gitignore
+        from tunebook.compiler.ignore import write_gitignore  # lazy: each command imports only what it uses (cold start)
 
         if write_gitignore(ctx.root, pipeline):  # cached outputs ignored before anything runs
             changed = [*changed, ".gitignore"]
@@ -159,8 +160,8 @@ def compile(ctx: Ctx, specs: tuple[Path, ...], check: bool, force: bool, missing
 def _check_inputs(loaded, root: Path, pipeline, missing: str) -> None:
     """What the files on disk say about the specs (compiler/inputs.py). An input that is not there is an
     "error", or a "warn"ing (--check: the data may not have been fetched here), or "ignore"d (smoke)."""
-    from tunebook.compiler.errors import SpecError
-    from tunebook.compiler.inputs import check_inputs, stage_outputs
+    from tunebook.compiler.errors import SpecError  # lazy: each command imports only what it uses (cold start)
+    from tunebook.compiler.inputs import check_inputs, stage_outputs  # lazy: each command imports only what it uses (cold start)
 
     found = check_inputs(loaded, root, stage_outputs(pipeline) if pipeline else [])
     if missing == "warn":
@@ -175,8 +176,8 @@ def _compile_smoke(ctx: Ctx, specs: tuple[Path, ...], out: Path | None):
     """Write the smoke project (compiler/smoke.py) and return its folder. It is a git and DVC project of
     its own: DVC refuses a dvc.yaml inside a git-ignored folder, and the study's committed full-scale
     dvc.yaml and params.yaml must stay as they are."""
-    from tunebook.compiler import discover, load_specs
-    from tunebook.compiler.smoke import build
+    from tunebook.compiler import discover, load_specs  # lazy: each command imports only what it uses (cold start)
+    from tunebook.compiler.smoke import build  # lazy: each command imports only what it uses (cold start)
 
     paths = [Path(p) for p in specs] or discover(ctx.root / "specs")
     if not paths:
@@ -208,8 +209,6 @@ def _dvc() -> str:
 
 
 def _tool(cmd: list[str], cwd: Path) -> None:
-    import subprocess
-
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed in {cwd}: {(res.stderr or res.stdout).strip()[:500]}")
@@ -227,9 +226,6 @@ def smoke(ctx: Ctx, out: Path | None, cache: Path | None, run_all: bool) -> None
     `tunebook review` in the smoke project. Experiments that differ only in values (a learning rate, a
     dataset) share a code path: one of each runs unless --all; SMOKE.md says which covers which.
     Its log: smoke.log, logs/*.md, logs/review.md."""
-    import subprocess
-    import time
-
     out, built = _compile_smoke(ctx, (), out)
     targets = [] if run_all else [f"report-{name}" for name in built.run]  # DVC runs what they need
     if cache:
@@ -262,7 +258,7 @@ def smoke(ctx: Ctx, out: Path | None, cache: Path | None, run_all: bool) -> None
 @_guard
 def run(ctx: Ctx, kind: str, name: str) -> None:
     """Run one stage (what dvc.yaml calls): KIND is the stage kind, NAME the experiment or key."""
-    from tunebook.runtime import stages
+    from tunebook.runtime import stages  # lazy: the stage modules import torch
 
     stages.run_stage(ctx.root, kind, name)
 
@@ -272,7 +268,7 @@ def run(ctx: Ctx, kind: str, name: str) -> None:
 @_guard
 def status(ctx: Ctx) -> None:
     """Each stage: done, stale or pending, and the SLURM job of a stage that runs as one (docs/cluster.md)."""
-    from tunebook.runtime import status as st
+    from tunebook.runtime import status as st  # lazy: each command imports only what it uses (cold start)
 
     click.echo(st.render(st.rows(ctx.root)))
 
@@ -286,14 +282,14 @@ def status(ctx: Ctx) -> None:
 @_guard
 def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path | None, force: bool) -> None:
     """Render an experiment log from a run record (any valid record, hand-written ones too)."""
-    from tunebook.reports.record import load_record
-    from tunebook.reports.render import write_report
+    from tunebook.reports.record import load_record  # lazy: each command imports only what it uses (cold start)
+    from tunebook.reports.render import write_report  # lazy: each command imports only what it uses (cold start)
 
     if record_path is None:
         if not experiment:
             raise click.UsageError("give an EXPERIMENT name or --record PATH")
         record_path = ctx.root / "runs" / experiment / "record.json"
-    from tunebook.reports.intake import guard_overwrite, log_name
+    from tunebook.reports.intake import guard_overwrite, log_name  # lazy: each command imports only what it uses (cold start)
 
     rec = load_record(record_path)
     # a record is input, not trusted: its name maps to one file or is refused, and a record brought by
@@ -311,7 +307,7 @@ def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path
 @_guard
 def review(ctx: Ctx, out: Path | None, no_dvc: bool) -> None:
     """One log across all experiments (runs/*/record.json) and their `dvc exp` variants."""
-    from tunebook.reports.review import write_review
+    from tunebook.reports.review import write_review  # lazy: each command imports only what it uses (cold start)
 
     records = sorted(p for p in (ctx.root / "runs").glob("*/record.json") if not p.parent.name.startswith("_"))
     exp_show = status = None
@@ -324,8 +320,6 @@ def review(ctx: Ctx, out: Path | None, no_dvc: bool) -> None:
 
 
 def _dvc_json(root: Path, args: list[str]):
-    import subprocess
-
     dvc = Path(sys.executable).with_name("dvc")
     cmd = [str(dvc) if dvc.exists() else "dvc", *args]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
@@ -347,11 +341,11 @@ def _dvc_json(root: Path, args: list[str]):
 def schema(ctx: Ctx, out: Path | None, record: bool) -> None:
     """Write the JSON Schema of spec files (for editor completion and checks) or of run records."""
     if record:
-        from tunebook.reports.record import Record
+        from tunebook.reports.record import Record  # lazy: each command imports only what it uses (cold start)
 
         text = json.dumps(Record.model_json_schema(), indent=1, sort_keys=True) + "\n"
     else:
-        from tunebook.compiler.schema import file_schema_text
+        from tunebook.compiler.schema import file_schema_text  # lazy: each command imports only what it uses (cold start)
 
         text = file_schema_text()
     if out is not None and str(out) == "-":
@@ -369,7 +363,7 @@ def schema(ctx: Ctx, out: Path | None, record: bool) -> None:
 @_guard
 def init(ctx: Ctx, name: str) -> None:
     """Adopt tunebook in an existing git repository: specs/, `dvc init` if needed, compile."""
-    from tunebook.scaffold import init_project
+    from tunebook.scaffold import init_project  # lazy: each command imports only what it uses (cold start)
 
     for line in init_project(ctx.root, name):
         click.echo(line)

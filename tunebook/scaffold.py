@@ -19,6 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tunebook.compiler import compile_specs, load_specs, write_pipeline
+from tunebook.compiler.ignore import write_gitignore
+from tunebook.compiler.schema import NAME_RE, file_schema_text
+
 
 class InitError(Exception):
     """Bad input to `tunebook init` (not a git repository, bad name): exit 2, nothing written."""
@@ -73,10 +77,6 @@ def _git_toplevel(root: Path) -> Path | None:
 
 
 def init_project(root: Path, name: str) -> list[str]:
-    from tunebook.compiler import compile_specs, load_specs, write_pipeline
-    from tunebook.compiler.ignore import write_gitignore
-    from tunebook.compiler.schema import NAME_RE, file_schema_text
-
     # 1. Everything that can be refused, before anything is written.
     if not NAME_RE.match(name):
         raise InitError(f"'{name}' is not a valid experiment name: use lowercase letters, digits, '_' and '-' (e.g. 'first')")
