@@ -24,6 +24,7 @@ import yaml
 
 from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
 from tunebook.compiler.schema import Source
+from tunebook.runtime.hub import HubError, is_commit, load_hub_dataset, load_local_dataset
 from tunebook.runtime.kinds import KIND_WORDS, kind_of
 from tunebook.runtime.progress import Progress
 
@@ -257,8 +258,6 @@ def dvc_record(root: Path, path: Path) -> dict | None:
 
 def load_source(root: Path, src: Source, where: Where, label: str) -> Loaded:
     """Read one source, with its manifest entry (where it came from, hashes, revision, row count)."""
-    from tunebook.runtime.hub import HubError, is_commit, load_hub_dataset, load_local_dataset
-
     entry: dict = {"source": src.source}
     path = root / src.source
     try:

@@ -19,43 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunebook.compiler import SpecError, load_spec
-from tunebook.compiler.schema import Spec
-from tunebook.runtime import data, sources
+from tunebook.compiler import load_spec
 from tunebook.files import file_sha256
-from tunebook.runtime.context import StageContext
+from tunebook.runtime import checks, data, shaping, sources
 
-SPEC_FILE = "specs/exp.yaml"
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def context(root: Path, data_spec: dict, eval_spec: dict | None = None) -> StageContext:
-    spec = Spec.model_validate({"name": "exp", "model": {"base": "builtin:tiny"}, "data": data_spec, "eval": eval_spec or {}})
-    return StageContext(root=root, name="exp", spec=spec, params={"spec": SPEC_FILE})
-
-
-def run(ctx: StageContext) -> dict:
-    """Run the stage; return what it wrote."""
-    data.run(ctx)
-    out = ctx.data_dir
-    read = lambda name: [json.loads(line) for line in (out / name).read_text().splitlines()]  # noqa: E731
-    return {"manifest": json.loads((out / "manifest.json").read_text()), "train": read("train.jsonl"),
-            "validation": read("validation.jsonl"), "quarantine": read("quarantine.jsonl")}
-
-
-def pc_rows(n: int, start: int = 0) -> list[dict]:
-    return [{"prompt": f"{i}-1=", "completion": str(i - 1)} for i in range(start, start + n)]
-
-
-def spec_error(fn) -> list:
-    with pytest.raises(SpecError) as e:
-        fn()
-    return e.value.issues
+from .data_helpers import SPEC_FILE, context, pc_rows, run, spec_error, write_jsonl
 
 
 # --- sources ---------------------------------------------------------------------------------------
@@ -211,11 +179,11 @@ TURN = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "sys
 @given(st.lists(st.lists(TURN, max_size=4) | st.none(), min_size=1, max_size=8), st.booleans())
 def test_columnar_and_python_checks_agree_on_conversations(conversations, standardize):
     """The columnar checks decide most rows, the reference Python check the rest; they must agree."""
-    columnar = pl.Series("m", conversations, dtype=data.MESSAGES)
+    columnar = pl.Series("m", conversations, dtype=checks.MESSAGES)
     as_objects = pl.Series("m", conversations, dtype=pl.Object)  # forces every row through Python
 
     def verdicts(s):
-        v = data.check_messages(s, "messages", standardize)
+        v = checks.check_messages(s, "messages", standardize)
         table = v.table.with_row_index("_i").update(v.redo, on="_i", include_nulls=True)
         return table.select("kind", "reason", pl.when(pl.col("reason").is_null()).then("value")).rows()
 
@@ -226,7 +194,7 @@ def test_columnar_and_python_checks_agree_on_conversations(conversations, standa
 @given(st.lists(TEXT | st.none() | st.sampled_from(['{"a": 1}', " [1] ", '"x"', "{x}"]), min_size=1, max_size=8), st.booleans())
 def test_columnar_and_python_checks_agree_on_text(values, standardize):
     def verdicts(s):
-        v = data.check_text(s, "completion", standardize)
+        v = checks.check_text(s, "completion", standardize)
         table = v.table.with_row_index("_i").update(v.redo, on="_i", include_nulls=True)
         return table.select("kind", "reason", pl.when(pl.col("reason").is_null()).then("value")).rows()
 
@@ -376,10 +344,10 @@ def test_a_sample_ratio_that_is_not_followed_still_shows(tmp_path):
 
 
 def test_allocate_splits_by_largest_remainder_within_sizes():
-    assert data.allocate([5, 3, 2], 5) == [3, 1, 1]
-    assert data.allocate([1, 1, 1], 2) == [1, 1, 0]
-    assert data.allocate([2, 0, 7], 20) == [2, 0, 7]
-    assert data.allocate([4, 4], 0) == [0, 0]
+    assert shaping.allocate([5, 3, 2], 5) == [3, 1, 1]
+    assert shaping.allocate([1, 1, 1], 2) == [1, 1, 0]
+    assert shaping.allocate([2, 0, 7], 20) == [2, 0, 7]
+    assert shaping.allocate([4, 4], 0) == [0, 0]
 
 
 # --- contamination ---------------------------------------------------------------------------------
@@ -414,7 +382,7 @@ def test_a_validation_set_that_is_a_test_set_is_recorded(tmp_path):
 
 
 def test_normalized_text_keeps_numbers_apart():
-    frame = pl.DataFrame({"p": ["27-1=", "2-71=", "What is 2+2?"]}).select(data._normalized(pl.col("p")))
+    frame = pl.DataFrame({"p": ["27-1=", "2-71=", "What is 2+2?"]}).select(shaping._normalized(pl.col("p")))
     assert frame.to_series().to_list() == ["27 1", "2 71", "what is 2 2"]
 
 

@@ -14,7 +14,7 @@ import pytest
 from tunebook.compiler.schema import Source
 from tunebook.runtime import hub, sources
 
-from .test_data import SPEC_FILE, context, pc_rows, run, spec_error, write_jsonl
+from .data_helpers import SPEC_FILE, context, pc_rows, run, spec_error, write_jsonl
 
 OLD, NEW = "0" * 40, "1" * 40
 
