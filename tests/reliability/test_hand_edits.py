@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tunebook.compiler.write import MARK
 from tests.reliability.tally import tried
-from tests.reliability.test_fuzz_compile import QUICKSTART, dump, nasty_values, paths_of
+from tests.reliability.specgen import QUICKSTART, dump, nasty_values, paths_of
 from tunebook.cli import main
 
 EXAMPLES = max(50, int(os.environ.get("TUNEBOOK_FUZZ_EXAMPLES", "1500")) // 8)
