@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tunebook.compiler.load import LoadedSpec
+from tunebook.compiler.load import LoadedSpec, input_paths
 from tunebook.compiler.schema import STAGE_PARTS, Spec
 from tunebook.files import dict_sha256
 
@@ -98,36 +98,27 @@ def _is_local(path: str) -> bool:
 
 
 def baseline_key(spec: Spec) -> str:
-    """Same base model and same suite -> same key -> one shared, cached baseline stage."""
+    """Same base model and same suite -> same key -> one shared, cached baseline stage. A spec's plugins
+    belong to its suite (a target task may score with a plugin's extractor); none, and the key is as before."""
     suite = spec.eval.model_dump(mode="json", include={"general", "target"})
-    ident = {"model": spec.model.model_dump(mode="json"), "suite": suite}
+    ident = {"model": spec.model.model_dump(mode="json"), "suite": suite, **_plugins(spec)}
     name = spec.model.base.split("/")[-1].removeprefix(BUILTIN_PREFIX)
     return f"{slug(name)}-{dict_sha256(ident)[:8]}"
 
 
-def _eval_inputs(spec: Spec) -> list[str]:
-    ev = spec.eval
-    deps = [t.source for t in ev.target if _is_local(t.source)]
-    if ev.general and ev.general.include_path:
-        deps.append(ev.general.include_path)
-    # Prompt files, judge templates and local reward/judge models: a change re-runs the eval stage.
-    models = []
-    if ev.reward:
-        deps.append(ev.reward.prompts)
-        models.append(ev.reward.model)
-    if ev.judge:
-        deps += [ev.judge.prompts] + ([ev.judge.template] if ev.judge.template else [])
-        models += [j.model for j in ev.judge.judges if j.kind == "hf"]
-    for m in models:
-        if model_dir(m):
-            deps.append(model_dir(m))
-        elif m.startswith((".", "/")) or Path(m).is_dir():
-            deps.append(m)
+def _plugins(spec: Spec) -> dict:
+    """The spec's plugin files as a params entry, or nothing when it has none (params stay as they were)."""
+    return {"plugins": list(spec.plugins)} if spec.plugins else {}
+
+
+def stage_deps(spec: Spec, stage: str) -> list[str]:
+    """The inputs `stage` reads (compiler/load.py `input_paths`, the list path confinement checks too) as
+    DVC deps: a file or folder in the project, a builtin model's folder; a hub id or source is none."""
+    deps: list[str] = []
+    for i in input_paths(spec):
+        if stage in i.stages:
+            deps += _weights_deps(i.path) if i.model else [i.path] if _is_local(i.path) else []
     return deps
-
-
-def _model_deps(spec: Spec) -> list[str]:
-    return _weights_deps(spec.model.base)
 
 
 def _weights_deps(base: str) -> list[str]:
@@ -141,16 +132,14 @@ def _weights_deps(base: str) -> list[str]:
 def _train_stages(s: Spec, run: str, p) -> list[Stage]:
     """train-<exp>, preceded by teacher-<exp> for teacher-SFT (generation cached as its own stage)."""
     e, m = s.name, s.method
-    deps, params, stages = [f"data/{e}"] + _model_deps(s), p("train"), []
+    deps, params, stages = [f"data/{e}"] + stage_deps(s, "train"), p("train"), []
     if m.teacher:
-        stages.append(Stage(f"teacher-{e}", f"tunebook run teacher {e}", deps=[f"data/{e}"] + _weights_deps(m.teacher.base),
+        stages.append(Stage(f"teacher-{e}", f"tunebook run teacher {e}", deps=[f"data/{e}"] + stage_deps(s, "teacher"),
                             params=[f"{e}.method.teacher"], outs=[f"{run}/teacher"],
                             desc=f"sample teacher solutions for {e} and keep those the reward accepts"))
         deps.append(f"{run}/teacher")
     if m.early_stopping and m.early_stopping.on == "general":
         params.append(f"{e}.eval.general")  # the suite measured during training: changing it retrains
-        if s.eval.general and s.eval.general.include_path:
-            deps.append(s.eval.general.include_path)
     if s.resources:  # the processes set the global batch; the launcher is the runtime's (runtime/launch.py)
         params.append(f"{e}.resources")
     stages.append(Stage(f"train-{e}", f"tunebook run train {e}",
@@ -163,6 +152,7 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
     stages: list[Stage] = []
     params: dict = {}
     baselines: dict = {}
+    baseline_deps: dict[str, list[str]] = {}
     builtins: set[str] = set()
 
     for ls in sorted(loaded, key=lambda x: x.spec.name):
@@ -173,24 +163,22 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         key = baseline_key(s)
         body = s.model_dump(mode="json", exclude={"name"})
         params[e] = {"spec": ls.file, "spec_sha256": ls.sha256, "baseline": key, **body}
-        baselines.setdefault(key, {"model": body["model"], "eval": {k: body["eval"][k] for k in ("general", "target")}})
+        if key not in baselines:
+            baselines[key] = {"model": body["model"], "eval": {k: body["eval"][k] for k in ("general", "target")}, **_plugins(s)}
+            baseline_deps[key] = stage_deps(s, "baseline")
 
         def p(stage: str) -> list[str]:
             return [f"{e}.{part}" for part in STAGE_PARTS[stage]]
 
-        data_deps = [src.source for src in s.data.train if _is_local(src.source)]
-        if s.data.validation and _is_local(s.data.validation.source):
-            data_deps.append(s.data.validation.source)
         # The data stage checks training prompts against the eval.target sets (contamination) before
         # anything trains, so it reads them too.
         data_params = p("data") + ([f"{e}.eval.target"] if s.eval.target else [])
-        data_deps += [t.source for t in s.eval.target if _is_local(t.source)]
         run = f"runs/{e}"
         stages += [
-            Stage(f"data-{e}", f"tunebook run data {e}", deps=data_deps, params=data_params,
+            Stage(f"data-{e}", f"tunebook run data {e}", deps=stage_deps(s, "data"), params=data_params,
                   outs=[f"data/{e}"], desc=f"prepare, validate, mix and sample the data of {e}"),
             *_train_stages(s, run, p),
-            Stage(f"eval-{e}", f"tunebook run eval {e}", deps=[f"{run}/train", f"data/{e}"] + _model_deps(s) + _eval_inputs(s),
+            Stage(f"eval-{e}", f"tunebook run eval {e}", deps=[f"{run}/train", f"data/{e}"] + stage_deps(s, "eval"),
                   params=p("eval"), outs=[{f"{run}/eval": {"persist": True}}], desc=f"evaluate every selected checkpoint of {e} (one cached file per cell)"),
             Stage(f"report-{e}", f"tunebook run report {e}",
                   deps=[f"data/{e}", f"{run}/train", f"{run}/eval", f"runs/_baselines/{key}"], params=[e],
@@ -201,9 +189,7 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         ]
 
     for key in sorted(baselines):
-        b = baselines[key]
-        probe = Spec.model_validate({"name": "x", "model": b["model"], "data": {"train": [{"source": "x"}]}, "eval": b["eval"]})
-        stages.append(Stage(f"baseline-{key}", f"tunebook run baseline {key}", deps=_model_deps(probe) + _eval_inputs(probe),
+        stages.append(Stage(f"baseline-{key}", f"tunebook run baseline {key}", deps=baseline_deps[key],
                             params=[f"baselines.{key}"], outs=[{f"runs/_baselines/{key}": {"persist": True}}],
                             desc="evaluate the base model once for every experiment that shares it"))
     if baselines:

@@ -14,8 +14,10 @@ stage (DVC's raw `[Errno 2]`, or an error pointing at params.yaml).
 - lm-eval task names: the local task YAMLs of `include_path` and lm-eval's own task folder, scanned
   for `task:`, `group:` and `tag:` names without importing lm_eval (or torch) and cached per
   lm-eval version. Skipped when lm-eval is not installed or the local folder is still to be written.
-- reward and extractor names: read from the registries (runtime/rewards.py, runtime/extract.py) by
-  parsing their source, so the compiler never imports the runtime.
+- reward, extractor and answer-transform names: the built-ins of runtime/rewards.py and runtime/extract.py
+  and those the spec's `plugins:` files define, read by parsing their source (compiler/registries.py),
+  so the compiler never imports the runtime or a project's code. A plugin file that is missing or does
+  not parse, or that defines a name already taken, is an error at its `plugins:` line.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecIssue, did_you_mean
-from tunebook.compiler.registries import rewards
+from tunebook.compiler.registries import KINDS, builtin, definitions, names_used
 from tunebook.compiler.schema import FORMAT_FIELDS, JUDGE_PLACEHOLDERS, Source, Spec
 from tunebook.files import write_atomic
 
@@ -344,13 +346,41 @@ def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[
     for loc, name in models:
         if name.startswith(("./", "../")):
             c.local(loc, name, folder=True)
-    known = rewards()
-    names = [(("method", "grpo", "rewards", i), r) for i, r in enumerate(m.grpo.rewards)] if m.grpo else []
-    names += [(("method", "teacher", "reward"), m.teacher.reward)] if m.teacher else []
-    for loc, name in names:
-        if name not in known:
-            c.error(loc, f"unknown reward '{name}'; available: {', '.join(sorted(known))}",
-                    did_you_mean(name, known) or "a new reward is a function decorated with @reward(...) in runtime/rewards.py")
+    _check_names(c, spec)
+
+
+def _check_names(c: _Checker, spec: Spec) -> None:
+    """Registry names against the built-ins and the spec's plugins (parsed, not imported)."""
+    known = {kind: {name: "built in" for name in builtin(kind)} for kind in KINDS}  # name -> where it is defined
+    for i, raw in enumerate(spec.plugins):
+        loc = ("plugins", i)
+        path = Path(raw) if Path(raw).is_absolute() else c.root / raw
+        if not raw.endswith(".py"):
+            c.error(loc, f"'{raw}' is not a Python file", "a plugin is a .py file that registers names (docs/plugins.md)")
+            continue
+        if not path.is_file():
+            c.error(loc, f"'{raw}' does not exist", _near_file(raw, path) or "a plugin is a .py file in the project, its path relative to the project")
+            continue
+        try:
+            found = definitions(path.read_text(), raw)
+        except SyntaxError as e:
+            c.error(loc, f"{raw}:{e.lineno}: does not parse: {e.msg}")
+            continue
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            c.error(loc, f"'{raw}' cannot be read ({e})")
+            continue
+        for d in found:
+            if d.name in known[d.kind]:
+                c.error(loc, f"{d.kind} '{d.name}' at {raw}:{d.line} is already defined ({known[d.kind][d.name]})",
+                        "a plugin adds names, it cannot replace one: rename it")
+            else:
+                known[d.kind][d.name] = f"at {raw}:{d.line}"
+    for loc, kind, name in names_used(spec):
+        if name not in known[kind]:
+            decorator = KINDS[kind][1]
+            c.error(loc, f"unknown {kind} '{name}'; available: {', '.join(sorted(known[kind]))}",
+                    did_you_mean(name, known[kind]) or f"a new one is a function decorated with @{decorator}(\"{name}\") "
+                                                       "in a plugin file listed under `plugins:` (docs/plugins.md)")
 
 
 def _check_tasks(c: _Checker, general) -> None:

@@ -276,27 +276,46 @@ def discover(specs_dir: Path) -> list[Path]:
 _NOT_PATHS = ("hf:", "builtin:")
 
 
-def input_paths(spec: Spec) -> list[tuple[tuple, str]]:
-    """Every local path a spec reads, with its key path. Model fields may hold hub ids ('org/name'),
-    which are checked like relative paths: they cannot start with '/', '~' or contain '..'."""
-    out: list[tuple[tuple, str]] = [(("model", "base"), spec.model.base)]
+@dataclass(frozen=True)
+class Input:
+    """A path a spec reads: where the spec says it, and the stages that read it. One list drives both
+    the path confinement below and the DVC deps of those stages (compiler/compile.py), so they cannot drift."""
+
+    loc: tuple  # key path in the spec
+    path: str  # as written; may be a hub source (hf:, builtin:), never a DVC dep then
+    stages: tuple[str, ...]  # stage kinds that read it: data, teacher, train, eval, baseline
+    model: bool = False  # a model field: a hub id ('org/name') unless it is a local folder
+
+
+def input_paths(spec: Spec) -> list[Input]:
+    """Every input a spec reads, with its key path and the stages that read it. Model fields may hold hub
+    ids ('org/name'), which are checked like relative paths: they cannot start with '/', '~' or contain '..'."""
     d, m, ev = spec.data, spec.method, spec.eval
-    out += [(("data", "train", i, "source"), s.source) for i, s in enumerate(d.train)]
+    out = [Input(("model", "base"), spec.model.base, ("train", "eval", "baseline"), model=True)]
+    out += [Input(("data", "train", i, "source"), s.source, ("data",)) for i, s in enumerate(d.train)]
     if d.validation:
-        out.append((("data", "validation", "source"), d.validation.source))
+        out.append(Input(("data", "validation", "source"), d.validation.source, ("data",)))
     if m.teacher:
-        out.append((("method", "teacher", "base"), m.teacher.base))
-    out += [(("eval", "target", i, "source"), t.source) for i, t in enumerate(ev.target)]
+        out.append(Input(("method", "teacher", "base"), m.teacher.base, ("teacher",), model=True))
+    # the data stage reads the target sets too: it checks the training prompts against them (contamination)
+    out += [Input(("eval", "target", i, "source"), t.source, ("data", "eval", "baseline")) for i, t in enumerate(ev.target)]
     if ev.general and ev.general.include_path:
-        out.append((("eval", "general", "include_path"), ev.general.include_path))
+        # early stopping on the general suite measures it during training
+        on_general = m.early_stopping is not None and m.early_stopping.on == "general"
+        out.append(Input(("eval", "general", "include_path"), ev.general.include_path, ("eval", "baseline") + ("train",) * on_general))
     if ev.reward:
-        out += [(("eval", "reward", "prompts"), ev.reward.prompts), (("eval", "reward", "model"), ev.reward.model)]
+        out += [Input(("eval", "reward", "prompts"), ev.reward.prompts, ("eval",)),
+                Input(("eval", "reward", "model"), ev.reward.model, ("eval",), model=True)]
     if ev.judge:
-        out.append((("eval", "judge", "prompts"), ev.judge.prompts))
+        out.append(Input(("eval", "judge", "prompts"), ev.judge.prompts, ("eval",)))
         if ev.judge.template:
-            out.append((("eval", "judge", "template"), ev.judge.template))
-        out += [(("eval", "judge", "judges", i, "model"), j.model) for i, j in enumerate(ev.judge.judges) if j.kind == "hf"]
-    return [(loc, p) for loc, p in out if not p.startswith(_NOT_PATHS)]
+            out.append(Input(("eval", "judge", "template"), ev.judge.template, ("eval",)))
+        out += [Input(("eval", "judge", "judges", i, "model"), j.model, ("eval",), model=True)
+                for i, j in enumerate(ev.judge.judges) if j.kind == "hf"]
+    # plugins: every stage that looks a name up (training only with GRPO's rewards: SFT kinds train on rows)
+    users = ("teacher", "eval", "baseline") + ("train",) * (m.grpo is not None)
+    out += [Input(("plugins", i), p, users) for i, p in enumerate(spec.plugins)]
+    return out
 
 
 def _dvc_cache_dirs(root: Path) -> list[Path]:
@@ -321,7 +340,7 @@ def path_problems(spec: Spec, root: Path) -> list[tuple[tuple, str]]:
     root = root.resolve()
     caches = None
     problems = []
-    for loc, raw in input_paths(spec):
+    for loc, raw in [(i.loc, i.path) for i in input_paths(spec) if not i.path.startswith(_NOT_PATHS)]:
         if not raw.strip() or any(ord(c) < 32 for c in raw):
             problems.append((loc, f"{raw!r} is not a usable path (empty, or a control character such as NUL)"))
             continue

@@ -13,6 +13,16 @@ Pure Python, no torch.
 | `mcq_word_boundary` | a standalone option letter A-E                                | MMLU, ARC, AQuA    |
 | `mcq_first_letter`  | the first capital A-E anywhere (legacy; reproduces old numbers) | comparisons only |
 | `exact`             | the first non-empty line                                      | short strings      |
+
+Answer transforms prepare a row's reference answer before it is compared (`answer_transform:` beside
+`extract:`): `fn(answer: str) -> str`.
+
+| name         | makes                                                 | use for |
+| ------------ | ----------------------------------------------------- | ------- |
+| `gsm8k_hash` | "... so 40 + 2 = 42. #### 42" -> "42": what follows the last "####" | GSM8K |
+| `boxed`      | the content of the last `\\boxed{...}`                | MATH    |
+
+A project adds its own of either from a plugin file (docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -20,20 +30,17 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-EXTRACTORS: dict[str, Callable[[str], str | None]] = {}
+from tunebook.runtime.registry import Registry
+
+EXTRACTORS = Registry("extractor")  # name -> fn(text) -> str | None
+ANSWER_TRANSFORMS = Registry("answer transform")  # name -> fn(answer) -> str
+extractor = EXTRACTORS.register
+answer_transform = ANSWER_TRANSFORMS.register
 
 # A number: thousands groups only in threes ("1,234", not the "1,2,3" of a list), optional decimals.
 # The minus sign counts only when it does not follow a word character, so "49-26" is 49 and 26,
 # not 49 and -26, while "x = -5" is -5.
 _NUM = r"(?:(?<![\w.])-)?\d+(?:,\d{3})*(?:\.\d+)?"
-
-
-def extractor(name: str):
-    def deco(fn):
-        EXTRACTORS[name] = fn
-        return fn
-
-    return deco
 
 
 def _clean_number(s: str) -> str:
@@ -116,6 +123,25 @@ def mcq_first_letter(text: str) -> str | None:
 def exact(text: str) -> str | None:
     t = text.strip().splitlines()[0].strip() if text.strip() else ""
     return t or None
+
+
+@answer_transform("gsm8k_hash")
+def gsm8k_hash(answer: str) -> str:
+    """GSM8K's reference is the worked solution ending in '#### 42': the answer is what follows the
+    last '####'. An answer without one is taken as it is."""
+    return answer.rsplit("####", 1)[-1].strip()
+
+
+@answer_transform("boxed")
+def boxed_answer(answer: str) -> str:
+    """MATH's reference is a solution with the answer in \\boxed{...}: its content. Without one (or
+    unbalanced), the answer is taken as it is."""
+    return boxed(answer) or answer.strip()
+
+
+def prepare(name: str | None) -> Callable[[str], str]:
+    """The named answer transform, or the answer unchanged when the spec names none."""
+    return ANSWER_TRANSFORMS[name] if name else str
 
 
 def normalize_answer(ans: str) -> str:

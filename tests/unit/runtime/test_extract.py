@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import typing
-
 import pytest
 
+from tunebook.compiler.errors import SpecError
 from tunebook.compiler.schema import TargetTask
-from tunebook.runtime.extract import EXTRACTORS, normalize_answer, score
+from tunebook.runtime.extract import ANSWER_TRANSFORMS, EXTRACTORS, normalize_answer, prepare, score
 
 # Model outputs quoted (or lightly completed) from seed 003.
 GSM8K_ANCHORED = ("So the steps you will take to solve the problem are 125, 125 * 4, 4 *125 = 500, "
@@ -81,7 +80,30 @@ def test_scoring_compares_values_and_counts_none_as_wrong():
     assert normalize_answer(" -0 ") == "0"
 
 
-def test_spec_choices_and_registry_agree():
-    """A method the spec accepts must exist, and every method is selectable from a spec."""
-    choices = set(typing.get_args(TargetTask.model_fields["extract"].annotation))
-    assert choices == set(EXTRACTORS)
+def test_editors_are_offered_every_built_in_extractor_and_transform():
+    """The schema lists the built-ins (compile checks names against them and the spec's plugins)."""
+    props = TargetTask.model_json_schema()["properties"]
+    assert props["extract"]["examples"] == list(EXTRACTORS)
+    assert props["answer_transform"]["examples"] == list(ANSWER_TRANSFORMS)
+
+
+@pytest.mark.parametrize("name, answer, expected", [
+    ("gsm8k_hash", "Natalia sold 48/2 = 24 clips in May.\nAltogether she sold 48+24 = 72 clips.\n#### 72", "72"),
+    ("gsm8k_hash", "#### 1,234 ", "1,234"),
+    ("gsm8k_hash", "42", "42"),  # already an answer
+    ("boxed", "So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("boxed", "first \\boxed{1}, then \\boxed{2}", "2"),
+    ("boxed", " 7 ", "7"),  # no box: the answer as it is
+])
+def test_answer_transforms_prepare_the_reference(name, answer, expected):
+    assert ANSWER_TRANSFORMS[name](answer) == expected
+    assert prepare(name)(answer) == expected and prepare(None)(answer) == answer
+
+
+def test_a_transformed_gsm8k_reference_scores_against_the_extracted_number():
+    assert score(EXTRACTORS["answer_anchor"]("... so 1234 in all. Answer: 1234"), prepare("gsm8k_hash")("#### 1,234"))
+
+
+def test_an_unknown_name_is_a_spec_error_with_a_suggestion():
+    with pytest.raises(SpecError, match="unknown extractor 'last_numbr'.*did you mean 'last_number'"):
+        EXTRACTORS["last_numbr"]

@@ -6,7 +6,7 @@ import pytest
 
 from tunebook.compiler.errors import SpecError
 from tunebook.runtime.extract import EXTRACTORS
-from tunebook.runtime.rewards import REWARDS, check_names, for_trl
+from tunebook.runtime.rewards import REWARDS, bind, check_names, for_trl, reward
 
 FIRST = EXTRACTORS["first_number"]
 
@@ -47,3 +47,57 @@ def test_trl_adapter_scores_a_batch_and_shows_it_to_the_watchdog():
 def test_unknown_reward_names_are_spec_errors_with_a_suggestion():
     with pytest.raises(SpecError, match="unknown reward 'numeric_mach'.*did you mean 'numeric_match'"):
         check_names(["numeric_mach", "format"], "exp.method.grpo.rewards")
+
+
+@pytest.mark.parametrize("completion, answer, extract, expected", [
+    ("Paris", "paris", "exact", 1.0),
+    ("  New   York \n", "new york", "exact", 1.0),  # runs of whitespace and case aside
+    ("New York\nbecause it is big", "New York", "exact", 1.0),  # the extracted first line
+    ("The answer is Paris", "Paris", "exact", 0.0),  # neither the line nor the whole text
+    ("Paris", "", "exact", 0.0),  # an empty answer is never matched
+    ("12 apples", "12 apples", "first_number", 1.0),  # the whole completion, when the extraction is not it
+])
+def test_exact_match_compares_text_case_and_whitespace_aside(completion, answer, extract, expected):
+    assert REWARDS["exact_match"](completion, answer, EXTRACTORS[extract]) == expected
+
+
+def test_a_reward_gets_the_keyword_parameters_it_declares():
+    seen = {}
+
+    @reward("test_sees_everything")
+    def sees(prompt, completion, answer, logprobs):
+        seen.update(prompt=prompt, completion=completion, answer=answer, logprobs=logprobs)
+        return 0.5
+
+    @reward("test_positional_names")
+    def simple(c, a, ex):  # the simple signature under other names: called by position
+        return float(ex(c) == a)
+
+    try:
+        fn = for_trl("test_sees_everything", "first_number", answer_transform="gsm8k_hash")
+        assert fn(prompts=["3-1="], completions=["2"], answer=["work #### 2"], trainer_state=None) == [0.5]
+        assert seen == {"prompt": "3-1=", "completion": "2", "answer": "2", "logprobs": None}  # trl 1.16 passes none
+        assert bind("test_positional_names", "first_number", "gsm8k_hash")("it is 2", "#### 2") == 1.0
+    finally:
+        del REWARDS["test_sees_everything"], REWARDS["test_positional_names"]
+
+
+def test_a_reward_asking_for_what_no_caller_gives_is_refused_naming_it():
+    @reward("test_wants_more")
+    def wants(completion, answer, temperature):
+        return 0.0
+
+    try:
+        with pytest.raises(SpecError, match=r"test_rewards.py:\d+ \(.*wants\).*reward 'test_wants_more' takes 'temperature'"):
+            bind("test_wants_more", "first_number")
+    finally:
+        del REWARDS["test_wants_more"]
+
+
+def test_a_second_definition_of_a_name_is_refused_naming_both():
+    with pytest.raises(ValueError, match=r"reward 'exact_match' is defined twice: at .*test_rewards.py:\d+ \(.*mine\) "
+                                         r"and at .*rewards.py:\d+ \(exact_match\)"):
+        @reward("exact_match")
+        def mine(completion, answer, extract):
+            return 1.0
+    assert REWARDS["exact_match"].__module__ == "tunebook.runtime.rewards"
