@@ -1,20 +1,18 @@
-"""The train stage: one spec `method.kind` away from SFT, GRPO, DPO or teacher-SFT, all through trl.
+"""The train stage: whatever the spec's `method.kind`, one run folder, resume, logging and summary.
 
     tunebook run train <exp>       # what the `train-<exp>` DVC stage runs
 
-| kind | trainer | rows |
-| --- | --- | --- |
-| `sft` | trl `SFTTrainer` (or runtime/anchor.py's `AnchoredSFTTrainer` with `anchor:`) | {prompt, completion} or {messages} |
-| `teacher-sft` | the same, on the solutions the `teacher-<exp>` stage kept (runtime/teacher.py) | {prompt, answer} |
-| `grpo` | trl `GRPOTrainer` with named rewards (runtime/grpo.py, runtime/rewards.py) | {prompt, answer} |
-| `dpo` | trl `DPOTrainer` (runtime/dpo.py) | {prompt, chosen, rejected} |
+The method (SFT, GRPO, DPO, teacher-SFT: runtime/methods/, one module each) is looked up by kind in
+the registry; it says where its rows come from and what shape they have, and builds the trl trainer
+(LoRA through peft unless `lora: null`). Everything else is this stage's, the same for every method.
 
-LoRA (peft) unless `lora: null`. Writes `runs/<exp>/train/`: trainer checkpoints (`checkpoint-<step>/`
-with optimizer state, so a killed run resumes without redoing finished steps), `final/` (the model the
-run delivers: the last step, the best early-stopping checkpoint, or the last good one when the
-watchdog stopped the run), `history.json` (every logged step, rewritten as the run goes), `summary.json`
-(planned vs actual steps, dry run, why it stopped, watchdog findings, timings), `dvclive/` (for
-`dvc plots show`) and `fingerprint.json`.
+Writes `runs/<exp>/train/`: trainer checkpoints (`checkpoint-<step>/` with optimizer state, so a
+killed run resumes without redoing finished steps), `final/` (the model the run delivers: the last
+step, the best early-stopping checkpoint, or the last good one when the watchdog stopped the run),
+`history.json` (every logged step, rewritten as the run goes), `summary.json` (planned vs actual
+steps, dry run, why it stopped, watchdog findings, timings, and what really ran: the effective
+training arguments, the loaded model's commit or weights digest, precision and threads), `dvclive/`
+(for `dvc plots show`) and `fingerprint.json`.
 
 The folder belongs to one set of params (model, method, training data, and what early stopping
 measures). A run from other params is never resumed into and never deleted: it is moved to the shelf
@@ -23,8 +21,8 @@ short dry run (`max_steps`, seed 002) can never overwrite a full run. `max_steps
 in Hugging Face trainers; only when it ends training before the spec's `epochs` are done is the run
 marked as shortened (`dry_run` in `summary.json` and the record), and the report says so once.
 
-Imported by the train stage only: transformers is imported at module level (`compile`, `report` and
-`review` never import this module).
+Imported by the train stage only: transformers and trl (through runtime/methods/) are imported at
+module level (`compile`, `report` and `review` never import this module).
 """
 
 from __future__ import annotations
@@ -35,27 +33,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+from huggingface_hub import try_to_load_from_cache
 from transformers import TrainerCallback
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.runtime.progress import Progress
 from tunebook.files import dict_sha256, file_sha256, read_json, read_jsonl, write_json_atomic
 from tunebook.runtime.context import StageContext
-from tunebook.runtime.trainer_args import actual_precision, lora_config, portable_adapter_config, trainer_args
-
-ROW_FIELDS = {"sft": ("prompt", "completion"), "teacher-sft": ("prompt", "completion"),
-              "grpo": ("prompt", "answer"), "dpo": ("prompt", "chosen", "rejected")}
+from tunebook.runtime.methods import method_for
+from tunebook.runtime.models import dir_digest, load_model, load_tokenizer, model_path
+from tunebook.runtime.trainer_args import actual_precision, portable_adapter_config, training_args
 
 
 # ---------------------------------------------------------------------------------------------------
 # which run this is
-
-
-def train_rows_file(ctx: StageContext) -> Path:
-    """Teacher-SFT trains on what the teacher stage kept; every other kind on the data stage's rows."""
-    if ctx.spec.method.kind == "teacher-sft":
-        return ctx.run_dir / "teacher" / "train.jsonl"
-    return ctx.data_dir / "train.jsonl"
 
 
 def fingerprint(ctx: StageContext) -> str:
@@ -64,7 +56,7 @@ def fingerprint(ctx: StageContext) -> str:
     effective batch)."""
     s = ctx.spec
     ident = {"model": s.model.model_dump(mode="json"), "method": s.method.model_dump(mode="json"),
-             "data": file_sha256(train_rows_file(ctx))}
+             "data": file_sha256(method_for(s.method.kind).rows_file(ctx))}
     if s.method.early_stopping and s.method.early_stopping.on == "general":
         ident["early_stopping_suite"] = s.eval.general.model_dump(mode="json") if s.eval.general else None
     if s.resources:
@@ -347,8 +339,8 @@ class EarlyStopping(TrainerCallback):
 def early_stopping_measure(ctx: StageContext):
     """(measure, higher_is_better, description) for the spec's early_stopping, built from the eval
     stage's own functions so a score during training means what it means in the report."""
-    from tunebook.runtime import evaluate
-    from tunebook.runtime.general import eval_general, task_manager
+    from tunebook.runtime.suites.general import eval_general, task_manager  # only early stopping measures with the eval suites
+    from tunebook.runtime.suites.heldout import eval_loss  # the same loss the eval stage records
 
     es, s = ctx.spec.method.early_stopping, ctx.spec
     if es.on == "loss":
@@ -360,7 +352,7 @@ def early_stopping_measure(ctx: StageContext):
                                        "early stopping on loss needs data.validation with prompt/completion or messages rows")])
 
         def loss(model, tok, step):
-            return evaluate.eval_loss(model, tok, rows, s.method.max_seq_length, f"checkpoint-{step}")["metrics"][0]["value"]
+            return eval_loss(model, tok, rows, s.method.max_seq_length, f"checkpoint-{step}")["metrics"][0]["value"]
 
         return loss, False, f"held-out loss ({len(rows)} rows)"
     if s.eval.general is None:
@@ -389,53 +381,9 @@ def early_stopping_measure(ctx: StageContext):
 # trainers
 
 
-def build_sft(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list):
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    m = ctx.spec.method
-    cfg = SFTConfig(**trainer_args(m, out), max_length=m.max_seq_length, completion_only_loss=True, packing=m.packing)
-    if rows and "messages" in rows[0]:  # chat rows: loss on the assistant's tokens only (runtime/chat.py)
-        from tunebook.runtime.chat import assistant_tokens
-
-        rows = [assistant_tokens(tok, r["messages"]) for r in rows]
-    kw = dict(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok,
-              peft_config=lora_config(m), callbacks=callbacks)
-    if m.anchor is None:
-        return SFTTrainer(**kw)
-    from tunebook.runtime.anchor import AnchoredSFTTrainer
-
-    reference = None if m.lora else AnchoredSFTTrainer.frozen_copy(model)  # copied before any update
-    return AnchoredSFTTrainer(**kw, anchor=m.anchor, reference=reference)
-
-
 def build_trainer(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list, watchdog):
-    kind = ctx.spec.method.kind
-    if kind == "grpo":
-        from tunebook.runtime import grpo
-
-        return grpo.build(ctx, out, rows, model, tok, callbacks, watchdog)
-    if kind == "dpo":
-        from tunebook.runtime import dpo
-
-        return dpo.build(ctx, out, rows, model, tok, callbacks)
-    return build_sft(ctx, out, rows, model, tok, callbacks)
-
-
-def check_rows(ctx: StageContext, rows: list[dict], path: Path) -> None:
-    kind = ctx.spec.method.kind
-    if not rows:
-        why = "the teacher kept no solutions (see runs/<exp>/teacher/manifest.json)" if kind == "teacher-sft" else "no rows"
-        raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.data", f"{path}: {why}")])
-    need = ROW_FIELDS[kind]
-    if kind in ("sft", "teacher-sft") and "messages" in rows[0]:
-        return
-    missing = [f for f in need if f not in rows[0]]
-    if missing:
-        fmt = {"grpo": "verifiable", "dpo": "preference"}.get(kind, "prompt_completion")
-        raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.data.train",
-                                   f"kind {kind} trains on {{{', '.join(need)}}} rows; {path.name} lacks {', '.join(missing)}",
-                                   hint=f"set `format: {fmt}` (and `fields:` to map columns) on the data source")])
+    """The spec's method builds its trl trainer (runtime/methods/); bench/bench_gpu.py wraps this."""
+    return method_for(ctx.spec.method.kind).build(ctx, out, rows, model, tok, callbacks, watchdog)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -447,32 +395,29 @@ def run(ctx: StageContext) -> None:
     from accelerate import PartialState
     from transformers.trainer_callback import PrinterCallback
 
-    from tunebook.runtime.models import load_model, load_tokenizer
     from tunebook.runtime.watchdog import WatchdogCallback, greedy_sampler
 
     t0 = time.time()
     datasets.disable_progress_bars()  # trl's per-map bars; LogCallback prints progress
     m, out = ctx.spec.method, ctx.run_dir / "train"
-    if m.kind == "grpo":
-        from tunebook.runtime.rewards import check_names
-
-        check_names(m.grpo.rewards, f"{ctx.name}.method.grpo.rewards")
-    rows_file = train_rows_file(ctx)
+    method = method_for(m.kind)
+    method.preflight(ctx)
+    rows_file = method.rows_file(ctx)
     if not rows_file.exists():
-        raise FileNotFoundError(f"{rows_file} is missing: run `dvc repro {'teacher' if m.kind == 'teacher-sft' else 'data'}-{ctx.name}` first")
+        raise FileNotFoundError(f"{rows_file} is missing: run `dvc repro {method.rows_stage}-{ctx.name}` first")
     dist = PartialState()  # one process, or one of `accelerate launch`'s
     main = dist.is_main_process
     with dist.main_process_first():
         how = prepare_out_dir(out, fingerprint(ctx)) if main else "continued"
     rows = read_jsonl(rows_file)
-    check_rows(ctx, rows, rows_file)
+    method.check_rows(ctx, rows, rows_file)
     resume = last_checkpoint(out)
     if resume:
         print(f"[train {ctx.name}] resuming from {resume.name} (finished steps are not redone)", flush=True)
 
     runlog = RunLog(out, step_of(resume) if resume else None, writes=main)
     sampler = None
-    if m.kind != "grpo":  # GRPO hands the watchdog the completions it samples anyway
+    if not method.samples_itself:  # GRPO hands the watchdog the completions it samples anyway
         sampler = greedy_sampler(rows[: m.watchdog.num_samples], m.watchdog.max_new_tokens)
     watchdog = WatchdogCallback(m.watchdog, m.kind, sampler)
     early = None
@@ -495,9 +440,8 @@ def run(ctx: StageContext) -> None:
     t_io = time.time()
     tok = load_tokenizer(ctx.root, ctx.spec.model)
     model = load_model(ctx.root, ctx.spec.model)
+    loaded = model_provenance(ctx, model)  # recorded here, where the weights were loaded
     io_s = time.time() - t_io
-    import torch
-
     torch.manual_seed(m.seed)
     trainer = build_trainer(ctx, out, rows, model, tok, callbacks, watchdog)
     portable_adapter_config(trainer.model, ctx.spec.model)
@@ -520,7 +464,7 @@ def run(ctx: StageContext) -> None:
         delivered = good[-1] if good else None
         if delivered is None:
             summary = _summary(ctx, trainer, result, final=None, resume=resume, how=how, early=early, stopped=stopped,
-                               watchdog=watchdog, discarded=discarded, timings={"training": round(train_wall, 2)})
+                               watchdog=watchdog, discarded=discarded, timings={"training": round(train_wall, 2)}, loaded=loaded)
             if main:
                 write_json_atomic(out / "summary.json", summary)
             raise RuntimeError(f"{stopped}: {first['message']}. No checkpoint was saved before it, so there is no "
@@ -545,7 +489,7 @@ def run(ctx: StageContext) -> None:
                "model_io": round(io_s, 2), "total": round(time.time() - t0, 2)}
     final = {"name": "final", "step": step_of(delivered) if delivered is not None else step}
     summary = _summary(ctx, trainer, result, final=final, resume=resume, how=how, early=early, stopped=stopped,
-                       watchdog=watchdog, discarded=discarded, timings=timings)
+                       watchdog=watchdog, discarded=discarded, timings=timings, loaded=loaded)
     summary["segments"] = segs
     if resume and summary["train_loss"] is not None:
         summary["train_loss"] = resumed_train_loss(runlog.history, step_of(resume), summary["train_loss"], step)
@@ -595,8 +539,36 @@ def loss_tokens(dataset) -> dict | None:
     return {"trained": sum(sum(x != -100 for x in row) for row in labels), "total": sum(len(row) for row in labels)}
 
 
-def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchdog, discarded, timings) -> dict:
-    """summary.json: what the eval stage and the record read (final, checkpoints, dry run, why it stopped)."""
+THREAD_VARS = ("TUNEBOOK_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def model_provenance(ctx: StageContext, model) -> dict:
+    """Which weights the run started from, as loaded: for a hub model the commit they came from (the
+    loaded config's, else the cached snapshot's folder name); for a local or builtin folder the sha256
+    of its weight files (runtime/models.py `dir_digest`, as eval cells key them)."""
+    spec = ctx.spec.model
+    path, revision = model_path(ctx.root, spec)
+    local = Path(path).is_dir()
+    return {"base": spec.base, "revision": spec.revision, "commit": None if local else loaded_commit(path, revision, model),
+            "weights_sha256": dir_digest(Path(path)) if local else None}
+
+
+def loaded_commit(repo: str, revision: str | None, model) -> str | None:
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit:
+        return commit
+    found = try_to_load_from_cache(repo, "config.json", revision=revision)
+    return Path(found).parent.name if isinstance(found, str) else None  # .../snapshots/<commit>/config.json
+
+
+def threads() -> dict:
+    """The CPU threads this run trained with (they change results: runtime/stages.py `_cpu_threads`)."""
+    return {"torch": torch.get_num_threads(), "env": {k: os.environ.get(k) for k in THREAD_VARS}}
+
+
+def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchdog, discarded, timings, loaded) -> dict:
+    """summary.json: what the eval stage and the record read (final, checkpoints, dry run, why it
+    stopped), and what really ran: the effective training arguments, the loaded model, the threads."""
     m, out = ctx.spec.method, ctx.run_dir / "train"
     for_epochs = epoch_steps(trainer, m.epochs)
     summary = {
@@ -623,12 +595,14 @@ def _summary(ctx, trainer, result, *, final, resume, how, early, stopped, watchd
         "world_size": int(trainer.args.world_size),
         "effective_batch": int(trainer.args.world_size * m.batch_size * m.grad_accum),
         "precision": actual_precision(trainer),
+        "training_args": training_args(trainer),
+        "model": loaded,
+        "threads": threads(),
         "loss_tokens": loss_tokens(trainer.train_dataset),
         "shelf": shelved_runs(out),
     }
     if early is not None:
         summary["best_checkpoint"] = ({"name": f"checkpoint-{early.best_step}", "step": early.best_step, "score": early.best,
                                        "measured": early.what} if early.best_step is not None else None)
-    if m.kind == "teacher-sft":
-        summary["teacher"] = read_json(ctx.run_dir / "teacher" / "manifest.json")
+    summary.update(method_for(m.kind).summary(ctx))
     return summary

@@ -1,7 +1,7 @@
 """What every tunebook trainer shares, whatever the method (SFT, GRPO, DPO, teacher-SFT): the
-TrainingArguments built from the spec, the LoRA config, how a run really trained (read off the
-trainer, for the record) and the portable adapter config. Imported by runtime/train.py and the
-method modules (runtime/grpo.py, runtime/dpo.py); imports none of them.
+TrainingArguments built from the spec, the LoRA config, how a run really trained (the effective
+arguments and precision, read off the trainer, for the record) and the portable adapter config.
+Imported by runtime/train.py and the method modules (runtime/methods/); imports none of them.
 """
 
 from __future__ import annotations
@@ -65,6 +65,23 @@ def actual_precision(trainer) -> dict:
     return {"device": p.device.type, "weights_dtype": str(p.dtype).removeprefix("torch."),
             "trainable_dtype": str(trainable.dtype).removeprefix("torch."),
             "autocast": str(trainer.accelerator.mixed_precision), "gradient_checkpointing": bool(ckpt)}
+
+
+# What the record compares with the spec (planned vs actual): the TrainingArguments fields a spec sets
+TRAINING_ARGS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+                 "max_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "seed", "bf16", "fp16")
+
+
+def training_args(trainer) -> dict:
+    """The effective TrainingArguments, read back off the built trainer (not the spec): a trl default,
+    an environment variable or a subclass that overrode the spec shows here. `gradient_checkpointing`
+    is whichever of the two names this transformers version holds (see `trainer_args`)."""
+    args = trainer.args
+    out = {k: getattr(args, k) for k in TRAINING_ARGS}
+    out["lr_scheduler_type"] = getattr(out["lr_scheduler_type"], "value", out["lr_scheduler_type"])  # an enum
+    ckpt = getattr(args, "activation_checkpointing", None)
+    out["gradient_checkpointing"] = bool(ckpt if ckpt is not None else getattr(args, "gradient_checkpointing", False))
+    return out
 
 
 def lora_config(m):

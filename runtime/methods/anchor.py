@@ -14,7 +14,8 @@ anchored trainer does its own forward (no labels, full logits) and computes the 
 same logits: one policy forward plus one no-grad reference forward per step. Before `start_step`
 the anchor costs nothing: the parent's fused path runs.
 
-Imported by the train stage only (torch and trl at module level).
+Used by SFT and teacher-SFT (runtime/methods/sft.py); imported by the train stage only (torch and trl
+at module level).
 """
 
 from __future__ import annotations
