@@ -28,7 +28,7 @@ from tunebook.compiler.schema import ModelSpec
 from tunebook.runtime.folders import replacing
 from tunebook.runtime.progress import Progress
 from tunebook.files import read_jsonl
-from tunebook.runtime import generation
+from tunebook.runtime import generation, plugins
 from tunebook.runtime.context import StageContext
 
 
@@ -41,15 +41,14 @@ def generate(model, tok, prompts: list[str], t, seed: int) -> list[list[str]]:
 
 def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], list[dict]]:
     """(SFT rows, every sample with its verdict). Pure: rejection sampling by the named reward."""
-    from tunebook.runtime.extract import EXTRACTORS
-    from tunebook.runtime.rewards import REWARDS, normalize_completion
+    from tunebook.runtime.rewards import bind, normalize_completion
 
-    fn, extract = REWARDS[t.reward], EXTRACTORS[t.extract]
+    fn = bind(t.reward, t.extract, t.answer_transform)
     kept, log = [], []
     for row, outs in zip(rows, samples):
         seen: set[str] = set()
         for text in outs:
-            r = fn(text, str(row["answer"]), extract)
+            r = fn(text, row["answer"], prompt=row["prompt"])
             key = normalize_completion(text)
             keep = r >= 1.0 and key not in seen and (t.keep_per_prompt is None or len(seen) < t.keep_per_prompt)
             if keep:
@@ -64,6 +63,7 @@ def run(ctx: StageContext) -> None:
     from tunebook.runtime.rewards import check_names
 
     t = ctx.spec.method.teacher
+    plugins.load(ctx.root, ctx.spec.plugins)  # the project's rewards and extractors, before names are looked up
     check_names([t.reward], f"{ctx.name}.method.teacher.reward")
     rows = read_jsonl(ctx.data_dir / "train.jsonl")
     if rows and not all(k in rows[0] for k in ("prompt", "answer")):
