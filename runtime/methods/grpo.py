@@ -23,6 +23,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from tunebook.compiler.schema import GRPOSpec
+from tunebook.runtime import plugins
 from tunebook.runtime.context import StageContext
 from tunebook.runtime.methods.base import Method
 from tunebook.runtime.rewards import check_names, for_trl
@@ -60,7 +61,7 @@ class DynamicsGRPOTrainer(GRPOTrainer):
 def reward_funcs(g: GRPOSpec, watchdog) -> list:
     """The spec's named rewards as trl reward functions, in order (their weights are `g.reward_weights`).
     The first one also hands every sampled batch to the watchdog (repetition, collapse)."""
-    return [for_trl(name, g.extract, watchdog.observe_samples if i == 0 else None) for i, name in enumerate(g.rewards)]
+    return [for_trl(name, g.extract, watchdog.observe_samples if i == 0 else None, g.answer_transform) for i, name in enumerate(g.rewards)]
 
 
 class GRPO(Method):
@@ -70,6 +71,7 @@ class GRPO(Method):
     samples_itself = True  # the watchdog sees the completions GRPO samples anyway
 
     def preflight(self, ctx: StageContext) -> None:
+        plugins.load(ctx.root, ctx.spec.plugins)  # the project's rewards (docs/plugins.md), before names are looked up
         check_names(ctx.spec.method.grpo.rewards, f"{ctx.name}.method.grpo.rewards")
 
     def build(self, ctx, out, rows, model, tok, callbacks, watchdog):
