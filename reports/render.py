@@ -49,7 +49,7 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
         "duration": time["total"] if time["total"] is not None else _seconds_between(record.started, record.finished),
         "model_pins": sorted((k, v) for k, v in record.model.items() if k != "base" and v is not None),
         "final": {"name": computed.final_checkpoint, "step": computed.final_step},
-        "evaluated": computed.evaluated,
+        "evaluated": evaluated_note(record, computed),
         "suites": [{"title": SUITE_TITLES.get(s, s), "rows": computed.suite(s),
                     "references": any(r.reference_value is not None for r in computed.suite(s)),
                     "family": sum(r.family_p is not None and r.suite == s for r in computed.suite(s) + computed.changes)}
@@ -71,6 +71,32 @@ def report_context(record: Record, computed: c.Computed, findings: list[Finding]
         "small_n": SMALL_N,
         "thresholds_note": thresholds_note(record),
     }
+
+
+def evaluated_note(record: Record, computed: c.Computed, most: int = 8) -> str:
+    """The header's "Evaluated" line: the trained checkpoints with results, by step, and whether the final
+    is one of them ("final only", "4 checkpoints (steps 10, 20, 30, 40; final = 40)"); past `most`
+    checkpoints the middle steps are elided."""
+    listed = {ck.name: ck.step for ck in record.checkpoints}
+    steps: dict[str, int | None] = {}
+    for m in record.metrics:
+        if m.checkpoint != "base" and steps.get(m.checkpoint) is None:
+            steps[m.checkpoint] = m.step if m.step is not None else listed.get(m.checkpoint)
+    if not steps:
+        return "the base model only" if record.metrics else "nothing"
+    final, final_step = computed.final_checkpoint, computed.final_step
+    missed = "" if final in steps or final is None else (
+        f"; the final ({final}{f', step {final_step}' if final_step is not None else ''}) was not evaluated")
+    if len(steps) == 1:
+        (name, step), = steps.items()
+        return "final only" if name == final else f"{name} only{f' (step {step})' if step is not None else ''}{missed}"
+    known = all(s is not None for s in steps.values())
+    order = sorted(steps, key=lambda k: (steps[k] is None, steps[k] or 0, k))
+    items = [str(steps[k]) if known else k for k in order]
+    if len(items) > most:
+        items = [*items[:3], "…", *items[-2:]]
+    at_final = f"; final = {final_step}" if known and final in steps and final_step is not None else ""
+    return f"{len(steps)} checkpoints ({'steps ' if known else ''}{', '.join(items)}{at_final}){missed}"
 
 
 def thresholds_note(record: Record) -> str:

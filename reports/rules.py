@@ -774,6 +774,19 @@ def baseline_missing(record: Record, computed: Computed) -> Finding | None:
          "For an old run brought in by hand, add the base numbers as metrics at checkpoint 'base'."])
 
 
+def early_stopping_plan(planned: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the early stopping the plan switched on, by name (`patience`: 3): the keys under
+    `method.early_stopping` (the spec's block, or an old log's settings imported there). A block set to
+    null, false, "none" or "off" is no plan, and neither is a key elsewhere that only mentions early stopping."""
+    def off(v: Any) -> bool:
+        return v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("none", "off", "false", "no", ""))
+
+    if "method.early_stopping" in planned and off(planned["method.early_stopping"]):
+        return {}
+    return {k.removeprefix("method.early_stopping."): v for k, v in sorted(planned.items())
+            if k.startswith("method.early_stopping.") and not off(v)}
+
+
 @rule("no_eval_during_training")
 def no_eval_during_training(record: Record, computed: Computed) -> Finding | None:
     """Only the end of training was evaluated, so the curve (and early stopping) had nothing to go on."""
@@ -782,21 +795,46 @@ def no_eval_during_training(record: Record, computed: Computed) -> Finding | Non
     # None means the record does not say: unknown is not false
     if t is None or t.evaluated_during_training is not False or len(evaluated) > 1:
         return None
-    evidence: dict[str, Any] = {"evaluated checkpoints": ", ".join(sorted(evaluated)) or "none",
-                                "saved checkpoints": len(record.checkpoints)}
-    stopping = sorted(k for k, v in record.planned.items() if "early_stopping" in k and v not in (None, False, "none"))
+    evidence: dict[str, Any] = {"evaluated checkpoints": ", ".join(sorted(evaluated)) or "none"}
+    # record.checkpoints are the checkpoints the eval stage was given (a runtime record lists only the
+    # evaluated ones), not every one training saved: how many were saved only the plan can say
+    listed = [c.name for c in record.checkpoints if c.name not in evaluated]
+    if listed:
+        evidence["listed in the record, not evaluated"] = ", ".join(listed)
+    every, steps = record.planned.get("method.save_every"), t.actual_steps
+    every = every if isinstance(every, int) and every > 0 else None
+    # the trainer saves every `every` steps and always at the end: the final is a point of its own
+    # unless the last save fell on it
+    points = steps // every + (steps % every != 0) if every and steps else None
+    if every:
+        evidence["saving planned"] = (f"a checkpoint every {every} steps (method.save_every)"
+                                      + (f" over {steps} steps: {points}, the final included" if points else ""))
+    elif "method.save_every" in record.planned and record.planned["method.save_every"] is None:
+        evidence["saving planned"] = "the final checkpoint only (method.save_every not set)"
+    stopping = early_stopping_plan(record.planned)
     if stopping:
-        evidence["early stopping planned"] = ", ".join(stopping) + ": it had no evaluations to act on"
+        evidence["early stopping planned"] = ("method.early_stopping (" + ", ".join(f"{k} {v}" for k, v in stopping.items())
+                                              + "): it had no evaluations to act on")
+    n = len(record.checkpoints)
+    if points and points >= 4:
+        curve = (f"By its plan this run saved {points} checkpoints (every {every} steps, the final included): enough "
+                 "for a curve, they only need evaluating.")
+    elif n >= 4:
+        curve = f"The record lists {n} checkpoints: enough for a curve, they only need evaluating."
+    else:
+        curve = ("Save checkpoints often enough (method.save_every) that the curve has at least four points "
+                 + (f"(this run planned {points}, the final included)." if points else
+                    f"(this run planned one every {every} steps)." if every else
+                    "(this run planned the final one only)." if "saving planned" in evidence else
+                    f"(the record lists {n} checkpoint{'s' if n != 1 else ''} and does not say how many were saved)." if n else
+                    "(the record does not say how many were saved)."))
     return Finding(
         "warn", "Nothing was evaluated during training", evidence,
         ("With one evaluation at the end" if evaluated else "With no trained checkpoint evaluated")
-        + " there is no way to see whether the model peaked earlier, and early "
-        "stopping cannot trigger (seed 000 Experiment 2; seed 003 ran with eval_frequency null).",
-        ["Evaluate saved checkpoints (eval.checkpoints: all, or every: N) to get the per-checkpoint curve.",
-         (f"This run saved {len(record.checkpoints)} checkpoints: enough for a curve, they only need evaluating."
-          if len(record.checkpoints) >= 4 else
-          "Save checkpoints often enough (save_every) that the curve has at least four points "
-          + (f"(this run saved {len(record.checkpoints)})." if record.checkpoints else "(the record lists none saved)."))])
+        + " there is no way to see whether the model peaked earlier"
+        + (", and the planned early stopping could not trigger" if stopping else "")
+        + " (seed 000 Experiment 2; seed 003 ran with eval_frequency null).",
+        ["Evaluate saved checkpoints (eval.checkpoints: all, or every: N) to get the per-checkpoint curve.", curve])
 
 
 @rule("eval_set_too_small")

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from tunebook.reports.markdown import safe_name
-from tunebook.reports.render import write_report
+from tunebook.reports.compute import compute
+from tunebook.reports.render import evaluated_note, write_report
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, make, metric
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -51,6 +52,32 @@ def test_plots_are_linked_relatively_and_nothing_is_written_beside_the_record(tm
     assert sorted(p.name for p in (tmp_path / "reports" / "plots" / "quickstart").iterdir()) == [
         "general.csv", "general.svg", "loss.svg", "target.csv", "target.svg", "training.csv"]
     assert [p.name for p in record.parent.iterdir()] == ["record.json"]
+
+
+def test_header_lists_every_evaluated_checkpoint_issue15(tmp_path):
+    """Every checkpoint evaluated must not read "Evaluated: final": the header lists them by step."""
+    log = write_report(FIXTURES / "quickstart_like.json", tmp_path / "log.md").read_text()
+    assert "| Evaluated | 3 checkpoints (steps 50, 100, 204; final = 204) |" in log
+    log = write_report(FIXTURES / "seed000_exp2.json", tmp_path / "seed.md").read_text()
+    assert "| Evaluated | final only |" in log
+
+
+def test_evaluated_note_says_what_has_results():
+    def note(**fields) -> str:
+        record = make(**fields)
+        return evaluated_note(record, compute(record))
+
+    ckpts = [{"name": f"checkpoint-{s}", "step": s} for s in (10, 20, 30)] + [{"name": "final", "step": 40, "is_final": True}]
+    every = [metric("t", "base", 0.5)] + [metric("t", c["name"], 0.5) for c in ckpts]
+    assert note(checkpoints=ckpts, metrics=every) == "4 checkpoints (steps 10, 20, 30, 40; final = 40)"
+    assert note(checkpoints=ckpts, metrics=every[:1] + every[-1:]) == "final only"
+    assert note(checkpoints=ckpts, metrics=every[:3]) == "2 checkpoints (steps 10, 20); the final (final, step 40) was not evaluated"
+    assert note(checkpoints=ckpts, metrics=every[:2]) == "checkpoint-10 only (step 10); the final (final, step 40) was not evaluated"
+    assert note(metrics=[metric("t", "a", 0.5), metric("t", "b", 0.5)]) == "2 checkpoints (a, b)"  # steps unknown: names
+    many = [{"name": f"c{s}", "step": s} for s in range(1, 13)]
+    assert note(checkpoints=many, metrics=[metric("t", c["name"], 0.5) for c in many]) == "12 checkpoints (steps 1, 2, 3, …, 11, 12; final = 12)"
+    assert note(metrics=[metric("t", "base", 0.5)]) == "the base model only"
+    assert note() == "nothing"
 
 
 def test_seed000_shows_drift_and_honest_unknowns(tmp_path):

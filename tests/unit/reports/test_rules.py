@@ -581,25 +581,74 @@ def test_baseline_missing_names_the_value_and_checkpoint():
 @texts("no_eval_during_training")
 def test_no_eval_during_training_actions_follow_the_checkpoints_saved(seed000):
     found, _ = check("no_eval_during_training", seed000)
-    assert found.evidence["saved checkpoints"] == len(seed000.checkpoints)
-    assert not seed000.checkpoints and found.actions[1].endswith("(the record lists none saved).")
+    assert "saved checkpoints" not in found.evidence and "saving planned" not in found.evidence
+    assert not seed000.checkpoints and found.actions[1].endswith("(the record does not say how many were saved).")
     one = make(training={"evaluated_during_training": False}, checkpoints=[{"name": "final", "step": 9, "is_final": True}],
                metrics=[metric("t", "final", 0.5)])
-    assert check("no_eval_during_training", one)[0].actions[1].endswith("at least four points (this run saved 1).")
+    assert check("no_eval_during_training", one)[0].actions[1].endswith(
+        "at least four points (the record lists 1 checkpoint and does not say how many were saved).")
     five = make(training={"evaluated_during_training": False}, checkpoints=[{"name": f"c{i}", "step": i} for i in range(1, 6)],
                 metrics=[metric("t", "base", 0.5), metric("t", "c5", 0.5)])
     found, _ = check("no_eval_during_training", five)
-    assert found.evidence["evaluated checkpoints"] == "c5" and found.evidence["saved checkpoints"] == 5
-    assert found.actions[1] == "This run saved 5 checkpoints: enough for a curve, they only need evaluating."
+    assert found.evidence["evaluated checkpoints"] == "c5"
+    assert found.evidence["listed in the record, not evaluated"] == "c1, c2, c3, c4"
+    assert found.actions[1] == "The record lists 5 checkpoints: enough for a curve, they only need evaluating."
     assert "save_every" not in everything(found)
     # early stopping switched off in the plan is not "early stopping planned"
     off = make(training={"evaluated_during_training": False}, planned={"method.early_stopping": None},
                metrics=[metric("t", "final", 0.5)])
     found, _ = check("no_eval_during_training", off)
     assert "early stopping planned" not in found.evidence and found.root_cause.startswith("With one evaluation at the end")
+    assert "early stopping" not in found.root_cause
     nothing = make(training={"evaluated_during_training": False}, metrics=[metric("t", "base", 0.5)])
     found, _ = check("no_eval_during_training", nothing)
     assert found.evidence["evaluated checkpoints"] == "none" and found.root_cause.startswith("With no trained checkpoint evaluated")
+
+
+@texts("no_eval_during_training")
+def test_no_eval_during_training_counts_saved_checkpoints_from_the_plan_issue15():
+    """A runtime record lists only the evaluated checkpoints: 1 evaluated of 6 saved must not read
+    "saved checkpoints: 1". The plan (save_every over the steps run) says how many were saved."""
+    ran = {"evaluated_during_training": False, "actual_steps": 272}
+    rec = make(training=ran, planned={"method.save_every": 50, "method.early_stopping": None},
+               checkpoints=[{"name": "final", "step": 272, "is_final": True}], metrics=[metric("t", "base", 0.5), metric("t", "final", 0.5)])
+    found, _ = check("no_eval_during_training", rec)
+    assert found.evidence == {"evaluated checkpoints": "final",
+                              "saving planned": "a checkpoint every 50 steps (method.save_every) over 272 steps: 6, the final included"}
+    assert found.actions[1] == ("By its plan this run saved 6 checkpoints (every 50 steps, the final included): enough for a "
+                                "curve, they only need evaluating.")
+    # the last save on the final step is one checkpoint, not two
+    even = make(training={**ran, "actual_steps": 200}, planned={"method.save_every": 100}, metrics=[metric("t", "final", 0.5)])
+    found, _ = check("no_eval_during_training", even)
+    assert found.evidence["saving planned"].endswith("over 200 steps: 2, the final included")
+    assert found.actions[1].endswith("at least four points (this run planned 2, the final included).")
+    unset = make(training=ran, planned={"method.save_every": None}, metrics=[metric("t", "final", 0.5)])
+    found, _ = check("no_eval_during_training", unset)
+    assert found.evidence["saving planned"] == "the final checkpoint only (method.save_every not set)"
+    assert found.actions[1].endswith("(this run planned the final one only).")
+    no_steps = make(training={"evaluated_during_training": False}, planned={"method.save_every": 10}, metrics=[metric("t", "final", 0.5)])
+    found, _ = check("no_eval_during_training", no_steps)
+    assert found.evidence["saving planned"] == "a checkpoint every 10 steps (method.save_every)"
+    assert found.actions[1].endswith("(this run planned one every 10 steps).")
+
+
+@texts("no_eval_during_training")
+def test_early_stopping_planned_only_when_it_was_configured_issue15(seed000):
+    # seed 000 planned a patience of 3 and never evaluated: the plan could not act
+    found, _ = check("no_eval_during_training", seed000)
+    assert found.evidence["early stopping planned"] == "method.early_stopping (patience 3): it had no evaluations to act on"
+    assert "the planned early stopping could not trigger" in found.root_cause
+    ran = {"training": {"evaluated_during_training": False}, "metrics": [metric("t", "final", 0.5)]}
+    for planned in ({}, {"method.early_stopping": None}, {"method.early_stopping": "none"}, {"method.early_stopping": False},
+                    {"method.disable_early_stopping": True, "trainer.early_stopping_callback": "on"},
+                    {"method.early_stopping": "off", "method.early_stopping.patience": 3},
+                    {"method.early_stopping.patience": None}):
+        found, _ = check("no_eval_during_training", make(planned=planned, **ran))
+        assert "early stopping planned" not in found.evidence, planned
+        assert "early stopping" not in found.root_cause, planned
+    block = {"method.early_stopping.on": "loss", "method.early_stopping.every": 10, "method.early_stopping.patience": 0}
+    found, _ = check("no_eval_during_training", make(planned=block, **ran))
+    assert found.evidence["early stopping planned"] == "method.early_stopping (every 10, on loss, patience 0): it had no evaluations to act on"
 
 
 @texts("eval_set_too_small")
