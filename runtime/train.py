@@ -40,10 +40,14 @@ from transformers import TrainerCallback
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.runtime.progress import Progress
 from tunebook.files import dict_sha256, file_sha256, read_json, read_jsonl, write_json_atomic
+from tunebook.runtime import walltime
+from tunebook.runtime import plugins
 from tunebook.runtime.context import StageContext
+from tunebook.runtime.durable import seal_callback, usable
 from tunebook.runtime.methods import method_for
 from tunebook.runtime.models import dir_digest, load_model, load_tokenizer, model_path
 from tunebook.runtime.trainer_args import actual_precision, portable_adapter_config, training_args
+from tunebook.runtime.watchdog import WatchdogCallback, greedy_sampler
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -61,6 +65,8 @@ def fingerprint(ctx: StageContext) -> str:
         ident["early_stopping_suite"] = s.eval.general.model_dump(mode="json") if s.eval.general else None
     if s.resources:
         ident["resources"] = s.resources.model_dump(mode="json")
+    if s.method.grpo:  # an edited plugin reward is another objective: a new run, not the old one resumed
+        ident.update(plugins.code(s.method.grpo.rewards, s.method.grpo.extract, s.method.grpo.answer_transform))
     return dict_sha256(ident)
 
 
@@ -118,8 +124,6 @@ def checkpoints(out: Path) -> list[Path]:
 def last_checkpoint(out: Path, say=print) -> Path | None:
     """The checkpoint to resume from: the last one whose files are whole (runtime/durable.py); one with
     truncated or missing weights is skipped with a message, so the run falls back to the one before."""
-    from tunebook.runtime.durable import usable
-
     found = usable(checkpoints(out), say)
     return found[-1] if found else None
 
@@ -395,8 +399,6 @@ def run(ctx: StageContext) -> None:
     from accelerate import PartialState
     from transformers.trainer_callback import PrinterCallback
 
-    from tunebook.runtime.watchdog import WatchdogCallback, greedy_sampler
-
     t0 = time.time()
     datasets.disable_progress_bars()  # trl's per-map bars; LogCallback prints progress
     m, out = ctx.spec.method, ctx.run_dir / "train"
@@ -426,12 +428,9 @@ def run(ctx: StageContext) -> None:
         early = EarlyStopping(m.early_stopping, measure, higher, runlog, what)
     clock = Clock()
     segments = Segments(out, step_of(resume) if resume else None, clock, early, writes=main)
-    from tunebook.runtime.durable import seal_callback  # each save fsynced and sealed: whole or not used
-
+    # each save fsynced and sealed (runtime/durable.py): a checkpoint is whole or not used
     callbacks = [LogCallback(runlog, f"train {ctx.name}")] + ([early] if early else []) + [watchdog, segments, seal_callback(), clock]
     if os.environ.get("TUNEBOOK_JOB") == "1":  # a SLURM job: checkpoint and exit at the walltime warning
-        from tunebook.runtime import walltime
-
         callbacks.insert(-1, walltime.callback())
 
     res = ctx.spec.resources  # one process too: the spec's autocast reaches the trainer as accelerate's would
