@@ -32,7 +32,7 @@ def _signed(x: float) -> str:
 
 def experiment_lines(root: Path, name: str) -> list[str]:
     from tunebook.reports.compute import compute
-    from tunebook.reports.record import load_record
+    from tunebook.reports.intake import load_record
     from tunebook.reports.rules import experiment_verdict, run_rules
 
     record = load_record(root / "runs" / name / "record.json")

@@ -1,7 +1,7 @@
 """A record is input, not trusted: read it within limits, refuse it cleanly, name its files injectively.
 
-`reports.record.load_record` reads every record through here. Whatever the file holds, the answer is a
-`Record` or a `RecordError` naming the file and the field (the CLI exits 2), never a crash or a hang:
+`load_record` reads every record through here. Whatever the file holds, the answer is a `Record` or a
+`RecordError` naming the file and the field (the CLI exits 2), never a crash or a hang:
 
 | refused | why |
 | --- | --- |
@@ -19,14 +19,24 @@
 `log_name` maps an experiment name to its log file: the name itself when it is a plain name
 (`[a-z0-9][a-z0-9_.-]*`, at most 128 characters, no `..`, not `review`), refused otherwise, so two
 records never share a file and no name can reach another folder.
+
+Imports reports.record (the schema), never the other way round.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tunebook.compiler.errors import printable
+from tunebook.reports.markdown import safe_name
+from tunebook.reports.record import Record, RecordError
 
 MAX_BYTES = 64 << 20
 MAX_INT_DIGITS = 20
@@ -42,12 +52,6 @@ _HUGE = 10 ** MAX_INT_DIGITS
 
 LOG_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
 RESERVED_LOGS = {"review": "logs/review.md is `tunebook review`'s log"}
-
-
-def _error(message: str) -> Exception:
-    from tunebook.reports.record import RecordError
-
-    return RecordError(message)
 
 
 class _Duplicate(ValueError):
@@ -75,15 +79,15 @@ def read_record_json(path: Path) -> Any:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        raise _error(f"{path}: no such record (run `dvc repro` first, or pass --record PATH)") from None
+        raise RecordError(f"{path}: no such record (run `dvc repro` first, or pass --record PATH)") from None
     except (IsADirectoryError, PermissionError, OSError) as e:
-        raise _error(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise RecordError(f"{path}: cannot be read ({e.strerror or e})") from None
     if len(data) > MAX_BYTES:
-        raise _error(f"{path}: more than {MAX_BYTES >> 20} MiB; a record holds numbers and a few samples")
+        raise RecordError(f"{path}: more than {MAX_BYTES >> 20} MiB; a record holds numbers and a few samples")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _error(f"{path}: not valid UTF-8 at byte {e.start} ({data[e.start:e.start + 4]!r})") from None
+        raise RecordError(f"{path}: not valid UTF-8 at byte {e.start} ({data[e.start:e.start + 4]!r})") from None
     try:
         odd: list[str] = []  # NaN, Infinity, a huge int: the walk then checks every number, naming its field
 
@@ -98,22 +102,39 @@ def read_record_json(path: Path) -> Any:
 
         raw = json.loads(text, object_pairs_hook=_pairs, parse_constant=constant, parse_int=integer)
     except json.JSONDecodeError as e:
-        raise _error(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+        raise RecordError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
     except _Duplicate as e:
-        raise _error(f"{path}: the key {_show(str(e))} appears twice in one object; keep one") from None
+        raise RecordError(f"{path}: the key {_show(str(e))} appears twice in one object; keep one") from None
     except RecursionError:
-        raise _error(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
+        raise RecordError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as e:
-        raise _error(f"{path}: {e}") from None
+        raise RecordError(f"{path}: {e}") from None
     problem = _walk(raw, text, numbers=bool(odd) or bool(_EXPONENT.search(text)))
     if problem:
-        raise _error(f"{path}: not a valid tunebook record:\n  {problem}\n  see docs/record.md for the schema")
+        raise RecordError(f"{path}: not a valid tunebook record:\n  {problem}\n  see docs/record.md for the schema")
     return raw
 
 
-def _show(text: str, most: int = 60) -> str:
-    from tunebook.compiler.errors import printable
+def load_record(path: Path) -> Record:
+    """The record at `path`, read within the limits above and validated; RecordError otherwise."""
+    raw = read_record_json(path)  # within limits: size, UTF-8, duplicate keys, depth, huge ints (issue 16)
+    try:
+        record = Record.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: not a valid tunebook record ({e.error_count()} problem(s)):"]
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg']}")
+        lines.append("  see docs/record.md for the schema")
+        raise RecordError("\n".join(lines)) from None
+    problems = check_record(record)
+    if problems:
+        lines = [f"{path}: not a valid tunebook record ({len(problems)} problem(s)):", *(f"  {p}" for p in problems)]
+        raise RecordError("\n".join([*lines, "  see docs/record.md for the schema"]))
+    return record
 
+
+def _show(text: str, most: int = 60) -> str:
     return repr(printable(text[:most]) + ("…" if len(text) > most else ""))
 
 
@@ -188,7 +209,7 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def check_record(record) -> list[str]:
+def check_record(record: Record) -> list[str]:
     """Field problems pydantic's types let through: name lengths, the Model line's texts."""
     out = []
     if len(record.experiment) > MAX_KEY:
@@ -210,8 +231,6 @@ def check_record(record) -> list[str]:
 
 
 def _non_finite(node: Any, loc: tuple) -> list[str]:
-    import math
-
     stack, out = [(node, loc)], []
     while stack and len(out) < 20:
         v, at = stack.pop()
@@ -227,10 +246,10 @@ def _non_finite(node: Any, loc: tuple) -> list[str]:
 def log_name(name: str) -> str:
     """The file name (without .md) of an experiment's log: the name itself, or a refusal. Injective."""
     if not LOG_NAME_RE.fullmatch(name) or ".." in name or name.endswith("."):
-        raise _error(f"experiment: {_show(name)} cannot name a log file: use lowercase letters, digits, '_', '-' and '.' "
+        raise RecordError(f"experiment: {_show(name)} cannot name a log file: use lowercase letters, digits, '_', '-' and '.' "
                      "(at most 128 characters, no '..'); rename the record's experiment, or give -o PATH")
     if name in RESERVED_LOGS:
-        raise _error(f"experiment: '{name}' is reserved ({RESERVED_LOGS[name]}); rename the record's experiment, or give -o PATH")
+        raise RecordError(f"experiment: '{name}' is reserved ({RESERVED_LOGS[name]}); rename the record's experiment, or give -o PATH")
     return name
 
 
@@ -238,8 +257,6 @@ def pipeline_experiments(root: Path) -> set[str]:
     """Experiments the project's pipeline renders logs for: params.yaml's keys, and runs/<exp>/record.json."""
     names = {p.parent.name for p in (Path(root) / "runs").glob("*/record.json")}
     try:
-        import yaml
-
         params = yaml.safe_load((Path(root) / "params.yaml").read_text(encoding="utf-8")) or {}
         names |= {k for k in params if isinstance(k, str) and k not in ("baselines", "builtin")} if isinstance(params, dict) else set()
     except (OSError, ValueError, yaml.YAMLError):
@@ -250,8 +267,6 @@ def pipeline_experiments(root: Path) -> set[str]:
 def guard_overwrite(root: Path, record_path: Path, name: str, out: Path, force: bool) -> None:
     """Refuse (RecordError) to let a record that is not the pipeline's own `runs/<name>/record.json`
     overwrite the log or plots the pipeline writes for `name`, unless `force`."""
-    from tunebook.reports.markdown import safe_name
-
     root = Path(root)
     own = (root / "runs" / name / "record.json")
     if force or (own.exists() and Path(record_path).resolve() == own.resolve()):
@@ -261,6 +276,6 @@ def guard_overwrite(root: Path, record_path: Path, name: str, out: Path, force: 
     log, plots = (root / "logs" / f"{name}.md").resolve(), (root / "logs" / "plots" / safe_name(name)).resolve()
     out = Path(out).resolve()
     if out == log or (out.parent / "plots" / safe_name(name)).resolve() == plots:
-        raise _error(f"{record_path}: experiment '{name}' is one of this project's pipeline experiments; rendering this "
+        raise RecordError(f"{record_path}: experiment '{name}' is one of this project's pipeline experiments; rendering this "
                      f"record would overwrite {'its log' if out == log else 'its plots'} (made from runs/{name}/record.json). "
                      "Render it elsewhere (-o another folder) or pass --force")

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = "1"
 
@@ -235,27 +234,8 @@ class Record(_M):
 
 
 class RecordError(Exception):
-    """A record file that cannot be read; the message names the file and the fields."""
-
-
-def load_record(path: Path) -> Record:
-    from tunebook.reports.intake import check_record, read_record_json
-
-    raw = read_record_json(path)  # within limits: size, UTF-8, duplicate keys, depth, huge ints (issue 16)
-    try:
-        record = Record.model_validate(raw)
-        problems = check_record(record)
-        if problems:
-            lines = [f"{path}: not a valid tunebook record ({len(problems)} problem(s)):", *(f"  {p}" for p in problems)]
-            raise RecordError("\n".join([*lines, "  see docs/record.md for the schema"]))
-        return record
-    except ValidationError as e:
-        lines = [f"{path}: not a valid tunebook record ({e.error_count()} problem(s)):"]
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {loc}: {err['msg']}")
-        lines.append("  see docs/record.md for the schema")
-        raise RecordError("\n".join(lines)) from None
+    """A record file that cannot be read; the message names the file and the fields. Raised by
+    reports/intake.py, which reads every record (`load_record`)."""
 
 
 def dump_record(record: Record) -> str:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.reports import compute as c
+from tunebook.reports.intake import load_record
 from tunebook.reports.markdown import render, safe_name
 from tunebook.reports.plots import plan_plots, plot_tables
-from tunebook.reports.record import Record, load_record
+from tunebook.reports.record import Record
 from tunebook.reports.rules import Finding, experiment_verdict, run_rules
 from tunebook.reports.status import DEFAULT_RELATIVE, DEFAULT_UNIT, SMALL_N, number
 from tunebook.files import write_atomic

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tunebook.reports.compute import SUITE_ORDER, Computed, ResultRow, compute_many
+from tunebook.reports.intake import load_record
 from tunebook.reports.markdown import render, safe_name
-from tunebook.reports.record import Record, RecordError, load_record
+from tunebook.reports.record import Record, RecordError
 from tunebook.reports.rules import Finding, experiment_verdict, run_rules
 from tunebook.reports.status import CAUTION, IMPROVED, NOISE, REGRESSED
 from tunebook.reports.variants import Variant, parse_exp_show, variants_table

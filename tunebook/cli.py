@@ -282,7 +282,7 @@ def status(ctx: Ctx) -> None:
 @_guard
 def report(ctx: Ctx, experiment: str | None, record_path: Path | None, out: Path | None, force: bool) -> None:
     """Render an experiment log from a run record (any valid record, hand-written ones too)."""
-    from tunebook.reports.record import load_record  # lazy: each command imports only what it uses (cold start)
+    from tunebook.reports.intake import load_record  # lazy: each command imports only what it uses (cold start)
     from tunebook.reports.render import write_report  # lazy: each command imports only what it uses (cold start)
 
     if record_path is None:

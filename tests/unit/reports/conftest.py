@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tunebook.reports.compute import Computed, compute
-from tunebook.reports.record import Record, load_record
+from tunebook.reports.intake import load_record
+from tunebook.reports.record import Record
 from tunebook.reports.rules import Finding, run_rule
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "records"

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from tunebook.reports.compute import compute
-from tunebook.reports.record import RecordError, load_record
+from tunebook.reports.intake import load_record
+from tunebook.reports.record import RecordError
 from tunebook.reports.status import CAUTION
 
 from .conftest import binary, make, metric
