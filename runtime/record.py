@@ -3,7 +3,11 @@
 
     tunebook run report <exp>      # what the `report-<exp>` DVC stage runs
 
-No torch here. Also writes `runs/<exp>/metrics.json` (flat final metrics, for `dvc exp show` and
+Every file another stage wrote is read through its contract (runtime/contracts.py): a file that does not
+hold what its stage writes stops the report with the file and the field named. Facts are taken from the
+stage where they happened (the trainer's effective arguments, device, threads and loaded commit from
+train/summary.json), never re-derived here: this stage calls no hub and guesses nothing from the machine
+that renders the report. No torch here. Also writes `runs/<exp>/metrics.json` (flat final metrics, for `dvc exp show` and
 `tunebook review`); the per-checkpoint CSVs `dvc plots` reads are written with the log, in
 `logs/plots/<exp>/` (reports/plots.py).
 """
@@ -11,30 +15,29 @@ No torch here. Also writes `runs/<exp>/metrics.json` (flat final metrics, for `d
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from tunebook.compiler.schema import MethodSpec
+from tunebook.files import read_json, write_atomic
 from tunebook.reports.record import Record, dump_record
-from tunebook.runtime.evaluate import baseline_timings
+from tunebook.reports.render import write_report
+from tunebook.reports.variants import remember_run
 from tunebook.runtime.context import StageContext
+from tunebook.runtime.contracts import (BaselineSummary, DataManifest, DataTimings, EvalCell, EvalSummary, EvalTimings,
+                                        History, TrainingArgs, TrainSummary, baseline_timings)
+from tunebook.runtime.slurm import read_attempts
 
 PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "tokenizers",
             "safetensors", "numpy", "dvc", "dvclive"]
 # Settings that change numbers between machines: thread counts change the order of CPU reductions.
 # Only these names are recorded; the environment is never copied wholesale (it holds tokens).
 THREAD_VARS = ["TUNEBOOK_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG"]
-
-
-def _json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -57,58 +60,93 @@ def planned_params(ctx: StageContext) -> dict:
     return flat
 
 
-def actual_params(ctx: StageContext, manifest: dict, summary: dict) -> dict:
-    """What really ran, read back from the artifacts rather than from the spec."""
+def actual_params(ctx: StageContext, manifest: DataManifest | dict | None, summary: TrainSummary | dict | None) -> dict:
+    """What really ran, read back from the artifacts rather than from the spec. `manifest` and `summary`
+    are the data and train stages' files (as their contracts, or as the dicts they hold; empty: none)."""
+    if isinstance(manifest, dict):
+        manifest = DataManifest.validated(manifest, ctx.data_dir / "manifest.json") if manifest else None
+    if isinstance(summary, dict):
+        summary = TrainSummary.validated(summary, ctx.run_dir / "train" / "summary.json") if summary else None
     train = ctx.run_dir / "train"
     actual: dict = {}
     if manifest:
-        actual["data.sample_ratio"] = manifest.get("actual_sample_ratio")
-        if manifest.get("limited"):
+        actual["data.sample_ratio"] = manifest.actual_sample_ratio
+        if manifest.limited:
             # data.limit set the size: the plan was limit rows; sample_ratio was the ceiling, not the plan
-            plan_followed = manifest.get("train_rows") == manifest.get("planned_train_rows")
-            actual["data.sample_ratio"] = ctx.spec.data.sample_ratio if plan_followed else manifest.get("actual_sample_ratio")
-            actual["data.limit"] = manifest.get("train_rows")
-        actual["data.sources"] = len(manifest.get("sources", []))
-    adapter = _json(train / "final" / "adapter_config.json")
+            plan_followed = manifest.train_rows == manifest.planned_train_rows
+            actual["data.sample_ratio"] = ctx.spec.data.sample_ratio if plan_followed else manifest.actual_sample_ratio
+            actual["data.limit"] = manifest.train_rows
+        actual["data.sources"] = len(manifest.sources)
+    adapter = read_json(train / "final" / "adapter_config.json")  # peft's file, not a tunebook contract
     if adapter:
         actual["method.lora.r"] = adapter.get("r")
         actual["method.lora.alpha"] = adapter.get("lora_alpha")
         actual["method.lora.dropout"] = adapter.get("lora_dropout")
-    state = _latest_trainer_state(train)
+    state = _latest_trainer_state(train)  # transformers' file
     if state:
         actual["method.batch_size"] = state.get("train_batch_size")
         actual["method.save_every"] = state.get("save_steps")
         actual["method.log_every"] = state.get("logging_steps")
     if summary:
-        actual["method.max_steps"] = summary.get("max_steps")
-        actual["steps"] = summary.get("actual_steps")
-        actual["epochs_run"] = summary.get("epochs_run")  # beside the planned method.epochs (max_steps may cut it)
-        prec = summary.get("precision") or {}  # as trained (runtime/trainer_args.actual_precision), not as asked
-        for k in ("device", "weights_dtype", "autocast"):
-            if k in prec:
-                actual[f"precision.{k}"] = prec[k]
-        if "gradient_checkpointing" in prec:
-            actual["method.gradient_checkpointing"] = prec["gradient_checkpointing"]
-        if summary.get("loss_tokens"):
-            actual["loss_tokens"] = summary["loss_tokens"]
-        if summary.get("world_size"):  # the global batch: processes x batch_size x grad_accum (resources:)
-            actual["processes"] = summary["world_size"]
-            actual["effective_batch"] = summary.get("effective_batch")
+        actual["method.max_steps"] = summary.max_steps
+        actual["steps"] = summary.actual_steps
+        actual["epochs_run"] = summary.epochs_run  # beside the planned method.epochs (max_steps may cut it)
+        prec = summary.precision  # as trained (runtime/trainer_args.actual_precision), not as asked
+        actual["precision.device"] = prec.device
+        actual["precision.weights_dtype"] = prec.weights_dtype
+        actual["precision.autocast"] = prec.autocast
+        actual["method.gradient_checkpointing"] = prec.gradient_checkpointing
+        if summary.loss_tokens:
+            actual["loss_tokens"] = summary.loss_tokens.model_dump()
+        if summary.world_size:  # the global batch: processes x batch_size x grad_accum (resources:)
+            actual["processes"] = summary.world_size
+            actual["effective_batch"] = summary.effective_batch
+        if summary.training_args:
+            actual.update(trainer_params(summary.training_args, ctx.spec.method, summary.planned_steps))
     return actual
+
+
+def trainer_params(args: TrainingArgs, planned: MethodSpec, total_steps: int) -> dict:
+    """The trainer's effective arguments under the spec's names (`method.lr`, ...), so the planned-vs-
+    actual table and the config-drift rule see an overridden value (seed 000: a setting silently ignored)."""
+    return {
+        "method.lr": args.learning_rate,
+        "method.batch_size": args.per_device_train_batch_size,
+        "method.grad_accum": args.gradient_accumulation_steps,
+        "method.epochs": args.num_train_epochs,
+        # -1 is the trainer's "no cap", which is what a spec without max_steps plans
+        "method.max_steps": None if args.max_steps == -1 and planned.max_steps is None else args.max_steps,
+        "method.scheduler": args.lr_scheduler_type,
+        "method.warmup_ratio": _warmup_ratio(args.warmup_steps, planned.warmup_ratio, total_steps),
+        "method.weight_decay": args.weight_decay,
+        "method.max_grad_norm": args.max_grad_norm,
+        "method.seed": args.seed,
+    }
+
+
+def _warmup_ratio(steps: float, planned: float, total: int) -> float:
+    """transformers 5 reads warmup_steps below 1 as a ratio of the total steps, else as a step count;
+    a count equal to the planned ratio's (rounded up, as transformers does) followed the plan."""
+    if steps < 1 or not total:
+        return steps
+    return planned if math.ceil(planned * total) == steps else steps / total
 
 
 def _latest_trainer_state(train: Path) -> dict | None:
     ckpts = sorted(train.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    return _json(ckpts[-1]) if ckpts else None
+    return read_json(ckpts[-1]) if ckpts else None
 
 
-def _cells(folder: Path) -> list[dict]:
-    return [c for p in sorted(folder.glob("*/*.json")) if (c := _json(p))] if folder.exists() else []
+def _cells(folder: Path) -> list[EvalCell]:
+    """The cells of `folder`, `<checkpoint>/<cell>.json`; `_cache/` holds the suites' caches and shelved cells."""
+    paths = sorted(p for p in folder.glob("*/*.json") if not p.parent.name.startswith("_")) if folder.exists() else []
+    return [c for p in paths if (c := EvalCell.read(p))]
 
 
-def environment(ctx: StageContext) -> dict:
+def environment(ctx: StageContext, summary: TrainSummary | None, eval_summary: EvalSummary | None) -> dict:
     """What could explain a different number elsewhere: versions, threads, device, the project commit and
-    which tracked files differed from it (the spec's own hash is the record's spec_sha256)."""
+    which tracked files differed from it (the spec's own hash is the record's spec_sha256). The device
+    and the threads are the train stage's (else the eval stage's), never the rendering machine's."""
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -116,19 +154,19 @@ def environment(ctx: StageContext) -> dict:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     commit, dirty, changed = _git_state(ctx.root)
-    eval_summary = _json(ctx.run_dir / "eval" / "summary.json", {})
-    train_summary = _json(ctx.run_dir / "train" / "summary.json", {})
+    threads = summary.threads if summary else None
+    # a summary from before the train stage recorded its threads: the settings here, as records always had
+    settings = ({k: v for k, v in threads.env.items() if v is not None} if threads else
+                {k: os.environ[k] for k in THREAD_VARS if k in os.environ})
     return {"python": platform.python_version(), "platform": platform.platform(terse=True), "packages": versions,
-            "torch_threads": eval_summary.get("torch_threads") or train_summary.get("torch_threads"),
-            "thread_settings": {k: os.environ[k] for k in THREAD_VARS if k in os.environ}, "cpu_count": os.cpu_count(),
-            "device": eval_summary.get("device") or ("cuda" if _cuda() else "cpu"),
+            "torch_threads": threads.torch if threads else eval_summary.torch_threads if eval_summary else None,
+            "thread_settings": settings, "cpu_count": os.cpu_count(),
+            "device": summary.precision.device if summary else eval_summary.device if eval_summary else None,
             "git_commit": commit, "specs_dirty": dirty, "uncommitted": changed, **_builtin_build(ctx), **_slurm_jobs(ctx)}
 
 
 def _slurm_jobs(ctx: StageContext) -> dict:
     """The SLURM attempts of this experiment's stages and its baseline (runtime/slurm.py), if any ran."""
-    from tunebook.runtime.slurm import read_attempts
-
     names = [f"{k}-{ctx.name}" for k in ("data", "teacher", "train", "eval")] + [f"baseline-{ctx.params.get('baseline')}"]
     jobs = {n: a for n in names if (a := read_attempts(ctx.root, n))}
     return {"slurm_jobs": jobs} if jobs else {}
@@ -140,7 +178,7 @@ def _builtin_build(ctx: StageContext) -> dict:
     base = ctx.spec.model.base
     if not base.startswith("builtin:"):
         return {}
-    return {"builtin_build": _json(ctx.root / "models" / base[len("builtin:"):] / "pretrain_summary.json", None)}
+    return {"builtin_build": read_json(ctx.root / "models" / base[len("builtin:"):] / "pretrain_summary.json", None)}
 
 
 def _git_state(root: Path) -> tuple[str | None, bool | None, list[str] | None]:
@@ -159,73 +197,77 @@ def _git_state(root: Path) -> tuple[str | None, bool | None, list[str] | None]:
         return None, None, None
 
 
-def _cuda() -> bool:
-    return bool(os.environ.get("CUDA_VISIBLE_DEVICES")) and Path("/dev/nvidia0").exists()
-
-
 def build_record(ctx: StageContext) -> Record:
-    run, key = ctx.run_dir, ctx.params.get("baseline")
-    manifest = _json(ctx.data_dir / "manifest.json", {})
-    summary = _json(run / "train" / "summary.json", {})
-    history = _json(run / "train" / "history.json", [])
-    eval_summary = _json(run / "eval" / "summary.json", {})
-    base_summary = _json(ctx.root / "runs" / "_baselines" / str(key) / "summary.json", {})
+    """The record of `ctx`'s experiment, from the files the other stages wrote, each read through its
+    contract (runtime/contracts.py): a file that does not hold what its stage writes is a ContractError
+    naming the file and the field."""
+    run, key = ctx.run_dir, str(ctx.params.get("baseline"))
+    baseline = ctx.root / "runs" / "_baselines" / key
+    manifest = DataManifest.read(ctx.data_dir / "manifest.json")
+    summary = TrainSummary.read(run / "train" / "summary.json")
+    history = History.read(run / "train" / "history.json")
+    eval_summary = EvalSummary.read(run / "eval" / "summary.json")
+    base_summary = BaselineSummary.read(baseline / "summary.json")
 
-    cells = _cells(ctx.root / "runs" / "_baselines" / str(key)) + _cells(run / "eval")
-    steps = {c["name"]: c["step"] for c in eval_summary.get("checkpoints", [])}
+    steps = {c.name: c.step for c in eval_summary.checkpoints} if eval_summary else {}
     metrics, samples = [], []
-    for cell in cells:
-        for m in cell.get("metrics", []):
-            metrics.append({**m, "step": 0 if m["checkpoint"] == "base" else steps.get(m["checkpoint"])})
-        samples += cell.get("samples", [])
+    for cell in _cells(baseline) + _cells(run / "eval"):
+        for m in cell.metrics:
+            metrics.append(m.model_copy(update={"step": 0 if m.checkpoint == "base" else steps.get(m.checkpoint)}))
+        samples += cell.samples
 
     # Durations live beside the DVC outputs, not in them (see runtime/evaluate.write_timings); older
     # runs kept them inside the summaries, still read as a fallback.
-    t = summary.get("timings", {})
-    ev_t = _json(run / "timings" / "eval.json", None) or eval_summary.get("timings", {})
-    base_t = _json(baseline_timings(ctx.root, str(key)), None) or base_summary.get("timings", {})
+    data_t = DataTimings.read(run / "timings" / "data.json")
+    ev_t = EvalTimings.read(run / "timings" / "eval.json") or (eval_summary.timings if eval_summary else None)
+    base_t = EvalTimings.read(baseline_timings(ctx.root, key)) or (base_summary.timings if base_summary else None)
     timings = {
-        "data": (_json(run / "timings" / "data.json", {}) or {}).get("data", manifest.get("seconds", 0.0)),
-        "training": t.get("training", 0.0),
-        "evaluation": ev_t.get("evaluation", 0.0) + base_t.get("evaluation", 0.0),
-        "model_io": t.get("model_io", 0.0) + ev_t.get("model_io", 0.0) + base_t.get("model_io", 0.0),
+        "data": data_t.data if data_t else (manifest.seconds if manifest and manifest.seconds is not None else 0.0),
+        "training": summary.timings.training if summary else 0.0,
+        "evaluation": sum(t.evaluation for t in (ev_t, base_t) if t),
+        "model_io": sum(t.model_io or 0.0 for t in (summary.timings if summary else None, ev_t, base_t) if t),
     }
-    sources = [{k: s.get(k) for k in ("source", "revision", "resolved_revision", "sha256", "split", "rows_read",
-                                      "rows_used", "planned_weight", "actual_weight", "rejected", "pin", "dvc")
-                if s.get(k) is not None} for s in manifest.get("sources", [])]
-    data = {"sources": sources, "planned_sample_ratio": manifest.get("planned_sample_ratio"),
-            "actual_sample_ratio": manifest.get("actual_sample_ratio"), "train_rows": manifest.get("train_rows"),
-            "validation_rows": manifest.get("validation_rows"), "rejected_rows": manifest.get("rejected_rows", 0),
-            "converted_rows": manifest.get("converted_rows", 0),
-            "quarantine": f"data/{ctx.name}/quarantine.jsonl" if manifest.get("rejected_rows") else None,
-            "type_census": manifest.get("type_census", {}), "contamination": manifest.get("contamination", {}),
-            "sha256": manifest.get("sha256")} if manifest else None
-    training = {"method": summary.get("method"), "planned_steps": summary.get("planned_steps"),
-                "actual_steps": summary.get("actual_steps"), "max_steps": summary.get("max_steps"),
-                "dry_run": bool(summary.get("dry_run")), "stopped_early": summary.get("stopped_early"),
-                "history": history, "watchdog": summary.get("watchdog", []),
-                "evaluated_during_training": bool(summary.get("evaluated_during_training"))} if summary else None
-    checkpoints = [{"name": c["name"], "step": c["step"], "is_final": bool(c.get("is_final")),
-                    "path": f"runs/{ctx.name}/train/{c['name']}", "sha256": c.get("weights_sha256")}
-                   for c in eval_summary.get("checkpoints", [])]
-    from tunebook.runtime.models import resolved_revision  # no torch: only hub metadata
+    data = {"sources": [s.model_dump(include=RECORD_SOURCE_FIELDS, exclude_none=True) for s in manifest.sources],
+            "planned_sample_ratio": manifest.planned_sample_ratio, "actual_sample_ratio": manifest.actual_sample_ratio,
+            "train_rows": manifest.train_rows, "validation_rows": manifest.validation_rows,
+            "rejected_rows": manifest.rejected_rows, "converted_rows": manifest.converted_rows,
+            "quarantine": f"data/{ctx.name}/quarantine.jsonl" if manifest.rejected_rows else None,
+            "type_census": manifest.type_census,
+            "contamination": {k: c.model_dump(exclude_none=True) for k, c in manifest.contamination.items()},
+            "sha256": manifest.sha256} if manifest else None
+    training = {"method": summary.method, "planned_steps": summary.planned_steps, "actual_steps": summary.actual_steps,
+                "max_steps": summary.max_steps, "dry_run": summary.dry_run, "stopped_early": summary.stopped_early,
+                "history": history.root if history else [], "watchdog": summary.watchdog,
+                "evaluated_during_training": summary.evaluated_during_training} if summary else None
+    checkpoints = [{"name": c.name, "step": c.step, "is_final": c.is_final, "path": f"runs/{ctx.name}/train/{c.name}",
+                    "sha256": c.weights_sha256} for c in (eval_summary.checkpoints if eval_summary else [])]
 
     spec = ctx.spec
+    loaded = summary.model if summary else None  # the model as the train stage loaded it
+    weights = loaded.weights_sha256 if loaded and loaded.weights_sha256 else None
+    if weights is None and _local_model(ctx) and base_summary:
+        weights = base_summary.weights  # a builtin model or a local folder is pinned by its weights hash
     status = "dry_run" if training and training["dry_run"] else "completed"
     rec = Record(
         experiment=ctx.name, title=spec.description or None, status=status,
         started=_mtime_iso(ctx.data_dir / "manifest.json"), finished=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         spec_file=ctx.params.get("spec"), spec_sha256=ctx.params.get("spec_sha256"),
-        model={"base": spec.model.base, "revision": spec.model.revision, "resolved_revision": resolved_revision(spec.model),
-               # a builtin model or a local folder is pinned by its weights hash; a hub id by its revision
-               "sha256": base_summary.get("weights") if _local_model(ctx) else None,
-               "trust_remote_code": spec.model.trust_remote_code, "trainable_params": summary.get("trainable_params")},
+        model={"base": spec.model.base, "revision": spec.model.revision,
+               # the commit the train stage loaded; never resolved here (the report stage does not call the hub)
+               "resolved_revision": loaded.commit if loaded else None, "sha256": weights,
+               "trust_remote_code": spec.model.trust_remote_code,
+               "trainable_params": summary.trainable_params if summary else None},
         planned=planned_params(ctx), actual=actual_params(ctx, manifest, summary),
         expect=spec.expect.model_dump(mode="json"), data=data, training=training, checkpoints=checkpoints,
         metrics=metrics, samples=samples, timings={k: round(v, 2) for k, v in timings.items()},
-        environment=environment(ctx),
+        environment=environment(ctx, summary, eval_summary),
     )
     return rec
+
+
+# the manifest's source fields a record keeps (reports/record.SourceManifest)
+RECORD_SOURCE_FIELDS = {"source", "revision", "resolved_revision", "sha256", "split", "rows_read", "rows_used",
+                        "planned_weight", "actual_weight", "rejected", "pin", "dvc"}
 
 
 def _local_model(ctx: StageContext) -> bool:
@@ -251,18 +293,7 @@ def final_metrics(rec: Record) -> dict:
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def run(ctx: StageContext) -> None:
-    from tunebook.reports.render import write_report
-    from tunebook.reports.variants import remember_run
-
     rec = build_record(ctx)
     record_path = ctx.run_dir / "record.json"
     text = dump_record(rec)
