@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from tunebook.cli import main
 from tunebook.compiler.inputs import first_columns, task_names_in
-from tunebook.compiler.registries import extractors, rewards
+from tunebook.compiler.registries import answer_transforms, extractors, rewards
 
 SPEC = """\
 name: e
@@ -221,10 +221,11 @@ def test_unknown_extractor_gets_a_suggestion(project):
 
 
 def test_registries_are_read_from_the_runtime_files_without_running_them():
-    from tunebook.runtime.extract import EXTRACTORS
+    from tunebook.runtime.extract import ANSWER_TRANSFORMS, EXTRACTORS
     from tunebook.runtime.rewards import REWARDS
 
     assert set(rewards()) == set(REWARDS) and set(extractors()) == set(EXTRACTORS)
+    assert set(answer_transforms()) == set(ANSWER_TRANSFORMS)
 
 
 def test_first_columns_reads_only_a_head(tmp_path):
