@@ -96,3 +96,37 @@ def test_every_shipped_spec_compiles(spec, root):
 def test_committed_pipeline_is_fresh(root):
     """dvc.yaml/params.yaml in the repo are exactly what specs/ compiles to."""
     write_pipeline(root, compile_specs(load_specs(discover(root / "specs"), root)), check=True)
+
+
+RICH = """\
+name: exp
+model: {base: ./models/mine}
+plugins: [plugins/mine.py]
+data:
+  train: [{source: data/train.jsonl, weight: 0.5}, {source: hf:org/set, weight: 0.5}]
+  validation: {source: data/val.jsonl}
+method:
+  kind: teacher-sft
+  teacher: {base: builtin:tiny}
+  early_stopping: {on: general, every: 5}
+eval:
+  general: {tasks: [t], include_path: tasks}
+  target: [{name: sub, source: data/test.jsonl}]
+  reward: {prompts: data/prompts.jsonl, model: ./models/rm}
+  judge: {prompts: data/prompts.jsonl, template: judge.txt, judges: [{name: j, model: builtin:tiny}]}
+"""
+
+
+def test_each_stage_depends_on_exactly_the_inputs_it_reads(tmp_path):
+    """One tagged list of inputs (compiler/load.py input_paths) gives each stage its deps; a hub source is none."""
+    stages = {s.name: s for s in pipeline(tmp_path, RICH).stages}
+    deps = {name.split("-")[0]: set(s.deps) for name, s in stages.items()}
+    assert deps["data"] == {"data/train.jsonl", "data/val.jsonl", "data/test.jsonl"}
+    assert deps["teacher"] == {"data/exp", "models/tiny", "plugins/mine.py"}
+    assert deps["train"] == {"data/exp", "./models/mine", "runs/exp/teacher", "tasks"}  # early stopping reads the suite
+    assert deps["eval"] == {"runs/exp/train", "data/exp", "./models/mine", "data/test.jsonl", "tasks", "data/prompts.jsonl",
+                            "./models/rm", "judge.txt", "models/tiny", "plugins/mine.py"}
+    assert deps["baseline"] == {"./models/mine", "data/test.jsonl", "tasks", "plugins/mine.py"}
+    grpo = RICH.replace("kind: teacher-sft\n  teacher: {base: builtin:tiny}", "kind: grpo\n  grpo: {rewards: [numeric_match]}")
+    train = next(s for s in pipeline(tmp_path, grpo).stages if s.name == "train-exp")
+    assert "plugins/mine.py" in train.deps  # GRPO's rewards are looked up in training
