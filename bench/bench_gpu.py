@@ -525,7 +525,7 @@ def report_sft(kind: str, got: dict, steady: int, tokens: int, flops_per_token: 
 
 def eval_loglik(model, tok, size: dict, batch_size: int, device: str) -> None:
     """lm-eval's HFLM as runtime/general.eval_general builds it, at the general suite's batch size and at 1."""
-    from tunebook.runtime.general import _quiet_hflm
+    from tunebook.runtime.suites.general import _quiet_hflm
 
     ll = size["loglik"]
     reqs = loglik_requests(ll["requests"], ll["context_tokens"])
@@ -557,7 +557,7 @@ def eval_loglik(model, tok, size: dict, batch_size: int, device: str) -> None:
 
 def eval_generate(model, tok, size: dict, batch_size: int, device: str) -> None:
     """runtime.evaluate.generate (the target suite's loop) beside a bare batched generate loop."""
-    from tunebook.runtime.evaluate import generate
+    from tunebook.runtime.generation import generate
 
     g = size["generate"]
     rng = random.Random(2)

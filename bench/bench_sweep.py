@@ -42,7 +42,8 @@ def main() -> None:
     from peft import PeftModel
 
     from tunebook.compiler.schema import ModelSpec
-    from tunebook.runtime.evaluate import Models, eval_loss
+    from tunebook.runtime.evaluate import Models
+    from tunebook.runtime.suites.heldout import eval_loss
     from tunebook.runtime.models import load_model, load_tokenizer
 
     if not (ROOT / "models" / "tiny" / "config.json").exists():

@@ -61,7 +61,7 @@ def test_base_model_knows_the_general_tasks_well_above_chance(real_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunebook.compiler.schema import GeneralEval
-    from tunebook.runtime.general import eval_general, task_manager
+    from tunebook.runtime.suites.general import eval_general, task_manager
 
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(real_model)

@@ -247,7 +247,7 @@ def test_an_echoing_judge_endpoint_cannot_put_the_key_in_a_verdict(fake_judge, m
     """A judge endpoint that echoes the Authorization header back in its reply: the answer that is
     cached and recorded must not carry the key."""
     from tunebook.compiler.schema import JudgeModel
-    from tunebook.runtime.judge import HTTPJudge
+    from tunebook.runtime.suites.judge import HTTPJudge
     from tests.reliability.conftest import FAKE_JUDGE_KEY
 
     monkeypatch.setenv("TUNEBOOK_FAKE_JUDGE_API_KEY", FAKE_JUDGE_KEY)

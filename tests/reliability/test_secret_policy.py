@@ -170,7 +170,7 @@ class _Server:
                                       ("JUDGE_API_KEY", "http://u:p@{host}/v1")])
 def test_the_runtime_judge_refuses_what_params_yaml_was_edited_to(tmp_path, monkeypatch, name, url):
     from tunebook.compiler.schema import JudgeModel
-    from tunebook.runtime.judge import HTTPJudge, JudgePolicyError
+    from tunebook.runtime.suites.judge import HTTPJudge, JudgePolicyError
 
     server = _Server()
     try:
@@ -189,7 +189,7 @@ def test_the_runtime_judge_refuses_what_params_yaml_was_edited_to(tmp_path, monk
 
 def test_a_redirect_does_not_carry_the_key(tmp_path, monkeypatch):
     from tunebook.compiler.schema import JudgeModel
-    from tunebook.runtime.judge import HTTPJudge, JudgeUnavailable
+    from tunebook.runtime.suites.judge import HTTPJudge, JudgeUnavailable
 
     sink = _Server()
     hop = _Server(redirect_to=sink.url.replace("127.0.0.1", "localhost") + "/stolen")

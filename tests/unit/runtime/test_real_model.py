@@ -78,7 +78,7 @@ def test_sft_trainer_labels_are_the_mask(real_tok, tmp_path):
 
     from tunebook.compiler.schema import Spec
     from tunebook.runtime.context import StageContext
-    from tunebook.runtime.train import build_sft
+    from tunebook.runtime.methods.sft import build_sft
 
     spec = Spec.model_validate({"name": "x", "model": {"base": "builtin:tiny"}, "data": {"train": [{"source": "x.jsonl"}]},
                                 "method": {"max_seq_length": 128}})
@@ -155,7 +155,7 @@ def test_target_task_asks_through_the_chat_template(real_tok):
 
     from tunebook.compiler.schema import TargetTask
     from tunebook.runtime.chat import chat_prompt
-    from tunebook.runtime.evaluate import eval_target
+    from tunebook.runtime.suites.target import eval_target
 
     seen = []
 

@@ -14,26 +14,32 @@ Judges:
 Each (judge, prompt text) answer is cached in its own file below `<eval>/_cache/judge/`, so an
 interrupted judging cell resumes without asking again; an unreachable endpoint is retried with
 exponential backoff (bounded) and then fails the cell with a clear message, keeping what was judged.
+
+    eval:
+      judge: {prompts: data/prompts.jsonl, judges: [{name: tiny, model: "builtin:tiny"}]}
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.policy import key_name_problem, url_problem
 from tunebook.compiler.schema import JUDGE_PLACEHOLDERS, JudgeEval, JudgeModel, ModelSpec
 from tunebook.files import dict_sha256, write_json_atomic
+from tunebook.reports.stats import cohen_kappa, proportion_stderr, wilson
 from tunebook.runtime.cells import EvalCellError
 from tunebook.runtime.generation import generate
 from tunebook.runtime.models import device, load_model, load_tokenizer
-from tunebook.reports.stats import wilson  # one Wilson interval: the one the reports test against statsmodels
+from tunebook.runtime.suites.base import Reference, Setup
+from tunebook.runtime.suites.rows import answers, load_prompts
 
 DEFAULT_TEMPLATE = """\
 Which response answers the question better?
@@ -139,16 +145,13 @@ def outcome(verdict: str | None, order: str) -> float | None:
 # statistics
 
 
-def cohen_kappa(a: list, b: list) -> float | None:
-    """Agreement of two raters beyond chance, over items both rated; None when undefined."""
+def agreement(a: list, b: list) -> float | None:
+    """Cohen's kappa of two judges' decisions over the items both decided (None: undecided); None when
+    there are none or kappa is undefined."""
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     if not pairs:
         return None
-    cats = {c for p in pairs for c in p}
-    n = len(pairs)
-    po = sum(x == y for x, y in pairs) / n
-    pe = sum((sum(x == c for x, _ in pairs) / n) * (sum(y == c for _, y in pairs) / n) for c in cats)
-    return None if pe == 1 else (po - pe) / (1 - pe)
+    return cohen_kappa([x for x, _ in pairs], [y for _, y in pairs])
 
 
 def _decision(score: float | None) -> str | None:
@@ -183,7 +186,7 @@ def summarize(per_judge: dict[str, list[tuple[float | None, float | None]]]) -> 
         items.append(sum(got) / len(got) if got else None)
     decided = [_decision(s) for s in items]
     names = sorted(per_judge)
-    kappas = {f"{a}~{b}": cohen_kappa([_decision(s) for s in judge_scores[a]], [_decision(s) for s in judge_scores[b]])
+    kappas = {f"{a}~{b}": agreement([_decision(s) for s in judge_scores[a]], [_decision(s) for s in judge_scores[b]])
               for i, a in enumerate(names) for b in names[i + 1:]}
     defined = [k for k in kappas.values() if k is not None]
     both = [(a, b) for pairs in per_judge.values() for a, b in pairs if a is not None and b is not None]
@@ -214,12 +217,10 @@ class HFJudge:
     """A local causal LM asked for a verdict (greedy). The tiny model makes a fine dumb judge for tests."""
 
     def __init__(self, root: Path, spec: JudgeModel):
-
         mspec = ModelSpec(base=spec.model, revision=spec.revision)
         self.spec, self.model, self.tok = spec, load_model(root, mspec).to(device()).eval(), load_tokenizer(root, mspec)
 
     def ask(self, prompt: str) -> str:
-
         chat = bool(getattr(self.tok, "chat_template", None))
         return generate(self.model, self.tok, [prompt], self.spec.max_new_tokens, 1, chat=chat)[0][0]
 
@@ -240,8 +241,6 @@ class HTTPJudge:
         self.root = Path(root) if root is not None else Path.cwd()  # stages run in the project root
 
     def _key(self) -> str | None:
-        from tunebook.compiler.policy import key_name_problem, url_problem
-
         # the secrets policy once more, right where a key would be read (compiler/policy.py): whatever
         # params.yaml now says, no other variable is read and no other host is sent one
         name = self.spec.api_key_env
@@ -361,7 +360,7 @@ def eval_judge(judges: dict, spec: JudgeEval, template: str, prompts: list[str],
         wr = s["win_rate"]
         lo, hi = wilson(wr * decided, decided)
         metrics.insert(0, {"suite": "judge", "task": spec.name, "metric": "win_rate", "checkpoint": checkpoint,
-                           "value": wr, "stderr": math.sqrt(wr * (1 - wr) / decided), "n": decided,
+                           "value": wr, "stderr": proportion_stderr(wr, decided), "n": decided,
                            "higher_is_better": True,
                            # per-item scores line up across checkpoints only when every item was decided
                            "samples": s["items"] if not s["unparseable"] else None,
@@ -372,3 +371,43 @@ def eval_judge(judges: dict, spec: JudgeEval, template: str, prompts: list[str],
                for q, c, r, sc, raw in zip(prompts, candidate, reference, s["items"], first_raw)][:keep]
     return {"metrics": metrics, "samples": samples,
             "judges": {j.name: judge_identity(j) for j in spec.judges}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the suite
+
+
+class JudgeSuite:
+    """The `judge` cell: each checkpoint's greedy answers against the base model's, judged pairwise.
+    Not on the base itself (base vs base says nothing); the base's weights are in the fingerprint."""
+
+    name: ClassVar[str] = "judge"
+    on_base: ClassVar[bool] = False
+    per_experiment: ClassVar[bool] = False
+    against_base: ClassVar[bool] = True
+
+    def __init__(self, setup: Setup):
+        self.setup, self.spec = setup, setup.ev.judge
+        self.prompts: list[str] = []
+        self.template: str | None = None
+        self.judges: dict | None = None
+
+    def cells(self) -> list[str]:
+        return ["judge"] if self.spec else []
+
+    def check(self) -> None:
+        self.prompts = load_prompts(self.setup.root, self.spec, "eval.judge")
+        self.template = load_template(self.setup.root, self.spec.template)
+
+    def inputs(self, cell: str) -> dict:
+        return {"settings": self.spec.model_dump(mode="json"), "prompts": dict_sha256(self.prompts),
+                "template": self.template}
+
+    def run(self, cell: str, model, tok, checkpoint: str, weights_fp: str, reference: Reference) -> dict:
+        s = self.setup
+        self.judges = self.judges or make_judges(s.root, self.spec)
+        candidate = answers(s.out, model, tok, weights_fp, self.spec, self.prompts)
+        with reference.base_view() as base:
+            ref = answers(s.out, base, tok, reference.base_fp, self.spec, self.prompts)
+        return eval_judge(self.judges, self.spec, self.template, self.prompts, candidate, ref, checkpoint,
+                          s.out / "_cache" / "judge", s.keep)

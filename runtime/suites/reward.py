@@ -2,6 +2,9 @@
 checkpoint's answers to a prompt set; the cell reports the mean reward (seed 000 tracked MT-Bench
 scores this way across fine-tuning).
 
+    eval:
+      reward: {model: models/my-reward-model, prompts: data/prompts.jsonl, max_new_tokens: 128}
+
 Scores are cached by a hash of (prompt, answer) in one append-only file per reward model below
 `<eval>/_cache/reward/`: checkpoints that give the same answer are scored once, and a sweep killed
 midway loses at most the batch in flight (a torn last line is ignored when read back).
@@ -10,13 +13,15 @@ midway loses at most the batch in flight (a torn last line is ignored when read 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+from typing import ClassVar
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import ModelSpec, RewardEval
 from tunebook.files import dict_sha256
 from tunebook.runtime.models import device, model_fingerprint, model_path
+from tunebook.runtime.suites.base import Reference, Setup, stderr
+from tunebook.runtime.suites.rows import answers, load_prompts
 
 
 def _model_spec(spec: RewardEval) -> ModelSpec:
@@ -31,8 +36,6 @@ def check_reward_model(root: Path, spec: RewardEval) -> None:
     """Before any compute: the reward model exists and has one output (its config says, cheaply)."""
     from transformers import AutoConfig
 
-    from tunebook.runtime.models import model_path
-
     path, rev = model_path(root, _model_spec(spec))
     try:
         cfg = AutoConfig.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
@@ -45,14 +48,12 @@ def check_reward_model(root: Path, spec: RewardEval) -> None:
 
 class RewardScorer:
     def __init__(self, root: Path, spec: RewardEval, cache_dir: Path):
+        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
 
         path, rev = model_path(root, _model_spec(spec))
         self.spec = spec
         check_reward_model(root, spec)
-        import torch
-
         # Weights the checkpoint lacks (a causal LM has no score head) are initialized from torch's RNG:
         # seeded, so two runs give the same numbers; named, so the log and the report can say so.
         torch.manual_seed(0)
@@ -117,9 +118,8 @@ def eval_reward(scorer: RewardScorer, spec: RewardEval, prompts: list[str], answ
     rewards = scorer.score(prompts, answers)
     n = len(rewards)
     mean = sum(rewards) / n
-    sd = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (n - 1)) if n > 1 else None
     metric = {"suite": "reward", "task": spec.name, "metric": "mean_reward", "checkpoint": checkpoint, "value": mean,
-              "stderr": sd / math.sqrt(n) if sd is not None else None, "n": n, "higher_is_better": True,
+              "stderr": stderr(rewards), "n": n, "higher_is_better": True,
               "samples": rewards,
               "extra": {"model": spec.model, "revision": spec.revision, "max_new_tokens": spec.max_new_tokens,
                         "chat": spec.chat, "decoding": {"mode": "greedy"}}}
@@ -131,3 +131,35 @@ def eval_reward(scorer: RewardScorer, spec: RewardEval, prompts: list[str], answ
     samples = [{"task": spec.name, "checkpoint": checkpoint, "prompt": prompts[i], "output": answers[i],
                 "extracted": f"reward {rewards[i]:.4g}"} for i in dict.fromkeys(picked)]
     return {"metrics": [metric], "samples": samples}
+
+
+class RewardSuite:
+    """The `reward` cell: the reward model's mean score of the model's greedy answers to a prompt set.
+    The scorer (a second model) loads at the first cell that needs it."""
+
+    name: ClassVar[str] = "reward"
+    on_base: ClassVar[bool] = True
+    per_experiment: ClassVar[bool] = True  # computed by each experiment's eval stage, base included
+    against_base: ClassVar[bool] = False
+
+    def __init__(self, setup: Setup):
+        self.setup, self.spec = setup, setup.ev.reward
+        self.prompts: list[str] = []
+        self.scorer: RewardScorer | None = None
+
+    def cells(self) -> list[str]:
+        return ["reward"] if self.spec else []
+
+    def check(self) -> None:
+        self.prompts = load_prompts(self.setup.root, self.spec, "eval.reward")
+        check_reward_model(self.setup.root, self.spec)
+
+    def inputs(self, cell: str) -> dict:
+        return {"settings": self.spec.model_dump(mode="json"), "prompts": dict_sha256(self.prompts),
+                "reward_model": reward_model_fingerprint(self.setup.root, self.spec)}
+
+    def run(self, cell: str, model, tok, checkpoint: str, weights_fp: str, reference: Reference) -> dict:
+        s = self.setup
+        self.scorer = self.scorer or RewardScorer(s.root, self.spec, s.out / "_cache" / "reward")
+        got = answers(s.out, model, tok, weights_fp, self.spec, self.prompts)
+        return eval_reward(self.scorer, self.spec, self.prompts, got, checkpoint, s.keep)

@@ -3,6 +3,9 @@ YAMLs from `include_path`, scored on a loaded model; the eval and baseline stage
 `general` cell (runtime/evaluate.py), and early stopping on `general` measures a subset of it
 (runtime/train.py).
 
+    eval:
+      general: {tasks: [tiny_facts_color], include_path: data/tiny/tasks, limit: 40}
+
 - Local task YAMLs are copied to a temp folder with their `data_files` made absolute (lm-eval needs
   that); the task index is built once per stage, and an unknown task fails before any compute with a
   did-you-mean.
@@ -20,14 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import logging
+import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import ClassVar
+
+import yaml
 
 from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
 from tunebook.compiler.schema import GeneralEval
 from tunebook.files import dict_sha256
+from tunebook.runtime.suites.base import Reference, Setup, stderr
 
 
 def lm_eval_version() -> str | None:
@@ -49,8 +57,6 @@ def files_digest(path: Path) -> str:
 
 def _local_task_dir(root: Path, include_path: str) -> Path:
     """Copy local task YAMLs to a temp folder with data_files made absolute (lm-eval needs that)."""
-    import yaml
-
     src = (root / include_path).resolve()
     if not src.is_dir():
         raise SpecError([SpecIssue("params.yaml", "eval.general.include_path", f"'{include_path}' is not a folder")])
@@ -68,9 +74,6 @@ def quiet_lm_eval() -> None:
     """lm-eval's warnings are about how tunebook calls it (an already-built model passed in, num_fewshot
     set explicitly), not about the run: they stay out of stage logs. Errors still show, and
     LMEVAL_LOG_LEVEL=INFO (lm-eval's own switch) brings everything back for debugging."""
-    import logging
-    import os
-
     level = logging.getLevelName(os.environ.get("LMEVAL_LOG_LEVEL", "").upper() or "ERROR")
     logging.getLogger("lm_eval").setLevel(level if isinstance(level, int) else logging.ERROR)
 
@@ -172,8 +175,7 @@ def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
             per = [float(s[name]) for s in samples if s.get("filter", "none") == filt and isinstance(s.get(name), (bool, int, float))]
             se = r.get(f"{name}_stderr,{filt}")
             if not isinstance(se, (int, float)) and len(per) > 1:
-                p = sum(per) / len(per)
-                se = math.sqrt(sum((x - p) ** 2 for x in per) / (len(per) - 1) / len(per))
+                se = stderr(per)
             found.append(metric)
             metrics.append({"suite": "general", "task": task, "metric": metric, "checkpoint": checkpoint,
                             "value": float(val), "stderr": float(se) if isinstance(se, (int, float)) else None,
@@ -189,3 +191,28 @@ def eval_general(model, tok, general: GeneralEval, tm, checkpoint: str) -> dict:
                             "datasets": [d for _, d in idents], "n": n_total}
     return {"metrics": metrics, "warnings": warnings,
             "lm_eval": {"version": version, "tasks": tasks_info, "num_fewshot": general.num_fewshot}}
+
+
+class GeneralSuite:
+    """The `general` cell: the spec's lm-eval tasks. `check()` builds the task index (seconds) and
+    refuses unknown tasks."""
+
+    name: ClassVar[str] = "general"
+    on_base: ClassVar[bool] = True
+    per_experiment: ClassVar[bool] = False
+    against_base: ClassVar[bool] = False
+
+    def __init__(self, setup: Setup):
+        self.setup, self.general, self.tm = setup, setup.ev.general, None
+
+    def cells(self) -> list[str]:
+        return ["general"] if self.general else []
+
+    def check(self) -> None:
+        self.tm = task_manager(self.setup.root, self.general)
+
+    def inputs(self, cell: str) -> dict:
+        return {"settings": self.general.model_dump(mode="json"), **general_inputs(self.setup.root, self.general)}
+
+    def run(self, cell: str, model, tok, checkpoint: str, weights_fp: str, reference: Reference) -> dict:
+        return eval_general(model, tok, self.general, self.tm, checkpoint)
