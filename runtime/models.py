@@ -91,7 +91,10 @@ def model_fingerprint(root: Path, spec: ModelSpec) -> str:
 
 
 def device() -> str:
-    """Where models run: the GPU when there is one (from_pretrained loads onto the CPU)."""
+    """Where models run: a CUDA GPU, else Apple's (MPS), else the CPU. from_pretrained loads onto the
+    CPU; every stage and suite moves what `load_model` returns with `.to(device())`."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"

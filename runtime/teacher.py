@@ -59,7 +59,7 @@ def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], l
 
 
 def run(ctx: StageContext) -> None:
-    from tunebook.runtime.models import load_model, load_tokenizer
+    from tunebook.runtime.models import device, load_model, load_tokenizer
     from tunebook.runtime.rewards import check_names
 
     t = ctx.spec.method.teacher
@@ -71,7 +71,7 @@ def run(ctx: StageContext) -> None:
                                    hint="set `format: verifiable` (and `fields: {answer: <column>}`) on the data source")])
     t0 = time.time()
     spec = ModelSpec(base=t.base, revision=t.revision, trust_remote_code=t.trust_remote_code)
-    model, tok = load_model(ctx.root, spec).eval(), load_tokenizer(ctx.root, spec)
+    model, tok = load_model(ctx.root, spec).to(device()).eval(), load_tokenizer(ctx.root, spec)
     io_s = time.time() - t0
 
     prog = Progress(f"teacher {ctx.name}", len(rows), "prompts")
