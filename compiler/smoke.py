@@ -326,6 +326,15 @@ def miniature(ls: LoadedSpec, study: Path) -> Miniature:
     ev["samples_per_task"] = min(s.eval.samples_per_task, 4)
     d["eval"] = ev
 
+    for i, raw in enumerate(s.plugins):  # the project's own rewards and extractors run in the miniature too
+        path = study / raw
+        if not path.is_file():
+            issues.append(SpecIssue(file, f"plugins.{i}", f"'{raw}' is not a file in {study}"))
+        else:  # copied into the smoke project, at the same place when that place is inside it
+            inside = not Path(raw).is_absolute() and ".." not in Path(raw).parts
+            d["plugins"][i] = raw if inside else f"plugins/{Path(raw).name}"
+            files[d["plugins"][i]] = path.read_text()
+
     if issues:
         raise SpecError(issues)
     d["allow_external_inputs"] = False
