@@ -9,7 +9,7 @@ and baseline stages (runtime/evaluate.py) then call, in this order:
     run(cell, model, tok, checkpoint, weights_fp, reference) -> {"metrics": [...], ...}
 
 The stage owns the rest: the fingerprint (weights + `inputs` + samples kept), the cell files, the
-shelf, timings. Imports the spec model, runtime/models.py's neighbours and reports/stats.py only.
+shelf, timings. Imports the spec model and reports/stats.py only.
 """
 
 from __future__ import annotations
