@@ -39,6 +39,7 @@ from tunebook.compiler.schema import FORMAT_FIELDS
 from tunebook.files import file_sha256
 from tunebook.runtime.checks import KEY, STRATUM, check_source, fail_issue
 from tunebook.runtime.context import StageContext
+from tunebook.runtime.contracts import DataManifest, DataTimings
 from tunebook.runtime.folders import replacing
 from tunebook.runtime.shaping import Contamination, eval_prompts, mix, prompts_of, same_source, take
 from tunebook.runtime.sources import Where
@@ -202,7 +203,7 @@ def write_outputs(out_dir: Path, prepared: Prepared) -> None:
         manifest = prepared.manifest
         manifest["files"] = {name: file_sha256(tmp / name) for name in ("train.jsonl", "validation.jsonl", "quarantine.jsonl")}
         manifest["sha256"] = manifest["files"]["train.jsonl"]  # what training fingerprints
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+        DataManifest.write(tmp / "manifest.json", manifest)
 
 
 def _warnings(m: dict) -> list[str]:
@@ -230,9 +231,7 @@ def run(ctx: StageContext) -> None:
     # The duration stays out of data/<exp>/: DVC hashes that folder, and a timing inside it would make
     # every identical rerun look like new data and retrain everything downstream.
     seconds = round(time.time() - t0, 2)
-    timing = ctx.run_dir / "timings" / "data.json"
-    timing.parent.mkdir(parents=True, exist_ok=True)
-    timing.write_text(json.dumps({"data": seconds}) + "\n")
+    DataTimings.write(ctx.run_dir / "timings" / "data.json", {"data": seconds})
     for w in _warnings(m):
         print(f"[data {ctx.name}] warning: {w}", flush=True)
     print(f"[data {ctx.name}] {m['train_rows']} train / {m['validation_rows']} validation rows, {m['rejected_rows']} quarantined, "

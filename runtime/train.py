@@ -43,6 +43,7 @@ from tunebook.files import dict_sha256, file_sha256, read_json, read_jsonl, writ
 from tunebook.runtime import walltime
 from tunebook.runtime import plugins
 from tunebook.runtime.context import StageContext
+from tunebook.runtime.contracts import History, TrainSummary
 from tunebook.runtime.durable import seal_callback, usable
 from tunebook.runtime.methods import method_for
 from tunebook.runtime.models import dir_digest, load_model, load_tokenizer, model_path
@@ -174,7 +175,7 @@ class RunLog:
             self.live.log_metric(k, v)
 
     def _flush(self) -> None:
-        write_json_atomic(self.path, self.history)
+        History.write(self.path, self.history)
         self.live.make_summary()
 
     def add(self, step: int, values: dict) -> None:
@@ -465,7 +466,7 @@ def run(ctx: StageContext) -> None:
             summary = _summary(ctx, trainer, result, final=None, resume=resume, how=how, early=early, stopped=stopped,
                                watchdog=watchdog, discarded=discarded, timings={"training": round(train_wall, 2)}, loaded=loaded)
             if main:
-                write_json_atomic(out / "summary.json", summary)
+                TrainSummary.write(out / "summary.json", summary)
             raise RuntimeError(f"{stopped}: {first['message']}. No checkpoint was saved before it, so there is no "
                                f"good model to keep; lower method.save_every (or fix the cause) and rerun. "
                                f"Diagnosis in runs/{ctx.name}/train/summary.json")
@@ -493,7 +494,7 @@ def run(ctx: StageContext) -> None:
     if resume and summary["train_loss"] is not None:
         summary["train_loss"] = resumed_train_loss(runlog.history, step_of(resume), summary["train_loss"], step)
     if main:
-        write_json_atomic(out / "summary.json", summary)
+        TrainSummary.write(out / "summary.json", summary)
     dry = (f" max_steps={m.max_steps} ended training after {summary['epochs_run']:g} of {m.epochs:g} planned epoch(s) "
            f"({summary['epoch_steps']} steps); the record and the report say so." if summary["dry_run"] else "")
     why = f" Stopped: {stopped}." if stopped else ""
