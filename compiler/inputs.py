@@ -23,16 +23,20 @@ stage (DVC's raw `[Errno 2]`, or an error pointing at params.yaml).
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
+import hashlib
 import importlib.util
 import io
 import json
 import os
 import re
+from importlib import metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecIssue, did_you_mean
+from tunebook.compiler.load import _locate
 from tunebook.compiler.registries import KINDS, builtin, definitions, names_used
 from tunebook.compiler.schema import FORMAT_FIELDS, JUDGE_PLACEHOLDERS, Source, Spec
 from tunebook.files import write_atomic
@@ -101,8 +105,6 @@ def lm_eval_tasks() -> set[str] | None:
     folder = Path(next(iter(spec.submodule_search_locations))) / "tasks"
     if not folder.is_dir():
         return None
-    from importlib import metadata
-
     try:
         version = metadata.version("lm_eval")
     except metadata.PackageNotFoundError:
@@ -112,8 +114,6 @@ def lm_eval_tasks() -> set[str] | None:
 
 @functools.cache
 def _cached_scan(folder: str, version: str) -> tuple[str, ...]:
-    import hashlib
-
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunebook"
     cache = base / f"lm_eval-tasks-{version}-{hashlib.sha256(folder.encode()).hexdigest()[:12]}.json"
     try:
@@ -216,8 +216,6 @@ def format_problem(src: Source, columns: list[str]) -> tuple[str, str, str | Non
         return None
     if any(all(c in columns for c in needs(fmt)) for fmt in DETECT_ORDER):
         return None
-    import difflib
-
     close = {c: difflib.get_close_matches(c, columns, n=1, cutoff=0.6)
              for c in dict.fromkeys(f for fmt in DETECT_ORDER for f in FORMAT_FIELDS[fmt]) if c not in columns and c not in src.fields}
     hints = [f"{c}: {match[0]}" for c, match in close.items() if match]
@@ -231,8 +229,6 @@ class _Checker:
         self.root, self.file, self.origins, self.produced, self.found = root, file, origins, produced, found
 
     def issue(self, loc: tuple, message: str, hint: str | None = None) -> SpecIssue:
-        from tunebook.compiler.load import _locate
-
         f, line = _locate(loc, self.origins, self.file)
         return SpecIssue(f, ".".join(map(str, loc)), message, line, hint)
 
@@ -301,8 +297,6 @@ class _Checker:
 
 def _near_file(raw: str, path: Path) -> str | None:
     """'did you mean ...' among the files beside a missing one, compared without their extensions."""
-    import difflib
-
     if not path.parent.is_dir():
         return None
     by_stem = {p.stem: p.name for p in path.parent.iterdir()}

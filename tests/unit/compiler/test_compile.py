@@ -9,19 +9,7 @@ import yaml
 
 from tunebook.compiler import StaleError, compile_specs, discover, load_specs, render_pipeline, write_pipeline
 
-from .test_load import MINIMAL, write
-
-EVAL = """\
-eval:
-  general: {tasks: [tiny_facts_color], include_path: data/tiny/tasks}
-  target: [{name: sub, source: data/tiny/subtraction_test.jsonl}]
-"""
-
-
-def pipeline(tmp_path: Path, *texts: str):
-    paths = [write(tmp_path, f"s{i}.yaml", t) for i, t in enumerate(texts)]
-    return compile_specs(load_specs(paths, tmp_path))
-
+from .spec_helpers import EVAL, MINIMAL, pipeline
 
 def test_stages_and_exact_params(tmp_path):
     p = pipeline(tmp_path, MINIMAL + EVAL)

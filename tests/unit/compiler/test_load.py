@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tunebook.compiler import SpecError, load_spec, load_specs
 from tunebook.compiler.load import discover
 
-MINIMAL = """\
-name: exp
-model: {base: builtin:tiny}
-data:
-  train:
-    - source: data/train.jsonl
-"""
-
-
-def write(tmp: Path, name: str, text: str) -> Path:
-    p = tmp / name
-    p.write_text(text)
-    return p
+from .spec_helpers import MINIMAL, write
 
 
 def test_minimal_spec_gets_defaults(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebook.compiler import compile_specs, discover, load_spec, load_specs, render_pipeline, write_pipeline
+from tunebook.compiler import compile_specs, discover, load_spec, load_specs, write_pipeline
 from tunebook.compiler.schema import Spec
 from tunebook.compiler.smoke import STANDINS, TINY, build, miniature, miniatures, overlay_builtin, representatives
 from tests.conftest import ROOT

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 from tunebook.cli import main
 from tunebook.compiler import StaleError, write_pipeline
 
-from .test_compile import EVAL, MINIMAL, pipeline
+from .spec_helpers import EVAL, MINIMAL, pipeline
 
 dvc_hydra = pytest.importorskip("dvc.utils.hydra")
 
