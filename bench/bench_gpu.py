@@ -10,8 +10,8 @@ each beside a bare loop doing the same work, on a random-init Llama built from b
 | `gpu_sft_mfu_{lora,full}` | achieved training FLOP/s over the device's bf16 peak | >= 0.9 x the bare loop's |
 | `gpu_sft_vs_bare_loop_ratio_{lora,full}` | tunebook tokens/s over a bare transformers+peft loop (same model, precision, batch, optimizer, clipping; no autocast, no checkpointing) | >= 0.90 |
 | `gpu_kl_anchor_cost_ratio` | step time with `anchor: {type: kl}` over plain LoRA SFT | <= 1.30 (floor: one no-grad forward, ~ +1/3) |
-| `gpu_eval_loglik_speedup` | lm-eval loglikelihood requests/s, HFLM built as runtime/general.py builds it, general-suite batch size over 1 | >= 3 |
-| `gpu_generate_tokens_per_s` | `runtime.evaluate.generate` at the target suite's batch size | >= 0.9 x a bare batched `generate` loop |
+| `gpu_eval_loglik_speedup` | lm-eval loglikelihood requests/s, HFLM built as runtime/suites/general.py builds it, general-suite batch size over 1 | >= 3 |
+| `gpu_generate_tokens_per_s` | `runtime.generation.generate` at the target suite's batch size | >= 0.9 x a bare batched `generate` loop |
 | `gpu_*_peak_mib` | peak memory of tunebook's side (CUDA: max allocated; CPU: peak RSS above the RSS at the side's start) | <= 1.1 x the bare side's |
 
 FLOPs per trained token (PaLM appendix B convention): 6 x N for full fine-tuning, where N counts the
@@ -556,7 +556,7 @@ def eval_loglik(model, tok, size: dict, batch_size: int, device: str) -> None:
 
 
 def eval_generate(model, tok, size: dict, batch_size: int, device: str) -> None:
-    """runtime.evaluate.generate (the target suite's loop) beside a bare batched generate loop."""
+    """runtime.generation.generate (the target suite's loop) beside a bare batched generate loop."""
     from tunebook.runtime.generation import generate
 
     g = size["generate"]

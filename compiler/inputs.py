@@ -200,7 +200,7 @@ def _keys(rows: list) -> list[str] | None:
 
 def format_problem(src: Source, columns: list[str]) -> tuple[str, str, str | None] | None:
     """(sub-key, message, hint) if `src`'s fields and format do not fit `columns`, else None. The data
-    stage asks the same of the whole file (runtime/data.py detect_format)."""
+    stage asks the same of the whole file (runtime/checks.py detect_format)."""
     for canon, col in src.fields.items():
         if col not in columns:
             return f"fields.{canon}", f"no column '{col}' in {src.source}", did_you_mean(col, columns) or f"columns: {', '.join(columns)}"

@@ -4,7 +4,7 @@ A spec is input a researcher may not have written (a colleague's, a pull request
 cannot name a file outside the project (compiler/load.py), and here it cannot steer a hub lookup out of
 the cache, nor send a secret anywhere but a judge the *project* allows. The same checks run when
 `tunebook compile` reads the spec and when a stage reads params.yaml (`dvc exp run -S` and hand edits
-bypass the compiler), and the judge checks once more right before a key is read (runtime/judge.py).
+bypass the compiler), and the judge checks once more right before a key is read (runtime/suites/judge.py).
 
 - A hub `revision` is a commit, tag or branch name (git's ref-name rules, `refs/pr/<n>` included):
   no `..`, no leading `/` or `-`, no `\\`, no control characters, no component starting with `.`.

@@ -95,7 +95,7 @@ class _Part(BaseModel):
 
 
 class ContaminationCheck(_Part):
-    """Evaluation prompts found in the training data (runtime/data.Contamination.check)."""
+    """Evaluation prompts found in the training data (runtime/shaping.py Contamination.check)."""
 
     source: str
     n: int

@@ -216,7 +216,7 @@ def build_record(ctx: StageContext) -> Record:
             metrics.append(m.model_copy(update={"step": 0 if m.checkpoint == "base" else steps.get(m.checkpoint)}))
         samples += cell.samples
 
-    # Durations live beside the DVC outputs, not in them (see runtime/evaluate.write_timings); older
+    # Durations live beside the DVC outputs, not in them (see runtime/evaluate.write_timings, runtime/contracts.py); older
     # runs kept them inside the summaries, still read as a fallback.
     data_t = DataTimings.read(run / "timings" / "data.json")
     ev_t = EvalTimings.read(run / "timings" / "eval.json") or (eval_summary.timings if eval_summary else None)

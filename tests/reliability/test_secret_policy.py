@@ -1,5 +1,5 @@
 """Secrets cannot leave (issue 16, classes 4-5): which variable a judge may read, which host it may send
-it to, and what happens to a pasted token (compiler/policy.py, checked again in runtime/judge.py).
+it to, and what happens to a pasted token (compiler/policy.py, checked again in runtime/suites/judge.py).
 
 - `api_key_env` is a NAME like *_API_KEY or *_TOKEN, not another service's credential; a value that
   looks like a token is refused and never echoed.
