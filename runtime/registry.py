@@ -1,4 +1,5 @@
-"""A registry of functions by name: what rewards, answer extractors and answer transforms are kept in.
+"""A registry by name: rewards, answer extractors and answer transforms (functions, registered with a
+decorator), and training methods and eval suites (`Registry.of`): one duplicate check for all.
 
     REWARDS = Registry("reward")
     reward = REWARDS.register          # @reward("exact_match") def exact_match(...): ...
@@ -53,9 +54,26 @@ class Registry(dict):
         raise SpecError([SpecIssue("params.yaml", "", f"unknown {self.kind} '{name}'; available: {', '.join(sorted(self))}",
                                    hint=did_you_mean(name, self) or "a plugin that defines it is listed under the spec's `plugins:` (docs/plugins.md)")])
 
+    @classmethod
+    def of(cls, kind: str, items, name: Callable) -> "Registry":
+        """A registry of ready-made things (training methods, eval suites) under `name(item)`, in the
+        given order; a name taken twice is refused, naming both."""
+        reg = cls(kind)
+        for item in items:
+            key = name(item)
+            if key in reg:
+                raise ValueError(f"{kind} '{key}' is defined twice: {_label(reg[key])} and {_label(item)}")
+            reg[key] = item
+        return reg
+
     def check(self, names: list[str], key: str) -> None:
         """Unknown names are spec errors at `key` (a params.yaml key path), raised before any model loads."""
         issues = [SpecIssue("params.yaml", key, f"unknown {self.kind} '{n}'; available: {', '.join(sorted(self))}",
                             hint=did_you_mean(n, self)) for n in names if n not in self]
         if issues:
             raise SpecError(issues)
+
+
+def _label(item) -> str:
+    cls = item if isinstance(item, type) else type(item)
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -11,7 +11,7 @@ Each module defines a `Method` (base.py) and a `METHOD` instance: where its rows
 shape, and `build(...) -> trainer` over the shared TrainingArguments (runtime/trainer_args.py). The
 train stage (runtime/train.py) looks the spec's kind up in `METHODS` and never names a kind itself.
 
-A new method is one module here, one line in `registry(...)` below, and its kind and settings block
+A new method is one module here, one entry in `METHODS` below, and its kind and settings block
 in compiler/schema.py (`METHOD_BLOCKS` and a field on `MethodSpec`); tests/unit/runtime/
 test_methods.py checks that the compiler and this registry list the same kinds.
 
@@ -22,24 +22,14 @@ from __future__ import annotations
 
 from tunebook.runtime.methods import dpo, grpo, sft, teacher_sft
 from tunebook.runtime.methods.base import Method
+from tunebook.runtime.registry import Registry
 
 
-def registry(*methods: Method) -> dict[str, Method]:
-    """kind -> method; a kind registered twice is a programming error, refused at import."""
-    out: dict[str, Method] = {}
-    for m in methods:
-        if m.kind in out:
-            raise ValueError(f"training method kind '{m.kind}' is registered twice ({type(out[m.kind]).__name__}, {type(m).__name__})")
-        out[m.kind] = m
-    return out
-
-
-METHODS = registry(sft.METHOD, grpo.METHOD, dpo.METHOD, teacher_sft.METHOD)
+METHODS = Registry.of("training method", [sft.METHOD, grpo.METHOD, dpo.METHOD, teacher_sft.METHOD], lambda m: m.kind)
 
 
 def method_for(kind: str) -> Method:
     """The registered method of a kind (the spec was validated, so an unknown kind is a bug)."""
-    try:
-        return METHODS[kind]
-    except KeyError:
-        raise KeyError(f"no training method '{kind}'; registered: {', '.join(METHODS)}") from None
+    if kind not in METHODS:
+        raise KeyError(f"no training method '{kind}'; registered: {', '.join(METHODS)}")
+    return METHODS[kind]

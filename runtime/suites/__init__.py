@@ -16,7 +16,7 @@ rooms (models, generation, cells, sources) and reports/stats.py; never a stage m
 
 from __future__ import annotations
 
-from tunebook.runtime.suites.base import Suite
+from tunebook.runtime.registry import Registry
 from tunebook.runtime.suites.general import GeneralSuite
 from tunebook.runtime.suites.heldout import HeldoutSuite
 from tunebook.runtime.suites.judge import JudgeSuite
@@ -24,14 +24,4 @@ from tunebook.runtime.suites.reward import RewardSuite
 from tunebook.runtime.suites.target import TargetSuite
 
 
-def registry(*suites: type[Suite]) -> dict[str, type[Suite]]:
-    """{name: suite class}, in the given order; two suites of one name are refused."""
-    found: dict[str, type[Suite]] = {}
-    for suite in suites:
-        if suite.name in found:
-            raise ValueError(f"two eval suites named '{suite.name}': {found[suite.name].__qualname__} and {suite.__qualname__}")
-        found[suite.name] = suite
-    return found
-
-
-SUITES = registry(TargetSuite, GeneralSuite, HeldoutSuite, RewardSuite, JudgeSuite)
+SUITES = Registry.of("eval suite", [TargetSuite, GeneralSuite, HeldoutSuite, RewardSuite, JudgeSuite], lambda s: s.name)

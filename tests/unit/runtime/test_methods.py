@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 from tunebook.compiler.errors import SpecError
 from tunebook.compiler.schema import METHOD_BLOCKS, MethodSpec, Spec
 from tunebook.runtime.context import StageContext
-from tunebook.runtime.methods import METHODS, method_for, registry
+from tunebook.runtime.methods import METHODS, method_for
+from tunebook.runtime.registry import Registry
 from tunebook.runtime.methods.sft import SFT
 
 
@@ -31,8 +32,8 @@ def test_the_compiler_and_the_runtime_list_the_same_kinds():
 
 
 def test_a_kind_registers_once():
-    with pytest.raises(ValueError, match="'sft' is registered twice"):
-        registry(SFT(), SFT())
+    with pytest.raises(ValueError, match="training method 'sft' is defined twice"):
+        Registry.of("training method", [SFT(), SFT()], lambda m: m.kind)
     with pytest.raises(KeyError, match="no training method 'ppo'; registered: sft, grpo, dpo, teacher-sft"):
         method_for("ppo")
 

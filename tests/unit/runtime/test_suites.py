@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tunebook.compiler.schema import RESERVED_CELLS, EvalSpec
-from tunebook.runtime.suites import SUITES, registry
+from tunebook.runtime.registry import Registry
+from tunebook.runtime.suites import SUITES
 from tunebook.runtime.suites.base import Setup
 from tunebook.runtime.suites.judge import JudgeSuite
 from tunebook.runtime.suites.reward import RewardSuite
@@ -18,9 +19,9 @@ def test_registry_refuses_a_second_suite_of_one_name():
     class Other(RewardSuite):
         name = "judge"
 
-    with pytest.raises(ValueError, match="two eval suites named 'judge'"):
-        registry(JudgeSuite, Other)
-    assert list(registry(RewardSuite, JudgeSuite)) == ["reward", "judge"]
+    with pytest.raises(ValueError, match="eval suite 'judge' is defined twice"):
+        Registry.of("eval suite", [JudgeSuite, Other], lambda s: s.name)
+    assert list(Registry.of("eval suite", [RewardSuite, JudgeSuite], lambda s: s.name)) == ["reward", "judge"]
 
 
 def test_the_reserved_cell_names_are_the_suites_cells():
