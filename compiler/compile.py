@@ -6,20 +6,28 @@ names; it is reserved for `foreach`):
     data-<exp> -> train-<exp> -> eval-<exp> -> report-<exp>
 
 plus one `baseline-<key>` per distinct (base model, evaluation suite), shared by every experiment that
-uses it, and `pretrain-tiny` when a spec uses the embedded model. Every stage lists exactly the params
-it reads (see `schema.STAGE_PARTS`), so `dvc exp run -S '<exp>.eval.general.limit=50'` re-evaluates
-without retraining.
+uses it, `pretrain-tiny` when a spec uses the embedded model, and one `pretrain-<name>` per local GGUF
+file a spec names as a model (converted to the float32 folder `models/<name>`, runtime/convert.py).
+Every stage lists exactly the params it reads (see `schema.STAGE_PARTS`), so
+`dvc exp run -S '<exp>.eval.general.limit=50'` re-evaluates without retraining.
+
+A pipeline DVC would refuse is refused here, at the spec line that causes it (`conflicts`): an input
+that is, contains or lies inside the output of a stage that reads it or depends on it (a cycle), and
+two outputs that are the same or one inside the other.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tunebook.compiler.load import LoadedSpec, input_paths
+from tunebook.compiler.errors import SpecError, SpecIssue
+from tunebook.compiler.load import LoadedSpec, _locate, input_paths
 from tunebook.compiler.schema import STAGE_PARTS, Spec
 from tunebook.files import dict_sha256
 
@@ -88,9 +96,23 @@ def slug(text: str) -> str:
 
 
 
+def is_gguf(base: str) -> bool:
+    """A model named as a local GGUF file (`models/x.Q4_K_M.gguf`): converted by a stage, never a hub id."""
+    return base.lower().endswith(".gguf") and not base.startswith(("hf:", BUILTIN_PREFIX))
+
+
+def gguf_name(base: str) -> str:
+    """The folder name a local GGUF file converts to: its name and a hash of its path, so two files of
+    one name in different folders never share a folder, and no builtin name is ever taken."""
+    path = os.path.normpath(base)
+    return f"{slug(Path(path).stem)}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
 def model_dir(base: str) -> str | None:
-    """Where a builtin model is built in the project (a DVC output), else None."""
-    return f"models/{base[len(BUILTIN_PREFIX):]}" if base.startswith(BUILTIN_PREFIX) else None
+    """Where a builtin model is built, or a local GGUF file converted, in the project (a DVC output), else None."""
+    if base.startswith(BUILTIN_PREFIX):
+        return f"models/{base[len(BUILTIN_PREFIX):]}"
+    return f"models/{gguf_name(base)}" if is_gguf(base) else None
 
 
 def _is_local(path: str) -> bool:
@@ -154,12 +176,16 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
     baselines: dict = {}
     baseline_deps: dict[str, list[str]] = {}
     builtins: set[str] = set()
+    ggufs: dict[str, str] = {}  # converted folder name -> the GGUF file (as the first spec wrote it)
 
     for ls in sorted(loaded, key=lambda x: x.spec.name):
         s, e = ls.spec, ls.spec.name
         for base in [s.model.base] + ([s.method.teacher.base] if s.method.teacher else []):
             if base.startswith(BUILTIN_PREFIX):
                 builtins.add(base[len(BUILTIN_PREFIX):])
+        for i in input_paths(s):  # any model field: base, teacher, reward model, hf judges
+            if i.model and is_gguf(i.path):
+                ggufs.setdefault(gguf_name(i.path), i.path)
         key = baseline_key(s)
         body = s.model_dump(mode="json", exclude={"name"})
         params[e] = {"spec": ls.file, "spec_sha256": ls.sha256, "baseline": key, **body}
@@ -207,6 +233,10 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
             stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", params=[f"builtin.{name}"],
                                 outs=[f"models/{name}"],
                                 desc=f"convert the packaged GGUF file of builtin:{name} to a float32 model folder (offline, ~1 min)"))
+    for name in sorted(ggufs):  # a project's own GGUF file: the same conversion, the file a DVC dep (runtime/convert.py)
+        params.setdefault("builtin", {})[name] = {"kind": "gguf", "file": ggufs[name]}
+        stages.append(Stage(f"pretrain-{name}", f"tunebook run pretrain {name}", deps=[ggufs[name]], params=[f"builtin.{name}"],
+                            outs=[f"models/{name}"], desc=f"convert {ggufs[name]} to a float32 model folder (dequantized)"))
 
     # Training curves live inside the persisted train output, the per-checkpoint CSVs inside the report's:
     # top-level plot definitions let `dvc plots show` find them without declaring overlapping outputs.
@@ -215,4 +245,115 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         plots += [{f"runs/{ls.spec.name}/train/dvclive/plots/metrics": {"x": "step"}}, *report_plots(ls.spec)]
     order = {"pretrain": 0, "baseline": 1, "data": 2, "teacher": 3, "train": 4, "eval": 5, "report": 6}
     stages.sort(key=lambda st: (order[st.name.split("-", 1)[0]], st.name))
+    issues = conflicts(loaded, stages)
+    if issues:
+        raise SpecError(issues)
     return Pipeline(stages=stages, params=params, plots=plots)
+
+
+# --- what DVC would refuse ----------------------------------------------------------------------------
+# dvc/repo/graph.py build_graph (DVC 3.67): a stage depends on every stage with an output that is its dep,
+# lies inside it or contains it (both directions of a path prefix); the graph must be acyclic
+# (CyclicGraphError, a self-loop included: a stage depending on its own output). dvc/repo/trie.py
+# build_outs_trie: no output twice (OutputDuplicationError), none inside another (OverlappingOutputPathsError).
+# A dep that is *another* stage's output is how stages chain (data/tiny/..., written by pretrain-tiny): fine.
+# StagePathAsOutputError (dvc.yaml inside an output) cannot happen: no output is the project's root.
+
+
+def _key(path: str) -> tuple[str, ...]:
+    """A path as DVC compares it: normalised, relative to the project when it lies inside (cwd: the CLI
+    runs in the project), split into parts."""
+    p = os.path.normpath(path)
+    if os.path.isabs(p):
+        rel = os.path.relpath(p, os.getcwd())
+        p = rel if not rel.startswith("..") else p
+    return tuple(x for x in p.split(os.sep) if x not in ("", "."))
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _outs(st: Stage) -> list[str]:
+    return [o if isinstance(o, str) else next(iter(o)) for o in [*st.outs, *st.metrics, *st.plots]]
+
+
+def conflicts(loaded: list[LoadedSpec], stages: list[Stage]) -> list[SpecIssue]:
+    """Every overlap of a pipeline DVC refuses, located at the spec line of the input (or the experiment
+    name) that causes it."""
+    outs = [(st.name, o, _key(o)) for st in stages for o in _outs(st)]
+    uses = {st.name: {t for d in st.deps for t, _, k in outs if _overlap(_key(d), k)} for st in stages}
+
+    def reaches(a: str, b: str) -> bool:  # a depends on b, directly or through other stages (a == b too)
+        seen, todo = set(), [a]
+        while todo:
+            x = todo.pop()
+            if x == b:
+                return True
+            if x not in seen:
+                seen.add(x)
+                todo += uses.get(x, ())
+        return False
+
+    by_dep = _inputs_by_dep(loaded)
+    issues: list[SpecIssue] = []
+    unlocated: list[SpecIssue] = []
+    for st in stages:
+        for dep in sorted(set(st.deps)):
+            dk = _key(dep)
+            for owner, out, ok in outs:
+                if not _overlap(dk, ok) or not reaches(owner, st.name):
+                    continue
+                what = {"is": "is", "in": f"lies inside {out},", "holds": f"contains {out},"}[
+                    "is" if dk == ok else "in" if len(dk) > len(ok) else "holds"]
+                what += f" the output of stage {owner}" if owner != st.name else f" an output of stage {owner}"
+                if owner == st.name:
+                    why = (f"{what}, which reads it: a stage cannot depend on its own output "
+                           "(DVC refuses the pipeline, and deletes an output before its stage runs)")
+                else:
+                    why = (f"{what}, which depends on {st.name} (reading this input): the pipeline would be "
+                           "a cycle, which DVC refuses")
+                if dk == ok or len(dk) > len(ok):
+                    hint = f"move it out of {out} (e.g. to {_suggest(dep)}) and point the spec there"
+                else:
+                    hint = f"name a folder that does not hold {out}: move the sources (e.g. under data/raw/) and point the spec there"
+                found = by_dep.get((st.name, dk))
+                if not found:  # a dep the compiler adds (data/<exp> of train-<exp>): the spec's input closes the cycle
+                    unlocated.append(SpecIssue("dvc.yaml", f"stages.{st.name}.deps", f"'{dep}' {why}"))
+                for ls, loc, raw in found or []:
+                    f, line = _locate(loc, ls.origins, ls.file)
+                    issues.append(SpecIssue(f, ".".join(map(str, loc)), f"'{raw}' {why}", line, hint))
+    issues += unlocated if not issues else []  # only if no spec input explains it: a compiler bug, said plainly
+    for i, (a, oa, ka) in enumerate(outs):
+        for b, ob, kb in outs[i + 1:]:
+            if _overlap(ka, kb):
+                what = f"{oa} is also an output of stage {b}" if ka == kb else f"outputs {oa} ({a}) and {ob} ({b}) overlap"
+                ls = next((x for x in loaded for st in (a, b) if st.split("-", 1)[1] == x.spec.name), None)
+                f, line = _locate(("name",), ls.origins, ls.file) if ls else ("dvc.yaml", None)
+                issues.append(SpecIssue(f, "name" if ls else f"stages.{a}.outs", f"{what}: DVC refuses a pipeline where an "
+                                        "output is another's or lies inside it", line, "rename the experiment"))
+    return list(dict.fromkeys(issues))
+
+
+def _suggest(dep: str) -> str:
+    return "data/raw/" + (Path(os.path.normpath(dep)).name or "data")
+
+
+def _inputs_by_dep(loaded: list[LoadedSpec]) -> dict:
+    """(stage name, dep key) -> [(spec, key path, as written)]: which spec line put a dep on a stage."""
+    found: dict = {}
+    for ls in loaded:
+        s = ls.spec
+        key = baseline_key(s)
+        for i in input_paths(s):
+            if not _is_local(i.path):
+                continue
+            deps = _weights_deps(i.path) if i.model else [i.path]
+            readers = [f"baseline-{key}" if k == "baseline" else f"{k}-{s.name}" for k in i.stages]
+            if i.model and is_gguf(i.path):  # the GGUF file itself is read by its conversion stage
+                found.setdefault((f"pretrain-{gguf_name(i.path)}", _key(i.path)), []).append((ls, i.loc, i.path))
+            for r in readers:
+                for d in deps:
+                    found.setdefault((r, _key(d)), []).append((ls, i.loc, i.path))
+    return found

@@ -5,7 +5,9 @@ stage (DVC's raw `[Errno 2]`, or an error pointing at params.yaml).
     tunebook compile --check    # inputs not there yet (data still to fetch) only warn
 
 - local inputs exist: data sources, eval sets, prompt files, judge templates (with their placeholders),
-  lm-eval task folders, and models named as a relative path (`./x`; anything else may be a hub id).
+  lm-eval task folders, and models that are paths (`model_is_path`): `./x`, `../x`, a `.gguf` file,
+  `a/b` whose `a` is a folder of the project or a near miss of one (`modles/x`); any other `org/name` is
+  a hub id. A missing path gets a did-you-mean that corrects every part of it (`dat/trian` -> `data/train.jsonl`).
   An input that DVC tracks (a `.dvc` file beside it or above it) or that a stage of this pipeline
   writes (`data/tiny/...`, written by pretrain-tiny) is not missing: it is not there *yet*.
 - columns: `fields:` mappings, the format's columns, `stratify`, and an eval task's `prompt_field` /
@@ -235,8 +237,9 @@ class _Checker:
     def error(self, loc: tuple, message: str, hint: str | None = None) -> None:
         self.found.errors.append(self.issue(loc, message, hint))
 
-    def local(self, loc: tuple, raw: str, folder: bool = False) -> Path | None:
-        """The input's path if it is there to read; None for hub sources and inputs not there (yet)."""
+    def local(self, loc: tuple, raw: str, folder: bool = False, why: str = "") -> Path | None:
+        """The input's path if it is there to read; None for hub sources and inputs not there (yet).
+        `why`: said after "does not exist" (why the value is read as a path at all)."""
         if raw.startswith(("hf:", "builtin:")):
             return None
         path = Path(raw) if Path(raw).is_absolute() else self.root / raw
@@ -252,7 +255,8 @@ class _Checker:
             return path
         if self._pending(raw, path):
             return None
-        self.found.missing.append(self.issue(loc, f"'{raw}' does not exist", _near_file(raw, path) or "put the file there, correct the path, or compile --missing-ok to write the pipeline first"))
+        self.found.missing.append(self.issue(loc, f"'{raw}' does not exist{why}", _near_path(raw, self.root) or
+                                             "put the file there, correct the path, or compile --missing-ok to write the pipeline first"))
         return None
 
     def _pending(self, raw: str, path: Path) -> bool:
@@ -295,13 +299,53 @@ class _Checker:
             self.column(("data", "stratify"), stratify, cols, src.source)
 
 
-def _near_file(raw: str, path: Path) -> str | None:
-    """'did you mean ...' among the files beside a missing one, compared without their extensions."""
-    if not path.parent.is_dir():
+def _near_path(raw: str, root: Path) -> str | None:
+    """'did you mean ...' for a missing path, every part of it corrected: a part that is not there becomes the
+    closest name in the folder above (folders for the inner parts; the last part compared without its
+    extension), as long as what comes out exists."""
+    parts = Path(os.path.normpath(raw)).parts
+    here = Path(parts[0]) if Path(raw).is_absolute() else root
+    fixed, changed = [parts[0]] if Path(raw).is_absolute() else [], False
+    todo = parts[1:] if Path(raw).is_absolute() else parts
+    for i, part in enumerate(todo):
+        if part in ("..", ".") or (here / part).exists():
+            here, fixed = here / part, fixed + [part]
+            continue
+        last = i == len(todo) - 1
+        try:
+            entries = [e for e in here.iterdir() if not e.name.startswith(".") and (last or e.is_dir())]
+        except OSError:
+            return None
+        names = {(e.stem if last and e.is_file() else e.name): e.name for e in entries}
+        close = difflib.get_close_matches(Path(part).stem if last else part, list(names), n=1, cutoff=0.75)
+        if not close:
+            return None
+        here, fixed, changed = here / names[close[0]], fixed + [names[close[0]]], True
+    return f"did you mean '{os.path.join(*fixed)}'?" if changed and fixed else None
+
+
+def model_is_path(name: str, root: Path) -> str | None:
+    """Why a model value is a path in the project (the words said if it is not there), or None for a hub id
+    or an absolute path (storage only the machines that run the stages may see: a cluster's /scratch)."""
+    if name.startswith(("hf:", "builtin:")) or Path(name).is_absolute():
         return None
-    by_stem = {p.stem: p.name for p in path.parent.iterdir()}
-    close = difflib.get_close_matches(path.stem, list(by_stem), n=1, cutoff=0.75)
-    return f"did you mean '{str(Path(raw).parent / by_stem[close[0]])}'?" if close else None
+    if name.lower().endswith(".gguf"):
+        return ": no such GGUF file (a .gguf model is a file of the project, converted by a stage)"
+    if name.startswith(("./", "../")):
+        return ": no such folder"
+    first = name.split("/", 1)[0]
+    if "/" not in name or not first:
+        return None
+    try:
+        if (root / first).is_dir():
+            return f": no such folder (a path, not a hub id: '{first}/' is a folder of this project)"
+        folders = [e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")]
+    except OSError:
+        return None
+    close = difflib.get_close_matches(first, folders, n=1, cutoff=0.8) if len(first) >= 3 else []
+    if close:
+        return f": no such folder, and '{first}' looks like a mistyped '{close[0]}/' rather than a hub organisation"
+    return None
 
 
 def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[str], found: Findings) -> None:
@@ -332,14 +376,17 @@ def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[
                         f"a judge template holds all of {', '.join(JUDGE_PLACEHOLDERS)}")
     if ev.general:
         _check_tasks(c, ev.general)
-    # a model named as a relative path (./x, ../x) is a project folder; anything else may be a hub id, or
-    # an absolute path on storage that only the machines running the stages see (a cluster's /scratch)
+    # a model that looks like a path is one (model_is_path); anything else may be a hub id, or an absolute
+    # path on storage that only the machines running the stages see (a cluster's /scratch)
     models = [(("model", "base"), spec.model.base)] + ([(("method", "teacher", "base"), m.teacher.base)] if m.teacher else [])
     models += [(("eval", "reward", "model"), ev.reward.model)] if ev.reward else []
     models += [(("eval", "judge", "judges", i, "model"), j.model) for i, j in enumerate(ev.judge.judges) if j.kind == "hf"] if ev.judge else []
     for loc, name in models:
-        if name.startswith(("./", "../")):
-            c.local(loc, name, folder=True)
+        why = model_is_path(name, root)
+        if why is not None:
+            path = c.local(loc, name, folder=not name.lower().endswith(".gguf"), why=why)
+            if path is not None and path.is_dir() and name.lower().endswith(".gguf"):
+                c.error(loc, f"'{name}' is a folder; a .gguf model is one GGUF file")
     _check_names(c, spec)
 
 
@@ -353,7 +400,7 @@ def _check_names(c: _Checker, spec: Spec) -> None:
             c.error(loc, f"'{raw}' is not a Python file", "a plugin is a .py file that registers names (docs/plugins.md)")
             continue
         if not path.is_file():
-            c.error(loc, f"'{raw}' does not exist", _near_file(raw, path) or "a plugin is a .py file in the project, its path relative to the project")
+            c.error(loc, f"'{raw}' does not exist", _near_path(raw, c.root) or "a plugin is a .py file in the project, its path relative to the project")
             continue
         try:
             found = definitions(path.read_text(), raw)

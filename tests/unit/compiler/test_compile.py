@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tunebook.compiler import StaleError, compile_specs, discover, load_specs, render_pipeline, write_pipeline
+from tunebook.compiler.errors import SpecError
 
 from .spec_helpers import EVAL, MINIMAL, pipeline
 
@@ -118,3 +119,91 @@ def test_each_stage_depends_on_exactly_the_inputs_it_reads(tmp_path):
     grpo = RICH.replace("kind: teacher-sft\n  teacher: {base: builtin:tiny}", "kind: grpo\n  grpo: {rewards: [numeric_match]}")
     train = next(s for s in pipeline(tmp_path, grpo).stages if s.name == "train-exp")
     assert "plugins/mine.py" in train.deps  # GRPO's rewards are looked up in training
+
+
+# --- what DVC refuses is refused at compile time, at the spec line --------------------------------------
+def _dvc_refuses(tmp_path: Path, p) -> bool:
+    """Whether DVC itself refuses the pipeline (`dvc dag` builds the whole stage graph, as `dvc repro` does)."""
+    import os
+    import subprocess
+    import sys
+
+    proj = tmp_path / "dvc-project"
+    proj.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "-q"], cwd=proj, check=True)
+    (proj / "dvc.yaml").write_text(render_pipeline(p)["dvc.yaml"])
+    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")}  # no index cached by another test's path
+    res = subprocess.run([dvc, "dag"], cwd=proj, capture_output=True, text=True, env=env)
+    assert res.returncode == 0 or "defined as both a dependency and an output" in res.stderr, res.stderr  # CyclicGraphError
+    return res.returncode != 0
+
+
+OTHER = MINIMAL.replace("name: exp", "name: other")
+
+
+@pytest.mark.parametrize("edit, refused", [
+    ("source: data/exp", True),  # the data stage's own output folder (issue 15: data/arith-chat)
+    ("source: data/exp/train.jsonl", True),  # inside it
+    ("source: data", True),  # holding it
+    ("source: runs/exp/train/rows.jsonl", True),  # written by train-exp, which depends on data-exp: a cycle
+    ("source: data/tiny/subtraction_test.jsonl", False),  # pretrain-tiny's output: stages chain that way
+    ("source: data/other", False),  # another experiment's prepared data
+    ("model: {base: runs/exp/train/final}", True),  # training on its own output
+    ("model: {base: runs/other/train/final}", False),  # fine-tuning another experiment's model
+], ids=lambda v: str(v))
+def test_inputs_overlapping_outputs_are_refused_exactly_where_dvc_refuses(tmp_path, monkeypatch, edit, refused):
+    import tunebook.compiler.compile as compile_mod
+
+    spec = MINIMAL.replace("source: data/train.jsonl", edit) if edit.startswith("source") else \
+        MINIMAL.replace("model: {base: builtin:tiny}", edit)
+    monkeypatch.chdir(tmp_path)  # the CLI runs in the project: a model folder is a dep once it is there
+    for run in ("exp", "other"):
+        (tmp_path / "runs" / run / "train" / "final").mkdir(parents=True)  # as after a first `dvc repro`
+    texts = [spec, OTHER]
+    paths = []
+    for i, t in enumerate(texts):
+        paths.append(tmp_path / f"s{i}.yaml")
+        paths[-1].write_text(t)
+    loaded = load_specs(paths, tmp_path)
+    with monkeypatch.context() as m:  # the pipeline as it would be written without the check, for DVC to judge
+        m.setattr(compile_mod, "conflicts", lambda *a: [])
+        unchecked = compile_specs(loaded)
+    assert _dvc_refuses(tmp_path, unchecked) == refused
+    if not refused:
+        compile_specs(loaded)
+        return
+    with pytest.raises(SpecError) as e:
+        compile_specs(loaded)
+    [issue] = e.value.issues
+    key = "data.train.0.source" if edit.startswith("source") else "model.base"
+    assert (issue.file, issue.path, issue.line) == ("s0.yaml", key, 5 if key.startswith("data") else 2)
+    assert "DVC refuses" in issue.message and issue.hint
+
+
+def test_the_data_folder_named_like_its_experiment_is_refused_with_what_to_do(tmp_path):
+    spec = MINIMAL.replace("name: exp", "name: arith-chat").replace("data/train.jsonl", "data/arith-chat")
+    with pytest.raises(SpecError) as e:
+        pipeline(tmp_path, spec)
+    [issue] = e.value.issues
+    assert str(issue) == ("s0.yaml:5: data.train.0.source: 'data/arith-chat' is an output of stage data-arith-chat, which "
+                          "reads it: a stage cannot depend on its own output (DVC refuses the pipeline, and deletes an output "
+                          "before its stage runs) (move it out of data/arith-chat (e.g. to data/raw/arith-chat) and point "
+                          "the spec there)")
+
+
+def test_overlapping_outputs_are_refused(tmp_path):
+    import tunebook.compiler.compile as compile_mod
+
+    (tmp_path / "s.yaml").write_text(MINIMAL)
+    loaded = load_specs([tmp_path / "s.yaml"], tmp_path)
+    stages = [compile_mod.Stage("data-exp", "x", outs=["data/exp"]), compile_mod.Stage("pretrain-x", "y", outs=["data/exp/x"]),
+              compile_mod.Stage("pretrain-y", "z", outs=["data/exp"])]
+    messages = [i.message for i in compile_mod.conflicts(loaded, stages)]
+    assert messages == ["outputs data/exp (data-exp) and data/exp/x (pretrain-x) overlap: DVC refuses a pipeline where an "
+                        "output is another's or lies inside it",
+                        "data/exp is also an output of stage pretrain-y: DVC refuses a pipeline where an output is another's "
+                        "or lies inside it",
+                        "outputs data/exp/x (pretrain-x) and data/exp (pretrain-y) overlap: DVC refuses a pipeline where an "
+                        "output is another's or lies inside it"]

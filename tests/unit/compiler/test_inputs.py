@@ -264,3 +264,42 @@ def test_init_outside_git_is_bad_input_without_a_traceback_hint(tmp_path, monkey
     assert "not inside a git repository" in res.output and "git init" in res.output
     assert "rerun with" not in res.output and "Traceback" not in res.output
     assert not (tmp_path / "specs").exists() and not (tmp_path / ".dvc").exists()
+
+
+# --- a path that is not there is not taken for a hub id (issue 15) ----------------------------------------
+def test_a_mistyped_model_folder_is_no_such_folder_with_the_folder_meant(project):
+    (project / "models" / "my-model").mkdir(parents=True)
+    edit(project, "model: {base: Qwen/Qwen3-0.6B}", "model: {base: modles/my-model}")
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2
+    assert ("specs/e.yaml:2: model.base: 'modles/my-model' does not exist: no such folder, and 'modles' looks like a "
+            "mistyped 'models/' rather than a hub organisation (did you mean 'models/my-model'?)") in res.output
+    edit(project, "modles/my-model", "models/my-modle")  # the folder above is there: a path, whatever comes after
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2 and ("model.base: 'models/my-modle' does not exist: no such folder (a path, not a hub id: "
+                                   "'models/' is a folder of this project) (did you mean 'models/my-model'?)") in res.output
+    edit(project, "models/my-modle", "models/my-model")
+    assert tunebook(project, "compile").exit_code == 0
+
+
+def test_a_hub_id_whose_organisation_is_no_project_folder_stays_a_hub_id(project):
+    from tunebook.compiler.inputs import model_is_path
+
+    for hub in ("Qwen/Qwen3-0.6B", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2", "meta-llama/Llama-3.2-1B"):
+        assert model_is_path(hub, project) is None, hub
+    assert model_is_path("/scratch/models/x", project) is None  # storage only the machines running the stages see
+    for path in ("./x", "../x", "data/x", "dat/x", "tsks/x", "models/x.gguf", "x.GGUF"):
+        assert model_is_path(path, project), path
+
+
+def test_a_mistyped_data_folder_gets_every_part_corrected(project):
+    edit(project, "source: data/train.jsonl", "source: dat/trian.jsonl")
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2
+    assert "data.train.0.source: 'dat/trian.jsonl' does not exist (did you mean 'data/train.jsonl'?)" in res.output
+
+
+def test_a_local_gguf_model_must_be_there(project):
+    edit(project, "model: {base: Qwen/Qwen3-0.6B}", "model: {base: models/small.Q4_K_M.gguf}")
+    res = tunebook(project, "compile")
+    assert res.exit_code == 2 and "model.base: 'models/small.Q4_K_M.gguf' does not exist: no such GGUF file" in res.output
