@@ -226,6 +226,18 @@ class TeacherSpec(Part):
     keep_per_prompt: int | None = Field(1, gt=0, description="distinct passing completions kept per prompt; null keeps all")
     batch_size: int = Field(32, gt=0)
     seed: int = 0
+    # shown in params.yaml only when set: a spec from before these fields compiles to the same bytes
+    chat: bool | None = Field(None, exclude_if=lambda v: not v,
+                              description="ask the teacher through its chat template (one user turn); unset: as the training data, "
+                                          "true when a train source has format: messages. The kept rows stay {prompt, completion}")
+    system: str | None = Field(None, exclude_if=lambda v: v is None,
+                               description="with chat: the teacher's system prompt (unset: the template's own default)")
+
+    @model_validator(mode="after")
+    def _system(self):
+        if self.system is not None and self.chat is False:
+            raise ValueError("a system prompt needs chat: true")
+        return self
 
 
 class KindBlocks(NamedTuple):
@@ -414,9 +426,19 @@ class PromptSet(Part):
     prompts: str = Field(description="a local jsonl/json/csv/parquet file with one prompt per row")
     prompt_field: str = "prompt"
     limit: int | None = Field(None, gt=0)
-    chat: bool = Field(False, description="wrap each prompt in the evaluated model's chat template")
+    chat: bool | None = Field(None, description="ask the evaluated model through its chat template (one user turn); "
+                                                "unset: as the training data, true when a train source has format: messages")
     max_new_tokens: int = Field(128, gt=0)
     batch_size: int = Field(16, gt=0)
+    # in params.yaml and the cells' settings only when set, so earlier specs and cells keep their bytes
+    system: str | None = Field(None, exclude_if=lambda v: v is None,
+                               description="with chat: the evaluated model's system prompt (unset: the template's own default)")
+
+    @model_validator(mode="after")
+    def _system(self):
+        if self.system is not None and self.chat is False:
+            raise ValueError("a system prompt needs chat: true")
+        return self
 
 
 class RewardEval(PromptSet):
@@ -431,7 +453,8 @@ class RewardEval(PromptSet):
 
 
 class JudgeModel(Part):
-    """One judge: a local causal LM prompted for a verdict, or an OpenAI-compatible chat endpoint."""
+    """One judge: a local causal LM prompted for a verdict, or an OpenAI-compatible chat endpoint. A local
+    judge's unset `chat` is decided at run time by its tokenizer (runtime/suites/judge.judge_chat)."""
 
     name: str
     kind: Literal["hf", "openai"] = "hf"
@@ -440,6 +463,12 @@ class JudgeModel(Part):
     url: str | None = Field(None, description="openai: base URL, e.g. http://127.0.0.1:8000/v1 (/chat/completions is added)")
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key (never the key)")
     max_new_tokens: int = Field(64, gt=0)
+    # hf only; in params.yaml and the judge's identity only when set (unset is what judges did before)
+    chat: bool | None = Field(None, exclude_if=lambda v: v is None,
+                              description="hf: put the judge prompt as one user turn through the judge's chat template; "
+                                          "unset: true when its tokenizer has a chat template (judges are instruct models)")
+    system: str | None = Field(None, exclude_if=lambda v: v is None,
+                               description="the judge's system prompt (hf with chat, or sent as a system message to openai)")
     timeout_s: float = Field(60.0, gt=0)
     retries: int = Field(4, ge=0, description="retries on connection errors, 429 and 5xx, with exponential backoff")
     backoff_s: float = Field(1.0, ge=0, description="first wait; doubles each retry")
@@ -450,6 +479,10 @@ class JudgeModel(Part):
             raise ValueError(f"judge '{self.name}': kind openai needs `url` (e.g. http://127.0.0.1:8000/v1)")
         if self.kind == "hf" and (self.url or self.api_key_env):
             raise ValueError(f"judge '{self.name}': url and api_key_env are for kind openai")
+        if self.kind == "openai" and self.chat is not None:
+            raise ValueError(f"judge '{self.name}': chat is for kind hf (an openai endpoint is always sent chat messages)")
+        if self.system is not None and self.chat is False:
+            raise ValueError(f"judge '{self.name}': a system prompt needs chat (unset or true)")
         if self.api_key_env is not None and not ENV_VAR_RE.match(self.api_key_env):
             raise ValueError(f"judge '{self.name}': api_key_env must be the NAME of an environment variable "
                              "(e.g. JUDGE_API_KEY), not the key itself; put the key in the environment")
@@ -573,16 +606,29 @@ class Spec(Part):
     @model_validator(mode="before")
     @classmethod
     def _chat_as_trained(cls, data):
-        # A target task asks the way the model was trained: through the chat template when the training
-        # data is chat. Resolved here, so params.yaml, the shared baseline's key and the record show it.
+        # Whatever a model is asked (target tasks, the reward and judge prompt sets, the teacher) is asked
+        # the way the model was trained: through the chat template when the training data is chat; a
+        # system prompt alone asks for chat. Resolved here, so params.yaml, the shared baseline's key and
+        # the record show it. (A judge's own `chat` is not: it follows the judge's tokenizer, runtime.)
         try:
             chat = any(src.get("format") == "messages" for src in data["data"]["train"])
-            targets = data["eval"]["target"]
-            if any(t.get("chat") is None for t in targets):  # a system prompt alone asks for chat
-                data = {**data, "eval": {**data["eval"], "target": [
-                    t if t.get("chat") is not None else {**t, "chat": chat or t.get("system") is not None} for t in targets]}}
         except (KeyError, TypeError, AttributeError):
-            pass  # not a well-formed spec: the field validators say what is wrong
+            return data  # not a well-formed spec: the field validators say what is wrong
+
+        def resolve(part):
+            if isinstance(part, dict) and part.get("chat") is None:
+                return {**part, "chat": chat or part.get("system") is not None}
+            return part
+
+        ev = data.get("eval")
+        if isinstance(ev, dict):
+            ev = {**ev, **{k: resolve(ev[k]) for k in ("reward", "judge") if ev.get(k) is not None}}
+            if isinstance(ev.get("target"), list):
+                ev["target"] = [resolve(t) for t in ev["target"]]
+            data = {**data, "eval": ev}
+        method = data.get("method")
+        if isinstance(method, dict) and isinstance(method.get("teacher"), dict):
+            data = {**data, "method": {**method, "teacher": resolve(method["teacher"])}}
         return data
 
     @field_validator("description")

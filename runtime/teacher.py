@@ -11,6 +11,11 @@ For every training row {prompt, answer} the teacher samples `num_samples` comple
 passes when the named reward (runtime/rewards.py) gives it 1 — rejection sampling. The distinct
 passing completions (up to `keep_per_prompt` per prompt) become the SFT rows.
 
+How the teacher is asked: `teacher.chat` (and `teacher.system`), unset resolved at compile time like the
+target tasks' from the training format (chat when a train source has `format: messages`; teacher-SFT's
+verifiable rows make it raw unless set). Either way a kept row is the training row's own prompt and the
+teacher's completion, never the rendered template: the train stage reads {prompt, completion}.
+
 Writes `runs/<exp>/teacher/` (atomically, a temporary folder renamed into place): `train.jsonl`
 ({prompt, completion}: what train-<exp> fine-tunes on), `samples.jsonl` (every sample with its
 reward, for inspection) and `manifest.json` (counts and the pass rate: seed 001's "3,151 samples,
@@ -36,9 +41,11 @@ from tunebook.runtime.rewards import bind, check_names, normalize_completion
 
 def generate(model, tok, prompts: list[str], t, seed: int) -> list[list[str]]:
     """`t.num_samples` completions per prompt (sampled, or greedy at temperature 0), all in one batch,
-    with no top-p/top-k cut: rejection sampling wants the model's own distribution."""
+    with no top-p/top-k cut: rejection sampling wants the model's own distribution. With `t.chat` each
+    prompt is one user turn (after `t.system`) through the teacher's chat template; else the raw prompt."""
     return generation.generate(model, tok, prompts, t.max_new_tokens, batch_size=len(prompts), temperature=t.temperature,
-                               num_samples=t.num_samples, seed=seed, top_p=None, top_k=None)
+                               num_samples=t.num_samples, seed=seed, top_p=None, top_k=None,
+                               chat=bool(t.chat), system=t.system)
 
 
 def select(rows: list[dict], samples: list[list[str]], t) -> tuple[list[dict], list[dict]]:
@@ -69,6 +76,10 @@ def run(ctx: StageContext) -> None:
     t0 = time.time()
     spec = ModelSpec(base=t.base, revision=t.revision, trust_remote_code=t.trust_remote_code)
     model, tok = load_model(ctx.root, spec).to(device()).eval(), load_tokenizer(ctx.root, spec)
+    if t.chat and not getattr(tok, "chat_template", None):
+        raise SpecError([SpecIssue("params.yaml", f"{ctx.name}.method.teacher.chat",
+                                   f"the teacher {t.base} has no chat template to ask through",
+                                   hint="set `chat: false` (and no `system`), or use an instruct teacher")])
     io_s = time.time() - t0
 
     prog = Progress(f"teacher {ctx.name}", len(rows), "prompts")
@@ -81,7 +92,8 @@ def run(ctx: StageContext) -> None:
 
     n_samples, passed = len(log), sum(1 for s in log if s["reward"] >= 1.0)
     prompts_passed = len({s["prompt"] for s in log if s["reward"] >= 1.0})
-    manifest = {"teacher": t.model_dump(mode="json"), "prompts": len(rows), "samples": n_samples, "passed": passed,
+    manifest = {"teacher": t.model_dump(mode="json"), "format": "chat" if t.chat else "raw",
+                "prompts": len(rows), "samples": n_samples, "passed": passed,
                 "pass_rate": round(passed / n_samples, 6) if n_samples else None,
                 "prompts_with_a_pass": prompts_passed, "kept_rows": len(kept),
                 "seconds": {"generation": round(time.time() - t0 - io_s, 2), "model_io": round(io_s, 2)}}

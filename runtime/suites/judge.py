@@ -6,7 +6,9 @@ by hand). Verdicts are parsed with regular expressions, never strict JSON (seed 
 in a judge's JSON); an answer that says nothing usable is counted as unparseable, not a crash.
 
 Judges:
-- `kind: hf` — a local causal LM, prompted with the template and decoded greedily;
+- `kind: hf` — a local causal LM, prompted with the template and decoded greedily: as one user turn
+  through its own chat template when it has one (`chat` on the judge overrides; `system` adds a system
+  prompt), else raw;
 - `kind: openai` — an OpenAI-compatible `/chat/completions` endpoint; the API key is read from the
   environment variable the spec names (`api_key_env`) when a request is made, and never written
   anywhere: not in params, cells, caches, logs or exception messages.
@@ -36,6 +38,7 @@ from tunebook.compiler.schema import JUDGE_PLACEHOLDERS, JudgeEval, JudgeModel, 
 from tunebook.files import dict_sha256, write_json_atomic
 from tunebook.reports.stats import cohen_kappa, proportion_stderr, wilson
 from tunebook.runtime.cells import EvalCellError
+from tunebook.runtime.chat import prompt_messages
 from tunebook.runtime.generation import generate
 from tunebook.runtime.models import device, load_model, load_tokenizer
 from tunebook.runtime.suites.base import Reference, Setup
@@ -213,16 +216,33 @@ def _first_share(pairs) -> float | None:
 # judges
 
 
-class HFJudge:
-    """A local causal LM asked for a verdict (greedy). The tiny model makes a fine dumb judge for tests."""
+def judge_chat(spec: JudgeModel, tok) -> bool:
+    """Whether a local judge is asked through its chat template: as the spec says, else when its tokenizer
+    has one. Judges are instruct models, and an instruct model prompted raw reads the judge prompt as text
+    to continue rather than a question to answer; a base model without a template is prompted raw."""
+    if spec.chat is not None:
+        return spec.chat
+    return bool(getattr(tok, "chat_template", None))
 
-    def __init__(self, root: Path, spec: JudgeModel):
+
+class HFJudge:
+    """A local causal LM asked for a verdict (greedy). The tiny model makes a fine dumb judge for tests.
+    With chat (judge_chat) the filled template is one user turn, after the judge's system prompt if given."""
+
+    def __init__(self, root: Path, spec: JudgeModel, model=None, tok=None):
         mspec = ModelSpec(base=spec.model, revision=spec.revision)
-        self.spec, self.model, self.tok = spec, load_model(root, mspec).to(device()).eval(), load_tokenizer(root, mspec)
+        self.spec = spec
+        self.model = model if model is not None else load_model(root, mspec).to(device()).eval()
+        self.tok = tok if tok is not None else load_tokenizer(root, mspec)
+        self.chat = judge_chat(spec, self.tok)
+        if spec.system is not None and not self.chat:
+            raise SpecError([SpecIssue("params.yaml", "eval.judge.judges", f"judge '{spec.name}': a system prompt needs "
+                                       f"a chat template, and {spec.model}'s tokenizer has none")])
+        self.format = "chat" if self.chat else "raw"
 
     def ask(self, prompt: str) -> str:
-        chat = bool(getattr(self.tok, "chat_template", None))
-        return generate(self.model, self.tok, [prompt], self.spec.max_new_tokens, 1, chat=chat)[0][0]
+        return generate(self.model, self.tok, [prompt], self.spec.max_new_tokens, 1, chat=self.chat,
+                        system=self.spec.system)[0][0]
 
 
 class JudgeUnavailable(EvalCellError):
@@ -230,9 +250,11 @@ class JudgeUnavailable(EvalCellError):
 
 
 class HTTPJudge:
-    """An OpenAI-compatible chat endpoint: POST {url}/chat/completions, greedy, one message."""
+    """An OpenAI-compatible chat endpoint: POST {url}/chat/completions, greedy, one user message (after the
+    judge's system message when it has one)."""
 
     RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+    format = "chat"  # the endpoint renders the messages through its own template
 
     def __init__(self, spec: JudgeModel, sleep=time.sleep, root: Path | None = None):
         self.spec, self.sleep = spec, sleep
@@ -263,7 +285,7 @@ class HTTPJudge:
         if self.dead:
             raise JudgeUnavailable(self.dead)
         key = self._key()
-        body = json.dumps({"model": self.spec.model, "messages": [{"role": "user", "content": prompt}],
+        body = json.dumps({"model": self.spec.model, "messages": prompt_messages(prompt, self.spec.system),
                            "temperature": 0, "max_tokens": self.spec.max_new_tokens}).encode()
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         last = ""
@@ -349,6 +371,12 @@ def eval_judge(judges: dict, spec: JudgeEval, template: str, prompts: list[str],
             pairs.append(tuple(order_scores))
         per_judge[jspec.name] = pairs
     s = summarize(per_judge)
+    # how each judge was asked (chat or raw), into the record beside its verdict counts; the identity,
+    # and so the verdict cache, holds what the spec says (a local judge's unset `chat` follows its tokenizer)
+    formats = {j.name: getattr(judges[j.name], "format", None) for j in spec.judges}
+    for name, fmt in formats.items():
+        if fmt:
+            s["judges"][name]["format"] = fmt
     n = len(prompts)
     decided = n - s["unparseable"]
     extra = {k: s[k] for k in ("wins", "losses", "ties", "unparseable", "position_consistency", "kappa", "kappa_pairs", "judges")}
@@ -370,7 +398,8 @@ def eval_judge(judges: dict, spec: JudgeEval, template: str, prompts: list[str],
                 "extracted": f"{names[_decision(sc)]} (judge: {raw.strip()[:80]!r})", "correct": None if sc is None else sc > 0.5}
                for q, c, r, sc, raw in zip(prompts, candidate, reference, s["items"], first_raw)][:keep]
     return {"metrics": metrics, "samples": samples,
-            "judges": {j.name: judge_identity(j) for j in spec.judges}}
+            "judges": {j.name: {**judge_identity(j), **({"format": formats[j.name]} if formats[j.name] else {})}
+                       for j in spec.judges}}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ scores this way across fine-tuning).
     eval:
       reward: {model: models/my-reward-model, prompts: data/prompts.jsonl, max_new_tokens: 128}
 
+A reward model with a chat template (Skywork, ArmoRM and most trained reward models are chat models)
+reads the conversation it was trained to score, rendered through its own template: the evaluated
+model's system prompt if one was given, the prompt as the user's turn, the answer as the assistant's.
+A model without a template reads `prompt` newline `answer`, as before. The cell says which (`format`:
+chat or raw); a raw model's cells keep their fingerprints.
+
 Scores are cached by a hash of (prompt, answer) in one append-only file per reward model below
 `<eval>/_cache/reward/`: checkpoints that give the same answer are scored once, and a sweep killed
 midway loses at most the batch in flight (a torn last line is ignored when read back).
@@ -19,6 +25,7 @@ from typing import ClassVar
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.compiler.schema import ModelSpec, RewardEval
 from tunebook.files import dict_sha256
+from tunebook.runtime.chat import prompt_messages, render
 from tunebook.runtime.models import device, model_fingerprint, model_path
 from tunebook.runtime.suites.base import Reference, Setup, stderr
 from tunebook.runtime.suites.rows import answers, load_prompts
@@ -28,8 +35,35 @@ def _model_spec(spec: RewardEval) -> ModelSpec:
     return ModelSpec(base=spec.model, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
 
 
-def reward_model_fingerprint(root: Path, spec: RewardEval) -> str:
-    return dict_sha256([model_fingerprint(root, _model_spec(spec)), spec.max_length])
+def reward_model_fingerprint(root: Path, spec: RewardEval, template=None) -> str:
+    """The reward model's weights and input length; with a chat template, the template too (it renders
+    what the model reads, and a folder's weights digest does not cover it). A raw model's is what it was."""
+    return dict_sha256([model_fingerprint(root, _model_spec(spec)), spec.max_length, *([template] if template else [])])
+
+
+def load_reward_tokenizer(root: Path, spec: RewardEval):
+    from transformers import AutoTokenizer
+
+    path, rev = model_path(root, _model_spec(spec))
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise SpecError([SpecIssue("params.yaml", "eval.reward.model", f"cannot read the tokenizer of '{spec.model}': "
+                                   f"{str(e).splitlines()[0]}")]) from None
+
+
+def chat_template(tok):
+    """The reward model's chat template, or None: a chat reward model (Skywork, ArmoRM, ...) is meant to read
+    the conversation through it; a model without one reads `prompt` newline `answer`."""
+    return getattr(tok, "chat_template", None) or None
+
+
+def reward_text(tok, prompt: str, answer: str, system: str | None = None) -> str:
+    """What the reward model reads: with a chat template, the conversation (the evaluated model's system
+    prompt, the user's prompt, the assistant's answer) rendered through it; else the raw text."""
+    if chat_template(tok):
+        return render(tok, prompt_messages(prompt, system) + [{"role": "assistant", "content": answer}])
+    return f"{prompt}\n{answer}"
 
 
 def check_reward_model(root: Path, spec: RewardEval) -> None:
@@ -49,7 +83,7 @@ def check_reward_model(root: Path, spec: RewardEval) -> None:
 class RewardScorer:
     def __init__(self, root: Path, spec: RewardEval, cache_dir: Path):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         path, rev = model_path(root, _model_spec(spec))
         self.spec = spec
@@ -65,14 +99,19 @@ class RewardScorer:
             print(f"[reward] warning: {spec.model} has no trained weights for {', '.join(self.untrained[:3])}"
                   f"{' …' if len(self.untrained) > 3 else ''}: they are random (seeded), so its rewards are noise. "
                   "Use a trained reward model (a sequence-classification checkpoint with one output).", flush=True)
-        self.tok = AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=spec.trust_remote_code)
+        self.tok = load_reward_tokenizer(root, spec)
+        self.template = chat_template(self.tok)
+        self.format = "chat" if self.template else "raw"
+        # the system prompt the evaluated model was asked with is part of the conversation a chat reward
+        # model reads; raw text never carried it
+        self.system = spec.system if self.template else None
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         # the classifier reads the last non-pad token, so it must know which id pads
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.tok.padding_side, self.tok.truncation_side = "right", "left"  # an overlong input keeps its answer
         self.calls = 0  # forward passes, so tests can see the cache work
-        self.cache_path = cache_dir / f"{reward_model_fingerprint(root, spec)[:32]}.jsonl"
+        self.cache_path = cache_dir / f"{reward_model_fingerprint(root, spec, self.template)[:32]}.jsonl"
         self.cache: dict[str, float] = {}
         if self.cache_path.exists():
             for line in self.cache_path.read_text().splitlines():
@@ -82,15 +121,12 @@ class RewardScorer:
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue  # a line torn by a kill
 
-    @staticmethod
-    def key(prompt: str, answer: str) -> str:
-        return dict_sha256([prompt, answer])
+    def key(self, prompt: str, answer: str) -> str:
+        # the system prompt only when the model reads it, so the keys cached before it existed still hold
+        return dict_sha256([prompt, answer, *([self.system] if self.system is not None else [])])
 
     def _text(self, prompt: str, answer: str) -> str:
-        if getattr(self.tok, "chat_template", None):
-            return self.tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-                                                tokenize=False)
-        return f"{prompt}\n{answer}"
+        return reward_text(self.tok, prompt, answer, self.system)
 
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:
         import torch
@@ -102,7 +138,7 @@ class RewardScorer:
         for i in range(0, len(todo), bs):
             batch = todo[i : i + bs]
             enc = self.tok([self._text(p, a) for _, (p, a) in batch], return_tensors="pt", padding=True,
-                           truncation=True, max_length=limit, add_special_tokens=not getattr(self.tok, "chat_template", None))
+                           truncation=True, max_length=limit, add_special_tokens=not self.template)  # a template has its own
             with torch.no_grad():
                 rewards = self.model(**enc.to(self.model.device)).logits[:, 0].float().tolist()
             self.calls += 1
@@ -122,7 +158,8 @@ def eval_reward(scorer: RewardScorer, spec: RewardEval, prompts: list[str], answ
               "stderr": stderr(rewards), "n": n, "higher_is_better": True,
               "samples": rewards,
               "extra": {"model": spec.model, "revision": spec.revision, "max_new_tokens": spec.max_new_tokens,
-                        "chat": spec.chat, "decoding": {"mode": "greedy"}}}
+                        "chat": bool(spec.chat), "system": spec.system, "decoding": {"mode": "greedy"},
+                        "format": scorer.format}}  # how the reward model read them: chat (its template) or raw
     if scorer.untrained:
         metric["extra"]["untrained_weights"] = scorer.untrained
     # the best and the worst answers, which say more than random ones
@@ -145,6 +182,7 @@ class RewardSuite:
     def __init__(self, setup: Setup):
         self.setup, self.spec = setup, setup.ev.reward
         self.prompts: list[str] = []
+        self.template = None  # the reward model's chat template, read in check()
         self.scorer: RewardScorer | None = None
 
     def cells(self) -> list[str]:
@@ -153,10 +191,14 @@ class RewardSuite:
     def check(self) -> None:
         self.prompts = load_prompts(self.setup.root, self.spec, "eval.reward")
         check_reward_model(self.setup.root, self.spec)
+        self.template = chat_template(load_reward_tokenizer(self.setup.root, self.spec))
 
     def inputs(self, cell: str) -> dict:
+        # a raw reward model's inputs are exactly what they were before formats existed (its cells are
+        # reused); a chat one's name the format and its template enters the model's fingerprint
         return {"settings": self.spec.model_dump(mode="json"), "prompts": dict_sha256(self.prompts),
-                "reward_model": reward_model_fingerprint(self.setup.root, self.spec)}
+                "reward_model": reward_model_fingerprint(self.setup.root, self.spec, self.template),
+                **({"format": "chat"} if self.template else {})}
 
     def run(self, cell: str, model, tok, checkpoint: str, weights_fp: str, reference: Reference) -> dict:
         s = self.setup

@@ -48,11 +48,14 @@ def answers(out: Path, model, tok, weights_fp: str, ps: PromptSet, prompts: list
     """A prompt set's greedy answers, cached below `<out>/_cache/generations/` by (weights, generation
     settings, prompts): the reward and judge cells share them, and a resumed judge cell sees exactly
     the answers it judged."""
-    gen = ps.model_dump(mode="json", include={"chat", "max_new_tokens"})
+    # chat as asked (an unset one, outside a compiled spec, is raw); the system prompt only when given, so
+    # the answers cached before it existed keep their key
+    gen = {"chat": bool(ps.chat), "max_new_tokens": ps.max_new_tokens, **({"system": ps.system} if ps.system is not None else {})}
     path = out / "_cache" / "generations" / f"{dict_sha256([weights_fp, gen, prompts])[:32]}.json"
     cached = read_cell(path, "answers")
     if cached:
         return cached["answers"]
-    found = [a[0] for a in generate(model, tok, prompts, ps.max_new_tokens, ps.batch_size, chat=ps.chat)]
+    found = [a[0] for a in generate(model, tok, prompts, ps.max_new_tokens, ps.batch_size, chat=bool(ps.chat),
+                                    system=ps.system)]
     write_json_atomic(path, {"fingerprint": "answers", "answers": found})
     return found

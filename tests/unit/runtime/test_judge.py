@@ -158,6 +158,7 @@ def test_http_judge_both_orders_win_rate_and_no_key_anywhere(tmp_path, monkeypat
         res = run_judge(http_spec(s.url), tmp_path)
     assert len(s.calls) == 2 * len(PROMPTS) and s.calls[0]["path"] == "/v1/chat/completions"
     assert s.calls[0]["body"]["temperature"] == 0 and s.calls[0]["body"]["model"] == "judge-1"
+    assert [m["role"] for m in s.calls[0]["body"]["messages"]] == ["user"]  # no system prompt: the one user turn
     m = res["metrics"][0]
     assert (m["suite"], m["task"], m["metric"], m["checkpoint"]) == ("judge", "judge", "win_rate", "final")
     x = m["extra"]
@@ -261,8 +262,21 @@ def test_local_hf_judge_tiny_model(tmp_path, monkeypatch):
     else:
         assert metrics["unparseable_rate"]["value"] == 1.0
     assert len(list(tmp_path.rglob("*.json"))) == 6  # one cached verdict per item and order
+    assert res["judges"]["tiny"]["format"] == "chat"  # unset chat: the tiny tokenizer has a template
     monkeypatch.setattr(judge.HFJudge, "ask", lambda self, p: pytest.fail("asked again"))
     assert eval_judge(judges, spec, judge.DEFAULT_TEMPLATE, PROMPTS[:3], CANDIDATE[:3], REFERENCE[:3], "final", tmp_path, 2) == res
+
+
+def test_openai_judge_sends_its_system_prompt_and_the_cell_says_how_judges_were_asked(tmp_path):
+    with server(lambda body, auth: (200, chat("A"))) as s:
+        spec = JudgeEval(prompts="p.jsonl", judges=[{"name": "j", "kind": "openai", "model": "m", "url": s.url,
+                                                     "system": "You are a fair judge."}])
+        res = run_judge(spec, tmp_path)
+    msgs = s.calls[0]["body"]["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user"] and msgs[0]["content"] == "You are a fair judge."
+    assert msgs[1]["content"].startswith("Which response answers the question better?")
+    assert res["judges"]["j"]["format"] == "chat" and res["judges"]["j"]["system"] == "You are a fair judge."
+    assert res["metrics"][0]["extra"]["judges"]["j"]["format"] == "chat"
 
 
 def test_template_placeholders_are_filled_once():

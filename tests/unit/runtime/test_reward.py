@@ -111,6 +111,7 @@ def test_reward_cells_for_base_and_every_checkpoint(rm, tmp_path, monkeypatch):
     assert set(cells) == {"base", "checkpoint-2", "checkpoint-4", "final"}
     m = cells["final"]["metrics"][0]
     assert m["n"] == 3 and m["extra"]["model"] == "models/rm"
+    assert m["extra"]["format"] == "chat"  # the tiny tokenizer has a chat template
     from tunebook.reports.record import Metric, Sample
 
     Metric.model_validate(m)  # the run record takes the cell as it is
@@ -118,3 +119,35 @@ def test_reward_cells_for_base_and_every_checkpoint(rm, tmp_path, monkeypatch):
     assert len(list((out / "_cache" / "generations").glob("*.json"))) == 4  # one answer set per model
     monkeypatch.setattr(RewardScorer, "score", lambda *a: pytest.fail("rescored a finished cell"))
     evaluate.run(ctx)
+
+
+def test_a_raw_reward_cell_keeps_its_fingerprint_and_a_chat_one_names_its_format(rm, tmp_path):
+    """A reward model without a chat template reads raw text as before and its cell's inputs are exactly
+    the earlier ones (so its cells are reused); one with a template names the format, and the template
+    enters the reward model's fingerprint (a folder's digest covers only its weights)."""
+    from transformers import AutoTokenizer
+
+    from tunebook.files import dict_sha256
+    from tunebook.runtime.models import model_fingerprint
+    from tunebook.runtime.suites.base import Setup
+    from tunebook.runtime.suites.reward import RewardSuite, _model_spec
+
+    plain = tmp_path / "plain"
+    shutil.copytree(rm, plain)
+    (plain / "chat_template.jinja").unlink()
+    assert not AutoTokenizer.from_pretrained(plain).chat_template
+    (tmp_path / "p.jsonl").write_text('{"prompt": "9-3="}\n')
+
+    def inputs(model: str) -> tuple[dict, RewardEval]:
+        ev = EvalSpec(reward={"model": model, "prompts": "p.jsonl", "chat": False})
+        suite = RewardSuite(Setup(tmp_path, ev, "t", tmp_path / "out"))
+        suite.check()
+        return suite.inputs("reward"), ev.reward
+
+    got, spec = inputs(str(plain))
+    assert got == {"settings": spec.model_dump(mode="json"), "prompts": dict_sha256(["9-3="]),
+                   "reward_model": dict_sha256([model_fingerprint(tmp_path, _model_spec(spec)), spec.max_length])}
+    assert "system" not in got["settings"]  # unset, left out: the settings are the earlier ones
+    chat, spec = inputs(str(rm))
+    assert chat["format"] == "chat" and chat["reward_model"] != dict_sha256([model_fingerprint(tmp_path, _model_spec(spec)), spec.max_length])
+    assert chat["prompts"] == got["prompts"] and chat["settings"] == spec.model_dump(mode="json")

@@ -60,3 +60,45 @@ def test_teacher_generation_is_its_own_cached_stage(tmp_path):
     assert "runs/exp/teacher" in stages["train-exp"]["deps"]
     names = list(stages)
     assert names.index("data-exp") < names.index("teacher-exp") < names.index("train-exp")
+
+
+def test_teacher_stage_with_chat_asks_through_the_template_and_writes_plain_rows(tmp_path, monkeypatch):
+    """teacher.chat: every prompt reaches the teacher as one user turn after the system prompt, rendered by
+    its template; the kept rows are the training rows' own prompts with the completions ({prompt,
+    completion}, what train-<exp> reads), and the manifest says how the teacher was asked."""
+    from transformers import AutoTokenizer
+
+    from tunebook.runtime import generation, teacher
+    from tunebook.runtime.chat import chat_prompt
+
+    data = {"train": [{**VERIFIABLE["train"][0], "limit": 4}]}
+    method = {"kind": "teacher-sft", "teacher": {**TEACHER, "chat": True, "system": "Subtract."}}
+    ctx = project(tmp_path, spec_text(method=method, data=data))
+    assert yaml.safe_load((ctx.root / "params.yaml").read_text())["exp"]["method"]["teacher"]["system"] == "Subtract."
+    rows = [json.loads(line) for line in (ctx.data_dir / "train.jsonl").open()]
+    seen = []
+
+    def answer_right(model, tok, ids, max_new_tokens, batch_size, *, num_samples=1, **kw):
+        seen.extend(ids)  # the teacher answers every prompt correctly, so every prompt keeps a row
+        return [[rows[len(seen) - len(ids) + i]["answer"]] * num_samples for i in range(len(ids))]
+
+    monkeypatch.setattr(generation, "generate_ids", answer_right)
+    teacher.run(ctx)
+    tok = AutoTokenizer.from_pretrained(ctx.root / "models" / "tiny")
+    assert seen == [tok(chat_prompt(tok, r["prompt"], "Subtract."), add_special_tokens=False)["input_ids"] for r in rows]
+    assert tok.decode(seen[0]) == f"Subtract.\n{rows[0]['prompt']}\n"  # the tiny template: each turn and a newline
+    out = ctx.run_dir / "teacher"
+    kept = [json.loads(line) for line in (out / "train.jsonl").open()]
+    assert kept == [{"prompt": r["prompt"], "completion": r["answer"]} for r in rows]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format"] == "chat" and m["teacher"]["chat"] is True and m["teacher"]["system"] == "Subtract."
+
+
+def test_teacher_chat_follows_the_training_format_and_hides_false():
+    """Unset, the teacher asks as the student trains (raw for teacher-SFT's verifiable rows); false is left
+    out of params.yaml so a spec from before the field compiles to the same bytes."""
+    t = TeacherSpec(base="builtin:tiny", chat=False)
+    assert "chat" not in t.model_dump(mode="json") and "system" not in t.model_dump(mode="json")
+    assert TeacherSpec(base="builtin:tiny", chat=True).model_dump(mode="json")["chat"] is True
+    with pytest.raises(ValueError, match="system prompt needs chat"):
+        TeacherSpec(base="builtin:tiny", chat=False, system="x")
