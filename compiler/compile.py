@@ -245,6 +245,7 @@ def compile_specs(loaded: list[LoadedSpec]) -> Pipeline:
         plots += [{f"runs/{ls.spec.name}/train/dvclive/plots/metrics": {"x": "step"}}, *report_plots(ls.spec)]
     order = {"pretrain": 0, "baseline": 1, "data": 2, "teacher": 3, "train": 4, "eval": 5, "report": 6}
     stages.sort(key=lambda st: (order[st.name.split("-", 1)[0]], st.name))
+    _outputs_as_models(loaded, stages)
     issues = conflicts(loaded, stages)
     if issues:
         raise SpecError(issues)
@@ -336,6 +337,23 @@ def conflicts(loaded: list[LoadedSpec], stages: list[Stage]) -> list[SpecIssue]:
     return list(dict.fromkeys(issues))
 
 
+def _outputs_as_models(loaded: list[LoadedSpec], stages: list[Stage]) -> None:
+    """A model named by a path inside a stage's output (`runs/<other>/train/final`, another experiment's
+    fine-tuned model) is a dep of the stages that load it before it exists too: DVC then runs the stage
+    that writes it first. (A folder already there is a dep anyway, `_weights_deps`.)"""
+    outs = [_key(o) for st in stages for o in _outs(st)]
+    by_name = {st.name: st for st in stages}
+    for ls in loaded:
+        key = baseline_key(ls.spec)
+        for i in input_paths(ls.spec):
+            if not i.model or not _is_local(i.path) or model_dir(i.path) or not any(_overlap(_key(i.path), o) for o in outs):
+                continue
+            for k in i.stages:
+                st = by_name.get(f"baseline-{key}" if k == "baseline" else f"{k}-{ls.spec.name}")
+                if st is not None and i.path not in st.deps:
+                    st.deps.append(i.path)
+
+
 def _suggest(dep: str) -> str:
     return "data/raw/" + (Path(os.path.normpath(dep)).name or "data")
 
@@ -349,7 +367,7 @@ def _inputs_by_dep(loaded: list[LoadedSpec]) -> dict:
         for i in input_paths(s):
             if not _is_local(i.path):
                 continue
-            deps = _weights_deps(i.path) if i.model else [i.path]
+            deps = (_weights_deps(i.path) or [i.path]) if i.model else [i.path]  # [i.path]: _outputs_as_models
             readers = [f"baseline-{key}" if k == "baseline" else f"{k}-{s.name}" for k in i.stages]
             if i.model and is_gguf(i.path):  # the GGUF file itself is read by its conversion stage
                 found.setdefault((f"pretrain-{gguf_name(i.path)}", _key(i.path)), []).append((ls, i.loc, i.path))

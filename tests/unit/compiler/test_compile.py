@@ -158,9 +158,7 @@ def test_inputs_overlapping_outputs_are_refused_exactly_where_dvc_refuses(tmp_pa
 
     spec = MINIMAL.replace("source: data/train.jsonl", edit) if edit.startswith("source") else \
         MINIMAL.replace("model: {base: builtin:tiny}", edit)
-    monkeypatch.chdir(tmp_path)  # the CLI runs in the project: a model folder is a dep once it is there
-    for run in ("exp", "other"):
-        (tmp_path / "runs" / run / "train" / "final").mkdir(parents=True)  # as after a first `dvc repro`
+    monkeypatch.chdir(tmp_path)  # the CLI runs in the project; no runs/ yet: a model in an output is a dep before it exists
     texts = [spec, OTHER]
     paths = []
     for i, t in enumerate(texts):
@@ -191,6 +189,15 @@ def test_the_data_folder_named_like_its_experiment_is_refused_with_what_to_do(tm
                           "reads it: a stage cannot depend on its own output (DVC refuses the pipeline, and deletes an output "
                           "before its stage runs) (move it out of data/arith-chat (e.g. to data/raw/arith-chat) and point "
                           "the spec there)")
+
+
+def test_a_model_inside_another_experiments_output_is_a_dep_before_it_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    chained = MINIMAL.replace("model: {base: builtin:tiny}", "model: {base: runs/other/train/final}")
+    stages = {s.name: s for s in pipeline(tmp_path, chained, OTHER).stages}
+    for name in ("train-exp", "eval-exp"):
+        assert "runs/other/train/final" in stages[name].deps  # DVC trains `other` first
+    assert "runs/other/train/final" not in stages["data-exp"].deps
 
 
 def test_overlapping_outputs_are_refused(tmp_path):
