@@ -11,7 +11,6 @@ from pathlib import Path
 from tunebook.compiler.compile import BUILTIN_CONFIGS, gguf_name, is_gguf
 from tunebook.compiler.schema import ModelSpec
 from tunebook.files import dict_sha256
-from tunebook.runtime.hub import resolve_revision
 
 BUILTIN = "builtin:"
 
@@ -65,12 +64,6 @@ def load_model(root: Path, spec: ModelSpec):
 
     path, rev = model_path(root, spec)
     return AutoModelForCausalLM.from_pretrained(path, revision=rev, dtype=_dtype(spec), trust_remote_code=spec.trust_remote_code)
-
-
-def resolved_revision(spec: ModelSpec) -> str | None:
-    if spec.base.startswith(BUILTIN) or Path(spec.base).exists():
-        return None
-    return resolve_revision(spec.base, spec.revision, "model")
 
 
 def dir_digest(path: Path) -> str:

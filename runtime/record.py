@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from tunebook.compiler.compile import model_dir
 from tunebook.compiler.schema import MethodSpec
 from tunebook.files import read_json, write_atomic
 from tunebook.reports.record import Record, dump_record
@@ -173,12 +174,13 @@ def _slurm_jobs(ctx: StageContext) -> dict:
 
 
 def _builtin_build(ctx: StageContext) -> dict:
-    """For a builtin model, how it was pre-trained (threads, torch, weights hash, match with the
-    reference build): the facts that decide whether this run's figures can match the README's."""
-    base = ctx.spec.model.base
-    if not base.startswith("builtin:"):
+    """For a model the project builds (a builtin, or a local GGUF file converted), how it was built
+    (threads, torch, weights hash, match with the reference build; the GGUF's sha256 and architecture):
+    the facts that decide whether this run's figures can match another's."""
+    folder = model_dir(ctx.spec.model.base)
+    if folder is None:
         return {}
-    return {"builtin_build": read_json(ctx.root / "models" / base[len("builtin:"):] / "pretrain_summary.json", None)}
+    return {"builtin_build": read_json(ctx.root / folder / "pretrain_summary.json", None)}
 
 
 def _git_state(root: Path) -> tuple[str | None, bool | None, list[str] | None]:
