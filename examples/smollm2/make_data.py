@@ -1,6 +1,9 @@
 """Writes this example's data (committed; rerun only to change it): two-digit arithmetic word problems
 in chat format and as prompt/completion (train) and as prompt/answer (test), and two general-knowledge multiple-choice tasks
-for lm-eval (capital cities, everyday facts) on which forgetting is measured.
+for lm-eval (capital cities, everyday facts) on which forgetting is measured. The same training problems
+also as verifiable rows {prompt, answer} (GRPO, specs/arith-grpo.yaml) and as preference pairs
+{prompt, chosen, rejected} (DPO, specs/arith-dpo.yaml): chosen the right number, rejected a plausible
+wrong one (see `wrong_answer`), drawn from their own seeded generator so the files above stay as they were.
 
     python examples/smollm2/make_data.py
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +40,15 @@ def problems(rng: random.Random, n: int) -> list[tuple[str, int]]:
             seen.add(text)
             out.append((text, ans))
     return out
+
+
+def wrong_answer(rng: random.Random, question: str, answer: int) -> int:
+    """A plausible wrong answer: off by ten, off by one, the other operation (a slip of the sign), or
+    the tens and units swapped; never the answer itself, never negative."""
+    a, b = (int(x) for x in re.findall(r"\d+", question)[:2])  # the two operands, in the order asked
+    other = abs(a - b) if answer == a + b else a + b
+    options = [answer + 10, answer - 10, answer + 1, answer - 1, other, int(str(answer)[::-1])]
+    return rng.choice([w for w in options if w != answer and w >= 0])
 
 
 CAPITALS = {
@@ -164,6 +177,11 @@ def main() -> None:
     # the same problems as prompt/completion rows: specs/arith-completion.yaml, the comparison run
     write(HERE / "data" / "arith_train_pc.jsonl", [{"prompt": q, "completion": f" {a}"} for q, a in train])
     write(HERE / "data" / "arith_test.jsonl", [{"prompt": q, "answer": str(a)} for q, a in test])
+    # the same problems for the RL and preference variants (specs/arith-grpo.yaml, specs/arith-dpo.yaml)
+    write(HERE / "data" / "arith_train_verifiable.jsonl", [{"prompt": q, "answer": str(a)} for q, a in train])
+    wrong = random.Random(16)
+    write(HERE / "data" / "arith_train_pref.jsonl",
+          [{"prompt": q, "chosen": str(a), "rejected": str(wrong_answer(wrong, q, a))} for q, a in train])
     what = {"smol_capitals": "the capital city of a country (4 choices)", "smol_facts": "everyday facts (4 choices)"}
     for name, rows in mc_rows(rng).items():
         write(HERE / "tasks" / f"{name}.jsonl", rows)
