@@ -2,6 +2,7 @@
 
     python -m bench                  # all, except the GPU figures
     python -m bench cli data         # only bench_cli.py and bench_data.py
+    python -m bench real             # bench_real.py: the embedded SmolLM2 beside bare loops (python -m bench.bench_real --model DIR)
     python -m bench --gpu [--small]  # only bench_gpu.py (make bench-gpu); --small: a tiny model on CPU
 """
 
