@@ -387,7 +387,46 @@ def check_spec(spec: Spec, file: str, origins: dict, root: Path, produced: list[
             path = c.local(loc, name, folder=not name.lower().endswith(".gguf"), why=why)
             if path is not None and path.is_dir() and name.lower().endswith(".gguf"):
                 c.error(loc, f"'{name}' is a folder; a .gguf model is one GGUF file")
+            elif path is not None and (path / ADAPTER_CONFIG).is_file():
+                _check_adapter_base(c, loc, name, path)
     _check_names(c, spec)
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # a peft adapter folder (another run's train/final): merged into its base on load
+
+
+def _check_adapter_base(c: _Checker, loc: tuple, name: str, folder: Path, depth: int = 0) -> None:
+    """A model folder that is a LoRA adapter (runtime/models.py merges it into its base when it loads): the
+    base its adapter_config.json names must be there to load, or be written by a stage. A folder not
+    there yet (a stage's output) is checked when it is."""
+    cfg_file = f"{name.rstrip('/')}/{ADAPTER_CONFIG}"
+    try:
+        cfg = json.loads((folder / ADAPTER_CONFIG).read_text()[:FIRST_BYTES])
+    except (OSError, ValueError) as e:
+        c.error(loc, f"{cfg_file} cannot be read as an adapter config ({type(e).__name__})")
+        return
+    base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    if not isinstance(base, str) or not base:
+        c.error(loc, f"{cfg_file} names no base model (base_model_name_or_path)",
+                "an adapter is merged into the model it was trained on: set it to builtin:<name>, a project folder or a hub id")
+        return
+    why = f" (the base model named by {cfg_file})"
+    if base.startswith("builtin:"):
+        c.local(loc, f"models/{base[len('builtin:'):]}", folder=True, why=why)
+        return
+    if Path(base).is_absolute():
+        if not Path(base).is_dir():
+            c.error(loc, f"{cfg_file} names the base model {base}, a folder not on this machine",
+                    "set base_model_name_or_path to the spec's base (builtin:<name>, a project folder or a hub id)")
+        return
+    if model_is_path(base, c.root) is None and not (c.root / base).is_dir():
+        return  # a hub id (at the adapter's revision)
+    path = c.local(loc, base, folder=True, why=why)
+    if path is not None and (path / ADAPTER_CONFIG).is_file():
+        if depth >= 8 or path.resolve() == folder.resolve():
+            c.error(loc, f"{cfg_file}: adapters name each other as base in a loop (or more than 8 deep)")
+            return
+        _check_adapter_base(c, loc, base, path, depth + 1)
 
 
 def _check_names(c: _Checker, spec: Spec) -> None:

@@ -46,7 +46,7 @@ from tunebook.runtime.context import StageContext
 from tunebook.runtime.contracts import History, TrainSummary
 from tunebook.runtime.durable import seal_callback, usable
 from tunebook.runtime.methods import method_for
-from tunebook.runtime.models import dir_digest, load_model, load_tokenizer, model_path
+from tunebook.runtime.models import is_adapter, load_model, load_tokenizer, model_fingerprint, model_path
 from tunebook.runtime.trainer_args import actual_precision, portable_adapter_config, training_args
 from tunebook.runtime.watchdog import WatchdogCallback, greedy_sampler
 
@@ -66,6 +66,8 @@ def fingerprint(ctx: StageContext) -> str:
         ident["early_stopping_suite"] = s.eval.general.model_dump(mode="json") if s.eval.general else None
     if s.resources:
         ident["resources"] = s.resources.model_dump(mode="json")
+    if is_adapter(model_path(ctx.root, s.model)[0]):  # another run's adapter: retrained, it is another start
+        ident["model_weights"] = model_fingerprint(ctx.root, s.model)
     if s.method.grpo:  # an edited plugin reward is another objective: a new run, not the old one resumed
         ident.update(plugins.code(s.method.grpo.rewards, s.method.grpo.extract, s.method.grpo.answer_transform))
     return dict_sha256(ident)
@@ -545,12 +547,12 @@ THREAD_VARS = ("TUNEBOOK_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 def model_provenance(ctx: StageContext, model) -> dict:
     """Which weights the run started from, as loaded: for a hub model the commit they came from (the
     loaded config's, else the cached snapshot's folder name); for a local or builtin folder the sha256
-    of its weight files (runtime/models.py `dir_digest`, as eval cells key them)."""
+    of its weight files (runtime/models.py `model_fingerprint`, as eval cells key them; an adapter folder: it and its base)."""
     spec = ctx.spec.model
     path, revision = model_path(ctx.root, spec)
     local = Path(path).is_dir()
     return {"base": spec.base, "revision": spec.revision, "commit": None if local else loaded_commit(path, revision, model),
-            "weights_sha256": dir_digest(Path(path)) if local else None}
+            "weights_sha256": model_fingerprint(ctx.root, spec) if local else None}  # an adapter folder: it and its base
 
 
 def loaded_commit(repo: str, revision: str | None, model) -> str | None:

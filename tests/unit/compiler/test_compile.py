@@ -200,6 +200,44 @@ def test_a_model_inside_another_experiments_output_is_a_dep_before_it_exists(tmp
     assert "runs/other/train/final" not in stages["data-exp"].deps
 
 
+def test_an_experiment_starting_from_anothers_adapter_runs_after_it_in_dvc(tmp_path, monkeypatch):
+    """SFT then GRPO (`model.base: runs/a/train/final`, a LoRA adapter merged on load): compile's checks
+    accept the folder a stage will write, and `dvc dag` orders train-a before train-b, b's eval and the
+    baseline of the merged model."""
+    import os
+    import subprocess
+    import sys
+
+    from tunebook.compiler.inputs import check_inputs, stage_outputs
+
+    monkeypatch.chdir(tmp_path)  # no runs/ yet: a fresh clone
+    a = MINIMAL.replace("name: exp", "name: a") + EVAL
+    b = MINIMAL.replace("name: exp", "name: b").replace("model: {base: builtin:tiny}", "model: {base: runs/a/train/final}") + EVAL
+    paths = [tmp_path / "a.yaml", tmp_path / "b.yaml"]
+    for path, text in zip(paths, (a, b)):
+        path.write_text(text)
+    loaded = load_specs(paths, tmp_path)
+    p = compile_specs(loaded)
+    for _ in range(2):  # no runs/ (a fresh clone), then runs/ without a/ (read as a path, one a stage writes)
+        found = check_inputs(loaded, tmp_path, stage_outputs(p))
+        assert not [i for i in found.errors + found.missing if i.path == "model.base"]  # not there yet, written by train-a
+        (tmp_path / "runs").mkdir(exist_ok=True)
+    baseline = f"baseline-{p.params['b']['baseline']}"
+    proj = tmp_path / "dvc-project"
+    proj.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "-q"], cwd=proj, check=True)
+    (proj / "dvc.yaml").write_text(render_pipeline(p)["dvc.yaml"])
+    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")}
+    res = subprocess.run([dvc, "dag", "--dot"], cwd=proj, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    edges = {tuple(s.strip().strip('"') for s in line.rstrip(";").split("->")) for line in res.stdout.splitlines() if "->" in line}
+    for reader in ("train-b", "eval-b", baseline):
+        assert ("train-a", reader) in edges, sorted(edges)
+    assert not any(reader == "train-a" for _, reader in edges if _.endswith("-b"))
+
+
 def test_overlapping_outputs_are_refused(tmp_path):
     import tunebook.compiler.compile as compile_mod
 
