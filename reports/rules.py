@@ -29,6 +29,7 @@ SEVERITIES = ("fail", "warn", "info")
 LOSS_DROP = 0.10  # a training loss 10 % below its start has clearly learned *something*
 SATURATED = 0.98  # a 0/1 score this close to 1 leaves almost no items to learn from
 ZERO_STD_SHARE = 0.9  # most prompts' generations all scoring alike: GRPO has almost no advantage left
+NEAR_ZERO_BASE = 0.05  # a target the base model almost never gets right: GRPO's samples are all wrong alike
 QUARANTINE_SHARE = 0.05  # more than 1 row in 20 rejected: the data is not what the spec assumes
 QUARANTINE_ROWS = 10  # ... or more than a handful of rows, whatever their share
 POSITION_CONSISTENCY_MIN = 0.80  # a fair judge keeps its verdict when the answers swap places
@@ -612,6 +613,14 @@ def grpo_no_signal(record: Record, computed: Computed) -> Finding | None:
     rewards = [h.values["reward"] for h in hist if "reward" in h.values]
     if rewards:
         evidence["reward"] = f"{min(rewards):.4g} to {max(rewards):.4g} over the run"
+    # a target the model started near zero on: its samples are wrong alike, and no temperature fixes that
+    cold = [r for r in computed.suite("target") if r.base is not None and r.higher_is_better and r.base <= NEAR_ZERO_BASE]
+    for r in cold:
+        evidence[f"{r.label} at the start"] = f"{r.base:.4g}: the model being trained almost never answers right"
+    warm_up = ([f"Warm the model up with SFT first, then run GRPO from it: train an SFT experiment on solved examples, "
+                f"then start this spec from its adapter with `model.base: runs/<sft-exp>/train/final` (merged into its "
+                f"base when loaded). The base scores {', '.join(f'{r.base:.4g} on {r.label}' for r in cold)}, so "
+                "its samples are all wrong alike and more or hotter samples rarely help."] if cold else [])
     return Finding(
         "fail" if everywhere else "warn",
         "No learning signal: every GRPO group's rewards were equal" if everywhere
@@ -619,6 +628,7 @@ def grpo_no_signal(record: Record, computed: Computed) -> Finding | None:
         "GRPO learns from differences between the completions of one prompt; when all of them get the same "
         "reward (all wrong, all right, or a reward that cannot read them) every advantage is zero and the "
         "update is only drift. A low-entropy model at a low temperature samples near-identical completions.",
+        warm_up +
         ["Read a few completions with their rewards: an answer cut off by max_completion_length or in a form "
          "the extractor cannot read scores 0 every time.",
          "Make completions differ: raise grpo.temperature or grpo.num_generations.",

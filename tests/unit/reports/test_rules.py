@@ -501,6 +501,24 @@ def test_grpo_no_signal_numbers_match_the_history():
     assert found.evidence["reward"] == "0.25 to 0.25 over the run"
 
 
+@texts("grpo_no_signal")
+def test_grpo_no_signal_puts_an_sft_warm_up_first_when_the_base_scores_near_zero():
+    """examples/smollm2's arith-grpo: the base model never answered with the number, every group scored 0,
+    and more or hotter samples found no right answer either; GRPO from an SFT run's adapter is the remedy."""
+    flat = [{"step": s, "values": {"reward": 0.0, "frac_reward_zero_std": 1.0}} for s in (5, 10)]
+    found, _ = check("grpo_no_signal", make(training={"history": flat}, metrics=target(0.0, 0.0)))
+    assert found.actions[0].startswith("Warm the model up with SFT first")
+    assert "`model.base: runs/<sft-exp>/train/final`" in found.actions[0]
+    assert "The base scores 0 on sub · accuracy" in found.actions[0]
+    assert found.evidence["sub · accuracy at the start"] == "0: the model being trained almost never answers right"
+    assert found.actions[2] == "Make completions differ: raise grpo.temperature or grpo.num_generations."
+    for metrics in (target(0.4, 0.4), []):  # a base that answers some (or no target at all): temperature first, as before
+        found, _ = check("grpo_no_signal", make(training={"history": flat}, metrics=metrics))
+        assert "SFT" not in everything(found) and found.actions[1].startswith("Make completions differ")
+    found, _ = check("grpo_no_signal", make(training={"history": flat}, metrics=target(0.05, 0.05)))
+    assert "The base scores 0.05 on sub · accuracy" in found.actions[0]  # 10 of 200: near zero still
+
+
 @texts("rows_quarantined")
 def test_rows_quarantined_numbers_and_actions_match_the_manifest():
     # 11 of 10,000 fires on the count; its share is 0.1 %, not "0%"
