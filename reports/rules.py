@@ -617,8 +617,8 @@ def grpo_no_signal(record: Record, computed: Computed) -> Finding | None:
     cold = [r for r in computed.suite("target") if r.base is not None and r.higher_is_better and r.base <= NEAR_ZERO_BASE]
     for r in cold:
         evidence[f"{r.label} at the start"] = f"{r.base:.4g}: the model being trained almost never answers right"
-    warm_up = ([f"Warm the model up with SFT first, then run GRPO from it: train an SFT experiment on solved examples, "
-                f"then start this spec from its adapter with `model.base: runs/<sft-exp>/train/final` (merged into its "
+    warm_up = (["Warm the model up with SFT first, then run GRPO from it: train an SFT experiment on solved examples, "
+                "then start this spec from its adapter with `model.base: runs/<sft-exp>/train/final` (merged into its "
                 f"base when loaded). The base scores {', '.join(f'{r.base:.4g} on {r.label}' for r in cold)}, so "
                 "its samples are all wrong alike and more or hotter samples rarely help."] if cold else [])
     return Finding(
