@@ -15,11 +15,12 @@ and target-suite evaluation, each beside the bare transformers(+peft) loop that 
   `model.generate` batches of the same prompts through the same chat template: same batch size, same
   max_new_tokens, greedy, the same loaded model. Target >= 0.90.
 
-Training is timed per step: the clock is read at the end of each step (on tunebook's side by a callback
-that only reads it, added to the trainer the stage builds), the first `WARM` steps of each run are
-not counted, and the ratio is of the medians of the remaining per-step times, `RUNS` runs per side
-alternated (tunebook, bare, tunebook, bare, ...). Model loading, tokenization, trainer set-up and
-saving are on neither clock. Evaluation: whole passes over the prompts, alternated, medians. One torch
+Training is timed per step and alternated step by step: one run of the train stage, and after each of
+its steps (from a callback added last to the trainer the stage builds) one step of the bare loop, so
+load from other jobs on the shared machine hits both sides alike. The first `WARM` steps a side are not
+counted; the ratio is of the medians of the next `TIMED` per-step times. Model loading, tokenization,
+trainer set-up and the final save are on neither clock. Evaluation: the
+median of whole passes over the prompts, the sides alternated batch by batch. One torch
 thread, as the stages run on CPU (runtime/stages.py `_cpu_threads`).
 
 The model folder: `--model`, else $TUNEBOOK_BENCH_REAL_MODEL, else the first of `PLACES` that holds a
@@ -62,7 +63,7 @@ LINES = ("sft_vs_bare_loop_ratio", "real_eval_vs_bare_ratio")
 # sides run the same tensor shapes whatever order the trainer's sampler picks)
 TRAIN_ROWS = ROOT / "examples" / "smollm2" / "data" / "arith_train.jsonl"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
-LR, BATCH, WARM, TIMED, RUNS = 2e-3, 4, 1, 3, 2  # per run: WARM uncounted + TIMED counted steps; RUNS runs a side
+LR, BATCH, WARM, TIMED = 2e-3, 4, 2, 8  # steps a side: WARM not counted, then TIMED counted
 # evaluation: the example's target task (arith, chat template, first number), fewer prompts
 TEST_ROWS = ROOT / "examples" / "smollm2" / "data" / "arith_test.jsonl"
 PROMPTS, EVAL_BATCH, NEW_TOKENS, EVAL_REPEATS = 24, 8, 8, 3
@@ -173,18 +174,18 @@ def project(root: Path, folder: Path, rows: list[dict], length: int):
 
 def clocks() -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds). The ratio is of wall time (steps/s); CPU time, beside
-    it, is the work each side did, which waiting for a core on the shared machine does not inflate."""
+    it, is the work each side did, which waiting for a core on the shared machine does not inflate.
+    With CUDA the device is synchronized first (kernels run ahead of the host)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter(), time.process_time()
-
-
-def step_times(ends: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of each step after the first WARM, from `clocks()` at the end of steps 1, 2, ..."""
-    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends[WARM - 1 :], ends[WARM:])]
 
 
 class Seen:
     """What the train stage's trainer saw: the token ids and labels of its dataset (checked against
-    the bare loop's), filled in by `tunebook_steps`."""
+    the bare loop's), filled in by `interleaved`."""
 
     ids: list[list[int]] = []
     labels: list[list[int]] = []
@@ -195,24 +196,79 @@ def medians(times: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(t for t, _ in times), statistics.median(c for _, c in times)
 
 
-def tunebook_steps(ctx) -> list[tuple[float, float]]:
-    """One fresh run of the train stage; the counted steps' seconds. The stage builds its trainer
-    itself (runtime/train.py `build_trainer`); a callback that only reads the clock is added to it."""
+def since(t0: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(now, (wall, CPU) seconds since t0)."""
+    now = clocks()
+    return now, (now[0] - t0[0], now[1] - t0[1])
+
+
+class BareLoop:
+    """The same LoRA SFT as a plain transformers+peft loop, one step per `step()`: the same model folder
+    in float32, the same LoRA, the rows as a script tokenizes them, AdamW as the Trainer picks it here
+    (fused), linear decay, clipping at 1.0."""
+
+    def __init__(self, folder: Path, rows: list[dict]):
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                                 target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
+        where = "cuda" if torch.cuda.is_available() else "cpu"  # where the Trainer puts the train stage's model
+        self.model = model.to(where).train()
+        pairs = [bare_tokens(tok, r) for r in rows]
+        ids = torch.tensor([p[0] for p in pairs], device=where)
+        labels = torch.tensor([p[1] for p in pairs], device=where)
+        steps = WARM + TIMED
+        self.batches = iter([(ids[i : i + BATCH], labels[i : i + BATCH]) for i in range(0, steps * BATCH, BATCH)])
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.0, fused=True)  # the Trainer's adamw_torch_fused
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1 - s / steps)
+
+    def step(self) -> None:
+        import torch
+
+        x, y = next(self.batches)
+        self.model(input_ids=x, labels=y).loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def interleaved(ctx, bare: BareLoop) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """One fresh run of the train stage with the bare loop's steps in between its own: tunebook step 1,
+    bare step 1, tunebook step 2, ... so a burst of other people's load on the shared machine lands on
+    both sides alike. Returns the (wall, CPU) seconds of each side's steps after the first WARM.
+
+    The stage builds its trainer itself (runtime/train.py `build_trainer`); one callback is added
+    last: at each step's end it reads the clock (the end of tunebook's step), runs one bare step and
+    reads the clock again (the end of the bare step, the start of tunebook's next). Everything the
+    Trainer and tunebook's callbacks do between two steps lands in tunebook's step."""
     from transformers import TrainerCallback
 
     from tunebook.runtime import train
 
-    ends: list[tuple[float, float]] = []
+    ours, theirs = [], []
 
-    class StepClock(TrainerCallback):
+    class Interleave(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.mark = clocks()
+
         def on_step_end(self, args, state, control, **kw):
-            ends.append(clocks())
+            now, took = since(self.mark)
+            ours.append(took)
+            bare.step()
+            self.mark, took = since(now)
+            theirs.append(took)
 
     real = train.build_trainer
 
     def build_observed(*args, **kw):
         trainer = real(*args, **kw)
-        trainer.add_callback(StepClock())
+        trainer.add_callback(Interleave())
         ds = trainer.train_dataset
         Seen.ids = [list(x) for x in ds["input_ids"]]
         Seen.labels = [list(x) for x in ds["labels"]]  # trl folds the assistant masks into labels
@@ -225,38 +281,7 @@ def tunebook_steps(ctx) -> list[tuple[float, float]]:
             train.run(ctx)
     finally:
         train.build_trainer = real
-    return step_times(ends)
-
-
-def bare_steps(folder: Path, rows: list[dict]) -> list[tuple[float, float]]:
-    """The same LoRA SFT as a plain transformers+peft loop; the counted steps' seconds."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                                             target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
-    model.train()
-    pairs = [bare_tokens(tok, r) for r in rows]
-    input_ids, labels = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
-    steps = WARM + TIMED
-    batches = [(input_ids[i : i + BATCH], labels[i : i + BATCH]) for i in range(0, steps * BATCH, BATCH)]
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
-    ends = []
-    for x, y in batches:
-        loss = model(input_ids=x, labels=y).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        ends.append(clocks())
-    return step_times(ends)
+    return ours[WARM:], theirs[WARM:]
 
 
 def lm_head_ms(folder: Path, length: int, repeats: int = 3) -> tuple[float, float]:
@@ -300,24 +325,24 @@ def training(folder: Path) -> None:
     rows, length = even_rows(tok, (WARM + TIMED) * BATCH)
     with tempfile.TemporaryDirectory(prefix="tunebook-bench-real-") as d:
         ctx = project(Path(d), folder, rows, length)
-        ours, bare = [], []
-        for _ in range(RUNS):
-            ours += tunebook_steps(ctx)
-            bare += bare_steps(folder, rows)
+        ours, bare = interleaved(ctx, BareLoop(folder, rows))
     # the same work: every row the trainer trained on is one of the bare loop's rows, token for token
     bare_pairs = {tuple(i): lab for i, lab in (bare_tokens(tok, r) for r in rows)}
     same = len(Seen.ids) == len(rows) and all(bare_pairs.get(tuple(i)) == lab for i, lab in zip(Seen.ids, Seen.labels))
     (t_ours, c_ours), (t_bare, c_bare) = medians(ours), medians(bare)
-    print(f"# LoRA SFT, batch {BATCH} x {length} tokens, float32, {RUNS} runs a side alternated, {TIMED} steps counted "
-          f"per run after {WARM}: tunebook {t_ours:.2f} s/step ({1 / t_ours:.3f} steps/s), bare loop {t_bare:.2f} s/step; "
+    print(f"# LoRA SFT, batch {BATCH} x {length} tokens, float32, steps alternated (tunebook, bare, ...), {TIMED} a side "
+          f"counted after {WARM}: tunebook {t_ours:.2f} s/step ({1 / t_ours:.3f} steps/s), bare loop {t_bare:.2f} s/step; "
           f"rows and labels identical on both sides: {'yes' if same else 'NO'}", flush=True)
     print(f"# per-step wall seconds: tunebook {' '.join(f'{t:.2f}' for t, _ in ours)} | bare {' '.join(f'{t:.2f}' for t, _ in bare)}", flush=True)
     print(f"# CPU seconds per step (the work, not the wait): tunebook {c_ours:.2f}, bare {c_bare:.2f}, "
           f"ratio {c_bare / c_ours:.2f}", flush=True)
-    with contextlib.suppress(Exception):  # a diagnostic; trl internals
-        chunked, full = lm_head_ms(folder, length)
-        print(f"# of which the loss through the LM head (fwd + bwd, CPU ms per step): trl's chunked kernel {chunked:.0f}, "
-              f"full logits + cross-entropy {full:.0f}", flush=True)
+    import torch
+
+    if not torch.cuda.is_available():  # a diagnostic of the CPU gap (docs/performance.md)
+        with contextlib.suppress(Exception):  # trl internals: an upgrade may drop it
+            chunked, full = lm_head_ms(folder, length)
+            print(f"# of which the loss through the LM head (fwd + bwd, CPU ms per step): trl's chunked kernel "
+                  f"{chunked:.0f}, full logits + cross-entropy {full:.0f}", flush=True)
     line(LINES[0], t_bare / t_ours, "x", ">=", 0.90)
 
 
@@ -364,19 +389,24 @@ def evaluation(folder: Path) -> None:
         return None, bare_generate(model, bare_tok, [r["prompt"] for r in rows])
 
     ours(rows[:EVAL_BATCH]), bare(rows[:EVAL_BATCH])  # warm-up: one batch a side
-    times, answers = {"tunebook": [], "bare": []}, {}
+    # whole passes, alternated batch by batch (a call per batch, so tunebook's per-call work counts 3x)
+    times, answers = {"tunebook": [], "bare": []}, {"tunebook": [], "bare": []}
     for _ in range(EVAL_REPEATS):
-        for name, fn in (("tunebook", ours), ("bare", bare)):
-            t0 = clocks()
-            answers[name] = fn(rows)
-            t1 = clocks()
-            times[name].append((t1[0] - t0[0], t1[1] - t0[1]))
-    got, same = answers["tunebook"][0], answers["tunebook"][1] == answers["bare"][1]
+        spent = {"tunebook": (0.0, 0.0), "bare": (0.0, 0.0)}
+        for i in range(0, len(rows), EVAL_BATCH):
+            for name, fn in (("tunebook", ours), ("bare", bare)):
+                t0 = clocks()
+                _, outs = fn(rows[i : i + EVAL_BATCH])
+                _, took = since(t0)
+                spent[name] = (spent[name][0] + took[0], spent[name][1] + took[1])
+                answers[name] += outs
+        for name in times:
+            times[name].append(spent[name])
+    same = answers["tunebook"] == answers["bare"]
     (t_ours, c_ours), (t_bare, c_bare) = medians(times["tunebook"]), medians(times["bare"])
-    acc = got["metrics"][0]["value"]
     print(f"# target suite, {len(rows)} prompts (chat), batch {EVAL_BATCH}, {NEW_TOKENS} new tokens, greedy, {EVAL_REPEATS} "
-          f"passes a side alternated: tunebook {len(rows) / t_ours:.2f} items/s, bare generate loop "
-          f"{len(rows) / t_bare:.2f} items/s; same answers on both sides: {'yes' if same else 'NO'} (accuracy {acc:.2f})", flush=True)
+          f"passes a side, alternated batch by batch: tunebook {len(rows) / t_ours:.2f} items/s, bare generate loop "
+          f"{len(rows) / t_bare:.2f} items/s; same answers on both sides: {'yes' if same else 'NO'}", flush=True)
     print(f"# CPU seconds per pass: tunebook {c_ours:.2f}, bare {c_bare:.2f}, ratio {c_bare / c_ours:.2f}", flush=True)
     line(LINES[1], t_bare / t_ours, "x", ">=", 0.90)
 
