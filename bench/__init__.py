@@ -40,3 +40,31 @@ def alternate(fa, fb, repeats: int = 5) -> tuple[float, float]:
             fn()
             acc.append(time.perf_counter() - t0)
     return statistics.median(ta), statistics.median(tb)
+
+
+def observed_train_run(ctx, callback, seen=None) -> None:
+    """One fresh run of the train stage as `tunebook run train` does it (runtime/train.py builds its
+    trainer itself), with `callback` added to that trainer and `seen(trainer)` called once it is built;
+    the stage's own output is silenced so the BENCH lines stay readable."""
+    import contextlib
+    import io
+    import shutil
+
+    from tunebook.runtime import train
+
+    real = train.build_trainer
+
+    def build_observed(*args, **kw):
+        trainer = real(*args, **kw)
+        trainer.add_callback(callback)
+        if seen is not None:
+            seen(trainer)
+        return trainer
+
+    shutil.rmtree(ctx.run_dir, ignore_errors=True)
+    train.build_trainer = build_observed
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            train.run(ctx)
+    finally:
+        train.build_trainer = real

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import yaml
 
-from bench import line
+from bench import line, observed_train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).with_name("gpu.yaml")
@@ -314,22 +314,8 @@ def step_clock(device: str):
 def tunebook_seconds(ctx, device: str) -> tuple[float, float]:
     """One fresh run of the train stage: (steady-state seconds after step WARM_STEPS, training seconds
     as its summary.json times them). The stage builds its trainer itself; the clock is added to it."""
-    from tunebook.runtime import train
-
-    clock, real = step_clock(device), train.build_trainer
-
-    def build_observed(*args, **kw):
-        trainer = real(*args, **kw)
-        trainer.add_callback(clock)
-        return trainer
-
-    shutil.rmtree(ctx.run_dir, ignore_errors=True)
-    train.build_trainer = build_observed
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train.run(ctx)
-    finally:
-        train.build_trainer = real
+    clock = step_clock(device)
+    observed_train_run(ctx, clock)
     whole = json.loads((ctx.run_dir / "train" / "summary.json").read_text())["timings"]["training"]
     return steady_seconds(clock.ends, device), whole
 

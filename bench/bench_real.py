@@ -50,7 +50,7 @@ from pathlib import Path
 
 import yaml
 
-from bench import line
+from bench import line, observed_train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "smollm2-135m-instruct"
@@ -249,8 +249,6 @@ def interleaved(ctx, bare: BareLoop) -> tuple[list[tuple[float, float]], list[tu
     Trainer and tunebook's callbacks do between two steps lands in tunebook's step."""
     from transformers import TrainerCallback
 
-    from tunebook.runtime import train
-
     ours, theirs = [], []
 
     class Interleave(TrainerCallback):
@@ -264,23 +262,12 @@ def interleaved(ctx, bare: BareLoop) -> tuple[list[tuple[float, float]], list[tu
             self.mark, took = since(now)
             theirs.append(took)
 
-    real = train.build_trainer
-
-    def build_observed(*args, **kw):
-        trainer = real(*args, **kw)
-        trainer.add_callback(Interleave())
+    def seen(trainer):
         ds = trainer.train_dataset
         Seen.ids = [list(x) for x in ds["input_ids"]]
         Seen.labels = [list(x) for x in ds["labels"]]  # trl folds the assistant masks into labels
-        return trainer
 
-    shutil.rmtree(ctx.run_dir, ignore_errors=True)
-    train.build_trainer = build_observed
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train.run(ctx)
-    finally:
-        train.build_trainer = real
+    observed_train_run(ctx, Interleave(), seen)
     return ours[WARM:], theirs[WARM:]
 
 
