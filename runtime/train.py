@@ -46,7 +46,7 @@ from tunebook.runtime.context import StageContext
 from tunebook.runtime.contracts import History, TrainSummary
 from tunebook.runtime.durable import seal_callback, usable
 from tunebook.runtime.methods import method_for
-from tunebook.runtime.models import is_adapter, load_model, load_tokenizer, model_fingerprint, model_path
+from tunebook.runtime.models import device, is_adapter, load_model, load_tokenizer, model_fingerprint, model_path
 from tunebook.runtime.trainer_args import actual_precision, portable_adapter_config, training_args
 from tunebook.runtime.watchdog import WatchdogCallback, greedy_sampler
 
@@ -410,7 +410,9 @@ def run(ctx: StageContext) -> None:
     rows_file = method.rows_file(ctx)
     if not rows_file.exists():
         raise FileNotFoundError(f"{rows_file} is missing: run `dvc repro {method.rows_stage}-{ctx.name}` first")
-    dist = PartialState()  # one process, or one of `accelerate launch`'s
+    # one process, or one of the launcher's: on CPU only `cpu=True` lets accelerate see the gloo ranks (without
+    # it every rank took itself for the only one, and both shelved each other's run folder)
+    dist = PartialState(cpu=device() == "cpu")
     main = dist.is_main_process
     with dist.main_process_first():
         how = prepare_out_dir(out, fingerprint(ctx)) if main else "continued"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunebook.runtime.models import device
+
 
 def trainer_args(m, out: Path) -> dict:
     """TrainingArguments every tunebook trainer shares (SFTConfig, GRPOConfig and DPOConfig extend it).
@@ -18,7 +20,6 @@ def trainer_args(m, out: Path) -> dict:
     the environment), so a float32 spec trains in float32. Checkpointing recomputes every forward in
     the backward pass: measured with bench/bench_gpu.py on CPU, trl's defaults ran LoRA SFT at ~0.57x a
     bare loop's tokens/s (docs/performance.md)."""
-    import torch
     from transformers import TrainingArguments
 
     # transformers >= 5.2x renamed gradient_checkpointing (the old name warns); older 5.x know only it
@@ -42,7 +43,7 @@ def trainer_args(m, out: Path) -> dict:
         report_to="none",
         seed=m.seed,
         data_seed=m.seed,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device() == "cpu",  # CUDA, else Apple MPS, else CPU: where every stage runs (runtime/models.py)
         disable_tqdm=True,
         dataloader_num_workers=0,
         bf16=False,

@@ -28,3 +28,13 @@ def test_accelerate_launch_mixed_precision_still_applies(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert SFTConfig(**trainer_args(MethodSpec(), tmp_path)).mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize("where, on_cpu", [("cpu", True), ("mps", False), ("cuda", False)])
+def test_training_runs_where_every_stage_runs(tmp_path, monkeypatch, where, on_cpu):
+    """The trainer's device is runtime/models.py `device()`'s choice (CUDA, else Apple MPS, else CPU):
+    before, a Mac trained on its CPU because only CUDA counted."""
+    from tunebook.runtime import trainer_args as ta
+
+    monkeypatch.setattr(ta, "device", lambda: where)
+    assert ta.trainer_args(MethodSpec(), tmp_path)["use_cpu"] is on_cpu
