@@ -175,7 +175,6 @@ def summarize(per_judge: dict[str, list[tuple[float | None, float | None]]]) -> 
         both = [(a, b) for a, b in pairs if a is not None and b is not None]
         decided = [_decision(s) for s in scores]
         judge_scores[name] = scores
-        verdicts = [v for p in pairs for v in p if v is not None]
         judges[name] = {"wins": decided.count("win"), "losses": decided.count("loss"), "ties": decided.count("tie"),
                         "unparseable": decided.count(None),
                         "unparseable_verdicts": sum(v is None for p in pairs for v in p),
@@ -318,7 +317,7 @@ class _Refuse(urllib.request.HTTPRedirectHandler):
     """A redirect would carry the Authorization header to wherever the endpoint points: not followed."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        raise urllib.error.HTTPError(req.full_url, code, f"redirect refused (a judge's key goes to its url only)", headers, fp)
+        raise urllib.error.HTTPError(req.full_url, code, "redirect refused (a judge's key goes to its url only)", headers, fp)
 
 
 _NO_REDIRECTS = urllib.request.build_opener(_Refuse)

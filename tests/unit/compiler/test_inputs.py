@@ -193,7 +193,7 @@ def test_judge_template_without_its_placeholders_and_a_missing_local_model(proje
     res = tunebook(project, "compile")
     assert res.exit_code == 2
     assert f"specs/e.yaml:{line_of(project, 'judge.txt')}: eval.judge.template: judge.txt lacks {{answer_b}}" in res.output
-    assert f"specs/e.yaml:2: model.base: './models/mine' does not exist" in res.output
+    assert "specs/e.yaml:2: model.base: './models/mine' does not exist" in res.output
 
 
 def test_saved_dataset_folder_split_and_columns(project):

@@ -10,11 +10,10 @@ import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-from tunebook.compiler.schema import EvalSpec, JudgeEval, JudgeModel
+from tunebook.compiler.schema import JudgeEval, JudgeModel
 from tunebook.reports.stats import wilson
 from tunebook.runtime import evaluate
 from tunebook.runtime.suites import judge

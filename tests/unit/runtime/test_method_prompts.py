@@ -6,7 +6,6 @@ that keeps what they were given: no model is loaded, no step is taken."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
