@@ -308,7 +308,7 @@ def write_pipeline(root: Path, p: Pipeline, *, check: bool = False, force: bool 
         lines.append("Nothing was written. Put lasting changes in the spec, then rerun with --force (or "
                      "`git checkout -- dvc.yaml params.yaml`); `dvc exp show` keeps each finished variant.")
         raise StaleError("\n".join(lines))
-    _sweep_leftovers(root, texts)
+    _sweep_leftovers(root, [*texts, ".gitignore"])  # the .gitignore block is written by the same compile
     # rewritten: anything not byte-identical, reformatted files included (the canonical form is the
     # one that diffs cleanly); a kept variant is left as DVC wrote it
     changed = [n for n, s in states.items() if n not in kept and (not s.exists or s.edited or s.current is not None)]

@@ -22,7 +22,8 @@ def test_committed_pipeline_is_current():
 
     loaded = load_specs(discover(EXAMPLE / "specs"), EXAMPLE)
     specs = {ls.spec.name: ls.spec for ls in loaded}
-    assert {s.model.base for s in specs.values()} == {f"builtin:{NAME}"}
+    # the embedded model, or (GRPO after the SFT warm-up) arith-chat's adapter merged into it
+    assert {s.model.base for s in specs.values()} == {f"builtin:{NAME}", "runs/arith-chat/train/final"}
     # chat rows -> asked through the chat template; prompt/completion rows -> asked raw
     assert [t.chat for t in specs["arith-chat"].eval.target] == [True]
     assert [t.chat for t in specs["arith-completion"].eval.target] == [False]
