@@ -122,8 +122,9 @@ def test_each_stage_depends_on_exactly_the_inputs_it_reads(tmp_path):
 
 
 # --- what DVC refuses is refused at compile time, at the spec line --------------------------------------
-def _dvc_refuses(tmp_path: Path, p) -> bool:
-    """Whether DVC itself refuses the pipeline (`dvc dag` builds the whole stage graph, as `dvc repro` does)."""
+def _dvc_dag(tmp_path: Path, p, *args: str):
+    """`dvc dag` over the compiled pipeline in a fresh git+DVC project (its own site cache: no index
+    cached by another test's path)."""
     import os
     import subprocess
     import sys
@@ -134,8 +135,13 @@ def _dvc_refuses(tmp_path: Path, p) -> bool:
     dvc = str(Path(sys.executable).with_name("dvc"))
     subprocess.run([dvc, "init", "-q"], cwd=proj, check=True)
     (proj / "dvc.yaml").write_text(render_pipeline(p)["dvc.yaml"])
-    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")}  # no index cached by another test's path
-    res = subprocess.run([dvc, "dag"], cwd=proj, capture_output=True, text=True, env=env)
+    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")}
+    return subprocess.run([dvc, "dag", *args], cwd=proj, capture_output=True, text=True, env=env)
+
+
+def _dvc_refuses(tmp_path: Path, p) -> bool:
+    """Whether DVC itself refuses the pipeline (`dvc dag` builds the whole stage graph, as `dvc repro` does)."""
+    res = _dvc_dag(tmp_path, p)
     assert res.returncode == 0 or "defined as both a dependency and an output" in res.stderr, res.stderr  # CyclicGraphError
     return res.returncode != 0
 
@@ -204,10 +210,6 @@ def test_an_experiment_starting_from_anothers_adapter_runs_after_it_in_dvc(tmp_p
     """SFT then GRPO (`model.base: runs/a/train/final`, a LoRA adapter merged on load): compile's checks
     accept the folder a stage will write, and `dvc dag` orders train-a before train-b, b's eval and the
     baseline of the merged model."""
-    import os
-    import subprocess
-    import sys
-
     from tunebook.compiler.inputs import check_inputs, stage_outputs
 
     monkeypatch.chdir(tmp_path)  # no runs/ yet: a fresh clone
@@ -223,14 +225,7 @@ def test_an_experiment_starting_from_anothers_adapter_runs_after_it_in_dvc(tmp_p
         assert not [i for i in found.errors + found.missing if i.path == "model.base"]  # not there yet, written by train-a
         (tmp_path / "runs").mkdir(exist_ok=True)
     baseline = f"baseline-{p.params['b']['baseline']}"
-    proj = tmp_path / "dvc-project"
-    proj.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    subprocess.run([dvc, "init", "-q"], cwd=proj, check=True)
-    (proj / "dvc.yaml").write_text(render_pipeline(p)["dvc.yaml"])
-    env = {**os.environ, "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")}
-    res = subprocess.run([dvc, "dag", "--dot"], cwd=proj, capture_output=True, text=True, env=env)
+    res = _dvc_dag(tmp_path, p, "--dot")
     assert res.returncode == 0, res.stderr
     edges = {tuple(s.strip().strip('"') for s in line.rstrip(";").split("->")) for line in res.stdout.splitlines() if "->" in line}
     for reader in ("train-b", "eval-b", baseline):
