@@ -271,11 +271,12 @@ def interleaved(ctx, bare: BareLoop) -> tuple[list[tuple[float, float]], list[tu
     return ours[WARM:], theirs[WARM:]
 
 
-def lm_head_ms(folder: Path, length: int, repeats: int = 3) -> tuple[float, float]:
+def lm_head_ms(folder: Path, length: int, repeats: int = 3) -> tuple[float, float, float]:
     """CPU milliseconds of the loss through the LM head, forward and backward, for one batch: trl's
-    chunked log-prob kernel as SFTTrainer calls it (without Triton: torch tiles, every position scored,
-    the logits recomputed in the backward pass) and the full logits with cross-entropy, as the model's
-    own loss does. Diagnostic only (trl internals: a trl upgrade may drop it)."""
+    chunked log-prob kernel as trl ships it without Triton (every position projected, the logits
+    recomputed in the backward pass), the same kernel on the labelled positions only (what the train
+    stage runs: runtime/methods/lm_head.py), and the full logits with cross-entropy, as the model's own
+    loss (and the bare loop) does. Diagnostic only (trl internals: a trl upgrade may drop it)."""
     import torch
     from transformers import AutoModelForCausalLM
     from trl.kernels import ChunkedLogProbFunction
@@ -286,23 +287,28 @@ def lm_head_ms(folder: Path, length: int, repeats: int = 3) -> tuple[float, floa
     hidden = torch.randn(BATCH * (length - 1), weight.shape[1], requires_grad=True)
     labels = torch.randint(0, weight.shape[0], (hidden.shape[0],))
     mask = torch.rand(hidden.shape[0]) < 0.1  # a few answer tokens per row carry loss
+    fields = ("log_probs", "entropy", "is_top1")
 
-    def chunked():
-        lp = ChunkedLogProbFunction.apply(hidden, weight, None, labels, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0,
-                                          ("log_probs", "entropy", "is_top1"))[0]
+    def every_position():
+        lp = ChunkedLogProbFunction.apply(hidden, weight, None, labels, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, fields)[0]
         (-(lp * mask).sum() / mask.sum()).backward()
+
+    def labelled_only():
+        lp = ChunkedLogProbFunction.apply(hidden[mask], weight, None, labels[mask], 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None,
+                                          1.0, fields)[0]
+        (-lp.sum() / mask.sum()).backward()
 
     def full():
         torch.nn.functional.cross_entropy(hidden @ weight.t(), labels.masked_fill(~mask, -100)).backward()
 
     out = []
-    for fn in (chunked, full):
+    for fn in (every_position, labelled_only, full):
         fn()
         t0 = time.process_time()
         for _ in range(repeats):
             fn()
         out.append((time.process_time() - t0) / repeats * 1e3)
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def training(folder: Path) -> None:
@@ -327,9 +333,10 @@ def training(folder: Path) -> None:
 
     if not torch.cuda.is_available():  # a diagnostic of the CPU gap (docs/performance.md)
         with contextlib.suppress(Exception):  # trl internals: an upgrade may drop it
-            chunked, full = lm_head_ms(folder, length)
-            print(f"# of which the loss through the LM head (fwd + bwd, CPU ms per step): trl's chunked kernel "
-                  f"{chunked:.0f}, full logits + cross-entropy {full:.0f}", flush=True)
+            every, labelled, full = lm_head_ms(folder, length)
+            print(f"# of which the loss through the LM head (fwd + bwd, CPU ms per step): trl's chunked kernel on every "
+                  f"position {every:.0f} (as trl ships it without Triton), on the labelled ones {labelled:.0f} (the train "
+                  f"stage: runtime/methods/lm_head.py), full logits + cross-entropy {full:.0f} (the bare loop)", flush=True)
     line(LINES[0], t_bare / t_ours, "x", ">=", 0.90)
 
 

@@ -46,6 +46,7 @@ from tunebook.runtime.context import StageContext
 from tunebook.runtime.contracts import History, TrainSummary
 from tunebook.runtime.durable import seal_callback, usable
 from tunebook.runtime.methods import method_for
+from tunebook.runtime.methods.lm_head import score_labelled_positions_only
 from tunebook.runtime.models import device, is_adapter, load_model, load_tokenizer, model_fingerprint, model_path
 from tunebook.runtime.trainer_args import actual_precision, portable_adapter_config, training_args
 from tunebook.runtime.watchdog import WatchdogCallback, greedy_sampler
@@ -390,6 +391,7 @@ def early_stopping_measure(ctx: StageContext):
 
 def build_trainer(ctx: StageContext, out: Path, rows: list[dict], model, tok, callbacks: list, watchdog):
     """The spec's method builds its trl trainer (runtime/methods/); bench/bench_gpu.py wraps this."""
+    score_labelled_positions_only()  # trl's fused LM head, CPU/MPS: only the positions that carry loss
     return method_for(ctx.spec.method.kind).build(ctx, out, rows, model, tok, callbacks, watchdog)
 
 
