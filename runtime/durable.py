@@ -97,6 +97,12 @@ def problem(ckpt: Path) -> str | None:
                 return f"{name} is missing (it was there when the checkpoint was sealed)"
             if p.stat().st_size != size:
                 return f"{name} is {p.stat().st_size} bytes, {size} when sealed"
+    return weights_problem(ckpt)
+
+
+def weights_problem(folder: Path) -> str | None:
+    """Why the weights in `folder` (a checkpoint, or a delivered final/) are not whole, or None."""
+    ckpt = Path(folder)
     weights = [ckpt / w for w in WEIGHTS if (ckpt / w).exists()]
     for index in (ckpt / i for i in INDEXES):
         if index.exists():
@@ -106,7 +112,7 @@ def problem(ckpt: Path) -> str | None:
                 return f"{index.name} is unreadable"
             weights += [ckpt / s for s in shards]
     if not weights:
-        return "no weights (adapter_model.safetensors, model.safetensors or a sharded index) beside trainer_state.json"
+        return f"no weights (adapter_model.safetensors, model.safetensors or a sharded index) in {ckpt.name}/"
     for p in weights + [ckpt / z for z in ZIPS if (ckpt / z).exists()] + sorted(ckpt.glob("rng_state*.pth")):
         if (msg := _file_problem(p)) is not None:
             return msg

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import try_to_load_from_cache
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerState
 
 from tunebook.compiler.errors import SpecError, SpecIssue
 from tunebook.runtime.progress import Progress
@@ -44,7 +44,7 @@ from tunebook.runtime import walltime
 from tunebook.runtime import plugins
 from tunebook.runtime.context import StageContext
 from tunebook.runtime.contracts import History, TrainSummary
-from tunebook.runtime.durable import seal_callback, usable
+from tunebook.runtime.durable import seal_callback, usable, weights_problem
 from tunebook.runtime.methods import method_for
 from tunebook.runtime.methods.lm_head import score_labelled_positions_only
 from tunebook.runtime.models import device, is_adapter, load_model, load_tokenizer, model_fingerprint, model_path
@@ -130,6 +130,19 @@ def last_checkpoint(out: Path, say=print) -> Path | None:
     truncated or missing weights is skipped with a message, so the run falls back to the one before."""
     found = usable(checkpoints(out), say)
     return found[-1] if found else None
+
+
+def finished_run(out: Path, resume: Path | None) -> dict | None:
+    """The summary of the run in `out` when it already finished, else None.
+
+    Finished: summary.json (written last) names a delivered final/, final/ is whole, and the last
+    whole checkpoint is the last step it ran. The train stage then has nothing to redo. It must not
+    hand such a folder to the trainer: transformers 5 resumed at a `max_steps` already reached runs one
+    more step each time (a dry run brought back from the shelf grew 3 -> 4 -> 5 steps)."""
+    s = read_json(out / "summary.json")
+    if not s or not s.get("final") or resume is None or s.get("actual_steps") != step_of(resume):
+        return None
+    return s if weights_problem(out / "final") is None else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -264,7 +277,8 @@ class Segments(TrainerCallback):
 
     def finish(self, step: int, training_s: float) -> list[dict]:
         self.current.update({"to": step, "seconds": round(training_s, 2)})
-        return [{k: seg[k] for k in ("from", "to", "seconds")} for seg in (*self.before, self.current)]
+        ran = [self.current] if step > self.current["from"] else []  # a call that trained no step adds none
+        return [{k: seg[k] for k in ("from", "to", "seconds")} for seg in (*self.before, *ran)]
 
 
 def resumed_train_loss(history: list[dict], resume_step: int, segment_loss: float | None, step: int) -> float | None:
@@ -421,6 +435,12 @@ def run(ctx: StageContext) -> None:
     rows = read_jsonl(rows_file)
     method.check_rows(ctx, rows, rows_file)
     resume = last_checkpoint(out)
+    if (done := finished_run(out, resume)) is not None:
+        if main:  # how the folder came to be here, and what is shelved beside it, are this call's
+            TrainSummary.write(out / "summary.json", {**done, "outputs": how, "resumed_from": resume.name, "shelf": shelved_runs(out)})
+        print(f"[train {ctx.name}] this run already finished: {done['actual_steps']} steps, final/ is step "
+              f"{done['final']['step']} (runs/{ctx.name}/train/summary.json); nothing to redo. Next: eval-{ctx.name}", flush=True)
+        return
     if resume:
         print(f"[train {ctx.name}] resuming from {resume.name} (finished steps are not redone)", flush=True)
 
@@ -454,7 +474,13 @@ def run(ctx: StageContext) -> None:
     trainer.remove_callback(PrinterCallback)  # LogCallback prints shorter lines
 
     t_train = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume is not None and m.max_steps is not None and step_of(resume) >= m.max_steps:
+        # the steps are done (a final/ was lost): deliver the checkpoint; transformers would run one more step
+        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+        trainer._load_from_checkpoint(str(resume))
+        result = None
+    else:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_wall = time.time() - t_train
     step = int(trainer.state.global_step)
 
@@ -497,8 +523,8 @@ def run(ctx: StageContext) -> None:
     summary = _summary(ctx, trainer, result, final=final, resume=resume, how=how, early=early, stopped=stopped,
                        watchdog=watchdog, discarded=discarded, timings=timings, loaded=loaded)
     summary["segments"] = segs
-    if resume and summary["train_loss"] is not None:
-        summary["train_loss"] = resumed_train_loss(runlog.history, step_of(resume), summary["train_loss"], step)
+    if resume and (summary["train_loss"] is not None or result is None):
+        summary["train_loss"] = resumed_train_loss(runlog.history, step_of(resume), summary["train_loss"] or 0.0, step)
     if main:
         TrainSummary.write(out / "summary.json", summary)
     dry = (f" max_steps={m.max_steps} ended training after {summary['epochs_run']:g} of {m.epochs:g} planned epoch(s) "

@@ -82,6 +82,31 @@ def test_a_dry_run_never_overwrites_a_full_run(tmp_path):
     assert all((restored[k] == full_weights[k]).all() for k in full_weights)
     assert [s["dry_run"] for s in again["shelf"]] == [True]  # the dry run is kept aside in turn
 
+    dry_again = train(dry_ctx)  # and the dry run comes back as it was: 2 steps, not one more per return
+    assert dry_again["outputs"] == "restored" and dry_again["actual_steps"] == 2
+    assert [c["name"] for c in dry_again["checkpoints"]] == ["checkpoint-2"] and (out / "final").is_dir()
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path, capsys):
+    """transformers 5, resumed at a max_steps it already reached, runs one more step per call."""
+    ctx = project(tmp_path, spec_text(method={"max_steps": 3, "log_every": 1}))
+    first = train(ctx)
+    out = ctx.run_dir / "train"
+    before = weights(out / "final")
+    capsys.readouterr()
+    again = train(ctx)
+    assert "this run already finished: 3 steps" in capsys.readouterr().out
+    assert again["actual_steps"] == first["actual_steps"] == 3 and again["outputs"] == "continued"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+    after = weights(out / "final")
+    assert all((after[k] == before[k]).all() for k in before)
+    assert [h["step"] for h in history(ctx)] == [h["step"] for h in json.loads((out / "history.json").read_text())]
+
+    (out / "final" / "adapter_model.safetensors").write_bytes(b"cut short")  # a final/ that is not whole
+    repaired = train(ctx)
+    assert repaired["final"]["step"] == 3 and weights(out / "final").keys() == before.keys()
+    assert repaired["actual_steps"] == 3 and repaired["train_loss"] == pytest.approx(first["train_loss"], rel=1e-3)
+
 
 @pytest.mark.slow
 def test_killed_run_resumes_without_redoing_steps(tmp_path, cli_env):
