@@ -180,7 +180,29 @@ AnswerTransform = Annotated[str | None, Field(exclude_if=lambda v: v is None, js
                                                           "gsm8k_hash ('... #### 42' -> '42') or boxed (MATH's \\boxed{...})")]
 
 
-class GRPOSpec(Part):
+class ChatPrompts(Part):
+    """How a method that builds its own prompts from plain-text rows (GRPO, DPO) hands them to trl.
+    Unset, resolved at compile time (Spec._chat_as_trained) to the way the target tasks ask, so that
+    training and evaluation see one prompt, and params.yaml (the train stage's params and fingerprint)
+    carries it: flipping a target task's `chat` retrains."""
+
+    # shown in params.yaml only when set: a spec that asks raw compiles to the same bytes as before these fields
+    chat: bool | None = Field(None, exclude_if=lambda v: not v,
+                              description="each prompt goes to trl as one user turn through the model's chat template (DPO: each "
+                                          "answer as the assistant's turn); unset: as the target tasks ask (chat when every "
+                                          "eval.target task has chat: true)")
+    system: str | None = Field(None, exclude_if=lambda v: v is None,
+                               description="with chat: the system prompt (unset: the target tasks' when they share one, else the "
+                                           "template's own default)")
+
+    @model_validator(mode="after")
+    def _system(self):
+        if self.system is not None and self.chat is False:
+            raise ValueError("a system prompt needs chat: true")
+        return self
+
+
+class GRPOSpec(ChatPrompts):
     """Online RL with verifiable rewards (trl GRPOTrainer). Data rows: {prompt, answer}."""
 
     rewards: list[str] = Field(min_length=1, description="reward functions by name (runtime/rewards.py or a plugin), e.g. [numeric_match, format]")
@@ -203,7 +225,7 @@ class GRPOSpec(Part):
         return self
 
 
-class DPOSpec(Part):
+class DPOSpec(ChatPrompts):
     """Direct preference optimization (trl DPOTrainer). Data rows: {prompt, chosen, rejected}."""
 
     beta: float = Field(0.1, gt=0, description="strength of the implicit KL toward the reference")
@@ -587,6 +609,21 @@ class ExpectSpec(Part):
 
 
 # --- the spec --------------------------------------------------------------------------------------
+def _as_targets_ask(block: dict, targets: list[dict]) -> dict:
+    """A GRPO/DPO block's `chat` and `system`, resolved (raw spec dicts, targets already resolved): as
+    set; a system prompt alone asks for chat; else chat when every target task asks through the
+    template, with their system prompt when they share one."""
+    if block.get("chat") is not None:
+        return block
+    if block.get("system") is not None:
+        return {**block, "chat": True}
+    if not targets or not all(t.get("chat") for t in targets):
+        return {**block, "chat": False}
+    systems = {t.get("system") for t in targets}
+    system = systems.pop() if len(systems) == 1 else None
+    return {**block, "chat": True, **({"system": system} if system is not None else {})}
+
+
 class Spec(Part):
     name: str = Field(description="experiment name: lowercase letters, digits, '_' and '-'")
     description: str = ""
@@ -629,6 +666,14 @@ class Spec(Part):
         method = data.get("method")
         if isinstance(method, dict) and isinstance(method.get("teacher"), dict):
             data = {**data, "method": {**method, "teacher": resolve(method["teacher"])}}
+        method = data.get("method")
+        if isinstance(method, dict):
+            targets = [t for t in (ev or {}).get("target") or [] if isinstance(t, dict)] if isinstance(ev, dict) else []
+            for kind in ("grpo", "dpo"):
+                block = method.get(kind, {} if method.get("kind") == kind == "dpo" else None)
+                if isinstance(block, dict):
+                    method = {**method, kind: _as_targets_ask(block, targets)}
+            data = {**data, "method": method}
         return data
 
     @field_validator("description")

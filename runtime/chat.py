@@ -63,15 +63,3 @@ def prompt_messages(prompt: str, system: str | None = None) -> list[dict]:
 def chat_prompt(tok, prompt: str, system: str | None = None) -> str:
     """The text a chat model generates its answer after: the template's rendering plus its generation prompt."""
     return render(tok, prompt_messages(prompt, system), generation_prompt=True)
-
-
-def prompts_as_targets(spec) -> tuple[bool, str | None]:
-    """(chat, system) for a method that builds its own prompts from plain-text rows (GRPO, DPO): it asks the
-    way the spec's target tasks ask (`eval.target[].chat`, resolved at compile time), so training and
-    evaluation see one prompt. Chat only when every target task asks through the template; the system
-    prompt is theirs when they share one (unset: the template's own default)."""
-    targets = spec.eval.target
-    if not targets or not all(t.chat for t in targets):
-        return False, None
-    systems = {t.system for t in targets}
-    return True, systems.pop() if len(systems) == 1 else None

@@ -8,8 +8,9 @@
 
 Rows are verifiable: {prompt, answer}; each named reward (runtime/rewards.py) scores a completion
 against the row's answer; `reward_funcs` is the one place the named rewards become trl reward
-functions. When the spec's target tasks ask through the chat template (`eval.target[].chat`), each
-prompt goes to trl as one user turn (a conversational prompt: trl renders it with the template's
+functions. With `grpo.chat` (unset: resolved at compile time to true when every target task asks
+through the chat template, `eval.target[].chat`: compiler/schema.py `ChatPrompts`), each prompt goes
+to trl as one user turn (a conversational prompt: trl renders it with the template's
 generation prompt, as evaluation does); otherwise as plain text. trl logs the reward (mean, std, per
 function), the KL to the reference (beta > 0), the clip ratios and the entropy; `DynamicsGRPOTrainer`
 adds what seed 003 needed to see its collapse coming — the policy ratio (mean and max over completion
@@ -27,7 +28,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from tunebook.compiler.schema import GRPOSpec
 from tunebook.runtime import plugins
-from tunebook.runtime.chat import prompt_messages, prompts_as_targets
+from tunebook.runtime.chat import prompt_messages
 from tunebook.runtime.context import StageContext
 from tunebook.runtime.methods.base import Method
 from tunebook.runtime.rewards import check_names, for_trl
@@ -94,8 +95,7 @@ class GRPO(Method):
             use_vllm=False,
             log_completions=False,
         )
-        chat, system = prompts_as_targets(ctx.spec)
-        data = Dataset.from_list([{"prompt": prompt_messages(r["prompt"], system) if chat else r["prompt"], "answer": str(r["answer"])}
+        data = Dataset.from_list([{"prompt": prompt_messages(r["prompt"], g.system) if g.chat else r["prompt"], "answer": str(r["answer"])}
                                   for r in rows])
         return DynamicsGRPOTrainer(model=model, reward_funcs=reward_funcs(g, watchdog), args=cfg, train_dataset=data,
                                    processing_class=tok, peft_config=lora_config(m), callbacks=callbacks)

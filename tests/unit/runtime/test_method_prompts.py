@@ -1,5 +1,6 @@
-"""GRPO and DPO build their own prompts from plain-text rows: they ask the way the spec's target tasks
-ask (runtime/chat.py `prompts_as_targets`). With `eval.target[].chat` each prompt goes to trl as one user
+"""GRPO and DPO build their own prompts from plain-text rows: `method.grpo.chat` / `method.dpo.chat`,
+unset, are resolved at compile time to the way the spec's target tasks ask (compiler/schema.py
+`ChatPrompts`), so they reach params.yaml and the train fingerprint. With chat each prompt goes to trl as one user
 turn, and trl's rendering of it is exactly the prompt the target task evaluates on (asserted on the
 real model's ChatML template); without it, plain text as before. The trainers are replaced by a stub
 that keeps what they were given: no model is loaded, no step is taken."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tunebook.compiler.schema import Spec
-from tunebook.runtime.chat import chat_prompt, prompts_as_targets
+from tunebook.runtime.chat import chat_prompt
 from tunebook.runtime.context import StageContext
 
 from .real_helpers import GGUF, needs_real
@@ -28,14 +29,37 @@ def task(**kw) -> dict:
     return {"name": kw.pop("name", "arith"), "source": "t.jsonl", **kw}
 
 
+def asked(method: dict, targets: list[dict], kind: str = "grpo") -> tuple[bool, str | None]:
+    block = getattr(spec(method, targets).method, kind)
+    return bool(block.chat), block.system
+
+
+GRPO = {"kind": "grpo", "batch_size": 8, "grpo": {"rewards": ["numeric_match"], "num_generations": 4}}
+
+
 def test_chat_only_when_every_target_task_asks_through_the_template():
-    grpo = {"kind": "grpo", "batch_size": 8, "grpo": {"rewards": ["numeric_match"], "num_generations": 4}}
-    assert prompts_as_targets(spec(grpo, [])) == (False, None)
-    assert prompts_as_targets(spec(grpo, [task()])) == (False, None)  # verifiable rows alone ask raw
-    assert prompts_as_targets(spec(grpo, [task(chat=True)])) == (True, None)
-    assert prompts_as_targets(spec(grpo, [task(chat=True, system="Be brief.")])) == (True, "Be brief.")
-    assert prompts_as_targets(spec(grpo, [task(chat=True), task(name="b", chat=False)])) == (False, None)
-    assert prompts_as_targets(spec(grpo, [task(chat=True, system="A"), task(name="b", chat=True, system="B")])) == (True, None)
+    assert asked(GRPO, []) == (False, None)
+    assert asked(GRPO, [task()]) == (False, None)  # verifiable rows alone ask raw
+    assert asked(GRPO, [task(chat=True)]) == (True, None)
+    assert asked(GRPO, [task(chat=True, system="Be brief.")]) == (True, "Be brief.")
+    assert asked(GRPO, [task(chat=True), task(name="b", chat=False)]) == (False, None)
+    assert asked(GRPO, [task(chat=True, system="A"), task(name="b", chat=True, system="B")]) == (True, None)
+    assert asked({"kind": "dpo"}, [task(chat=True)], "dpo") == (True, None)  # no dpo block: one is written
+    assert asked({"kind": "dpo"}, [task()], "dpo") == (False, None)
+
+
+def test_the_method_block_says_so_itself_and_it_reaches_the_params():
+    own = {**GRPO, "grpo": {**GRPO["grpo"], "chat": False}}
+    assert asked(own, [task(chat=True)]) == (False, None)  # set on the block: as set
+    own = {**GRPO, "grpo": {**GRPO["grpo"], "system": "Be brief."}}
+    assert asked(own, [task()]) == (True, "Be brief.")  # a system prompt alone asks for chat
+    with pytest.raises(ValueError, match="a system prompt needs chat: true"):
+        spec({**GRPO, "grpo": {**GRPO["grpo"], "chat": False, "system": "x"}}, [])
+    # what the train stage's params (and so its fingerprint) see: chat only when true, so raw specs keep their bytes
+    raw = spec(GRPO, [task()]).method.model_dump(mode="json")["grpo"]
+    assert "chat" not in raw and "system" not in raw
+    chat = spec(GRPO, [task(chat=True, system="Be brief.")]).method.model_dump(mode="json")["grpo"]
+    assert chat["chat"] is True and chat["system"] == "Be brief."
 
 
 @pytest.fixture(scope="module")
