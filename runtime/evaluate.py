@@ -58,6 +58,10 @@ class Models:
         self.name = "base"
         self._layout = None  # (adapter name, {tensor: shape}) of the loaded LoRA adapter
         self.base_fp = model_fingerprint(root, spec)
+        # what every prompt is asked through: a cell keyed by the weights alone would survive an edit of the
+        # folder's chat template, and the report would show answers to prompts no longer asked
+        template = getattr(self.tok, "chat_template", None)
+        self.template_fp = dict_sha256({"chat_template": template}) if template else None
         self.io_s = time.time() - t0
 
     def load(self, path: Path, name: str) -> None:
@@ -143,14 +147,16 @@ class Evaluator:
         return [c for s in self.suites if (checkpoint != "base" or s.on_base) and (s.per_experiment or not per_experiment)
                 for c in s.cells()]
 
-    def fingerprint(self, cell: str, weights_fp: str, base_fp: str | None = None) -> str:
+    def fingerprint(self, cell: str, weights_fp: str, base_fp: str | None = None, template_fp: str | None = None) -> str:
         """What a cell's result depends on: the weights, plus the reference model's when the suite
-        compares against it (judge), plus everything the suite's `inputs` lists."""
+        compares against it (judge), plus everything the suite's `inputs` lists, plus the tokenizer's
+        chat template when it has one (`Models.template_fp`)."""
         suite = self._suite[cell]
         if cell not in self._idents:  # once per stage: hashing a reward model's weights is not free
             self._idents[cell] = dict_sha256(suite.inputs(cell))
         return dict_sha256({"weights": weights_fp, "reference": base_fp if suite.against_base else None,
-                            "keep": self.ev.samples_per_task, "inputs": self._idents[cell]})
+                            "keep": self.ev.samples_per_task, "inputs": self._idents[cell],
+                            **({"chat_template": template_fp} if template_fp else {})})
 
     def path(self, checkpoint: str, cell: str) -> Path:
         return self.out / checkpoint / f"{cell}.json"
@@ -190,12 +196,12 @@ class Evaluator:
                 path.parent.rmdir()  # once empty
         return moved
 
-    def is_done(self, checkpoint: str, cell: str, weights_fp: str, base_fp: str | None = None) -> bool:
-        return self.lookup(checkpoint, cell, self.fingerprint(cell, weights_fp, base_fp)) is not None
+    def is_done(self, checkpoint: str, cell: str, weights_fp: str, models: Models) -> bool:
+        return self.lookup(checkpoint, cell, self.fingerprint(cell, weights_fp, models.base_fp, models.template_fp)) is not None
 
     def run_cell(self, models: Models, checkpoint: str, weights_fp: str, cell: str) -> tuple[dict, bool]:
         """(result, cached?) for one cell of the model `models` holds now."""
-        fp = self.fingerprint(cell, weights_fp, models.base_fp)
+        fp = self.fingerprint(cell, weights_fp, models.base_fp, models.template_fp)
         path = self.path(checkpoint, cell)
         cached = self.lookup(checkpoint, cell, fp)
         if cached:
@@ -222,7 +228,7 @@ class Evaluator:
         prog = Progress(self.label, sum(len(c) for *_, c in plan), "cells")
         done, failed = 0, []
         for checkpoint, folder, wfp, cells in plan:
-            todo = [c for c in cells if not self.is_done(checkpoint, c, wfp, models.base_fp)]
+            todo = [c for c in cells if not self.is_done(checkpoint, c, wfp, models)]
             if todo and folder is not None:
                 models.load(folder, checkpoint)
             for cell in cells:

@@ -154,6 +154,31 @@ def test_sweep_writes_a_cell_per_checkpoint_and_a_rerun_loads_and_computes_nothi
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.json")} == mtimes
 
 
+def test_an_edited_chat_template_is_another_cell(tmp_path, monkeypatch):
+    """The weights alone do not say what a model was asked: a chat-template edit in the model folder
+    reruns the cells (they would show answers to prompts no longer asked), and undoing it brings the
+    first results back from the shelf."""
+    root = make_project(tmp_path, {"target": [{**SUBTRACTION, "limit": 4, "chat": True}], "loss": False}, steps=())
+    ctx = experiment_context(root, "exp")
+    evaluate.run(ctx)
+    cell = root / "runs" / "exp" / "eval" / "final" / "subtraction.json"
+    first = json.loads(cell.read_text())
+    template = root / "models" / "tiny" / "chat_template.jinja"
+    original = template.read_text()
+    template.write_text("Q: " + original)  # every prompt now starts with "Q: "
+
+    asked = []
+    real = target.eval_target
+    monkeypatch.setattr(target, "eval_target", lambda *a, **k: asked.append(1) or real(*a, **k))
+    evaluate.run(ctx)
+    assert asked and json.loads(cell.read_text())["fingerprint"] != first["fingerprint"]
+
+    template.write_text(original)
+    asked.clear()
+    evaluate.run(ctx)
+    assert asked == [] and json.loads(cell.read_text()) == first  # back from the shelf, not recomputed
+
+
 def test_a_dry_run_after_the_real_run_shelves_its_cells_and_they_come_back(tmp_path, monkeypatch):
     """Seed 001's bug class: a 5-step dry run must not clobber the real run's evaluation, and the eval
     folder must never mix two runs' checkpoints (the record reads every cell in it)."""
