@@ -10,8 +10,9 @@ the last `last_tokens` completion tokens of each sequence when set (each packed 
 own sequence).
 
 trl 1.16's `SFTTrainer.compute_loss` runs a fused LM head whose outputs carry no logits, so the
-anchored trainer does its own forward (no labels, full logits) and computes the task loss from the
-same logits: one policy forward plus one no-grad reference forward per step. Before `start_step`
+anchored trainer does its own forward and computes the task loss from the same logits: one policy
+forward plus one no-grad reference forward per step, each projecting through the LM head only the
+positions that carry loss (`logits_where`). Before `start_step`
 the anchor costs nothing: the parent's fused path runs.
 
 Used by SFT and teacher-SFT (runtime/methods/sft.py); imported by the train stage only (torch and trl
@@ -87,6 +88,26 @@ def _global_count(n: int, device) -> int | None:
     return int(t.item())
 
 
+def logits_where(model, inputs: dict, where: torch.Tensor, head) -> torch.Tensor:
+    """Next-token logits at the positions where `where` (batch, time - 1) is True, as (n, vocab): the
+    backbone runs once and the LM head `head` projects only those positions. A 49k-word head over every
+    position of a batch costs more than the divergence it feeds, and its (batch, time, vocab) logits
+    are most of the step's memory on a large vocabulary.
+
+    Every call checks the shortcut against the model's own logits at the last position (`logits_to_keep=1`):
+    a model whose logits are more than `head(last hidden state)` (softcapping, a logit scale) gets its
+    full logits instead, from a second forward, and is told so once."""
+    out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+    hidden = out.hidden_states[-1]
+    if torch.allclose(head(hidden[:, -1]).float(), out.logits[:, -1].float(), rtol=1e-4, atol=1e-4):
+        return head(hidden[:, :-1][where])
+    if not getattr(logits_where, "warned", False):
+        logits_where.warned = True
+        print("[train] the model's logits are not its LM head's projection of the last hidden state: the anchor "
+              "computes full logits (slower, same result)", flush=True)
+    return model(**inputs).logits[:, :-1][where]
+
+
 class AnchoredSFTTrainer(SFTTrainer):
     """SFTTrainer plus an anchor term. `reference` is a frozen model for full fine-tuning; None means
     "the adapter-disabled policy" (LoRA)."""
@@ -102,12 +123,13 @@ class AnchoredSFTTrainer(SFTTrainer):
     def frozen_copy(model):
         return copy.deepcopy(model).eval().requires_grad_(False)
 
-    def _reference_logits(self, model, inputs: dict) -> torch.Tensor:
+    def _reference_logits(self, model, inputs: dict, where: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             if self.reference is not None:
-                return self.reference(**inputs).logits
-            with self.accelerator.unwrap_model(model).disable_adapter():
-                return model(**inputs).logits
+                return logits_where(self.reference, inputs, where, self.reference.get_output_embeddings())
+            unwrapped = self.accelerator.unwrap_model(model)
+            with unwrapped.disable_adapter():
+                return logits_where(model, inputs, where, unwrapped.get_output_embeddings())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         coef = anchor_coef(self.anchor, self.state.global_step) if model.training else 0.0
@@ -119,11 +141,10 @@ class AnchoredSFTTrainer(SFTTrainer):
         labels = inputs["labels"]
         fwd = {k: v for k, v in inputs.items() if k != "labels"}
         fwd["use_cache"] = False
-        logits = model(**fwd).logits[:, :-1]
         targets = labels[:, 1:]
         mask = targets != -100
         n_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
-        sel_logits = logits[mask].float()
+        sel_logits = logits_where(model, fwd, mask, self.accelerator.unwrap_model(model).get_output_embeddings()).float()
         nll = F.cross_entropy(sel_logits, targets[mask], reduction="sum")
         task = nll / torch.as_tensor(n_tokens, device=nll.device).clamp(min=1)
         if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
@@ -134,15 +155,15 @@ class AnchoredSFTTrainer(SFTTrainer):
 
         pos = fwd.get("position_ids")
         starts = (pos[:, 1:] == 0) if pos is not None and "attention_mask" not in fwd else None  # packed rows
-        keep = last_tokens_mask(mask, self.anchor.last_tokens, starts)
-        logp = F.log_softmax(logits[keep].float(), -1)
-        logq = F.log_softmax(self._reference_logits(model, fwd)[:, :-1][keep].float(), -1)
+        keep = last_tokens_mask(mask, self.anchor.last_tokens, starts)  # a subset of mask
+        logp = F.log_softmax(sel_logits[keep[mask]], -1)
+        logq = F.log_softmax(self._reference_logits(model, fwd, keep).float(), -1)
         per_token = divergence(self.anchor.type, logp, logq)
-        anchor = per_token.mean() if per_token.numel() else logits.sum() * 0.0
-        kept = _global_count(per_token.numel(), logits.device)
+        anchor = per_token.mean() if per_token.numel() else sel_logits.sum() * 0.0
+        kept = _global_count(per_token.numel(), sel_logits.device)
         if kept is not None:  # several processes: the mean over every rank's anchored tokens, not a mean of means
             world = self.accelerator.num_processes
-            anchor_loss = per_token.sum() * world / max(kept, 1) if per_token.numel() else logits.sum() * 0.0
+            anchor_loss = per_token.sum() * world / max(kept, 1) if per_token.numel() else sel_logits.sum() * 0.0
         else:
             anchor_loss = anchor
         # The task loss is already normalized over the whole accumulated batch; the anchor is a mean
@@ -161,4 +182,7 @@ class AnchoredSFTTrainer(SFTTrainer):
         m["task_loss"].append(nll.item() / max(int(mask.sum()), 1))
         m["entropy"].append(entropy.item())
         m["mean_token_accuracy"].append(accuracy.item())
-        return (loss, {"logits": logits}) if return_outputs else loss
+        if return_outputs:  # the full logits, for whoever asks (trl's prediction_step when not loss-only)
+            with torch.no_grad():
+                return loss, {"logits": model(**fwd).logits}
+        return loss

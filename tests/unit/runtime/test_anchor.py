@@ -136,3 +136,36 @@ def test_anchor_keeps_the_model_closer_to_its_base(tmp_path):
     train(anchored)
     rows = [json.loads(line) for line in (ROOT / "data/tiny/subtraction_train.jsonl").open()][:64]
     assert _drift_on_anchored_tokens(anchored, rows) < 0.7 * _drift_on_anchored_tokens(plain, rows)
+
+
+def test_logits_where_projects_only_the_asked_positions_and_falls_back_on_a_transformed_head(capsys):
+    from transformers import AutoModelForCausalLM
+
+    from tunebook.runtime.methods.anchor import logits_where
+
+    model = AutoModelForCausalLM.from_pretrained(ROOT / "models" / "tiny").eval()
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 0, 0]])
+    inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    where = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]).bool()
+    with torch.no_grad():
+        full = model(**inputs).logits[:, :-1]
+        got = logits_where(model, inputs, where, model.get_output_embeddings())
+    assert got.shape == (int(where.sum()), full.shape[-1])
+    assert torch.allclose(got, full[where], atol=1e-5)
+
+    class Softcapped(torch.nn.Module):  # logits that are not the head's projection: full logits are used
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            out = self.inner(**kw)
+            out.logits = 30 * torch.tanh(out.logits / 30)
+            return out
+
+    capped = Softcapped(model)
+    with torch.no_grad():
+        got = logits_where(capped, inputs, where, model.get_output_embeddings())
+        expected = capped(**inputs).logits[:, :-1][where]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert "computes full logits" in capsys.readouterr().out
