@@ -15,6 +15,11 @@ from tunebook.compiler.load import path_problems
 from tunebook.compiler.schema import Spec
 from tunebook.compiler.yamlio import Loader
 
+# The environment variables that set CPU thread counts (runtime/stages.py fixes them before torch loads):
+# they change the order of float reductions, so the train summary and the record both name them. Only
+# these names are ever recorded; the environment is never copied wholesale (it holds tokens).
+THREAD_VARS = ("TUNEBOOK_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 @dataclass(frozen=True)
 class StageContext:

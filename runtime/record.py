@@ -29,16 +29,16 @@ from tunebook.files import read_json, write_atomic
 from tunebook.reports.record import Record, dump_record
 from tunebook.reports.render import write_report
 from tunebook.reports.variants import remember_run
-from tunebook.runtime.context import StageContext
+from tunebook.runtime.context import THREAD_VARS, StageContext
 from tunebook.runtime.contracts import (BaselineSummary, DataManifest, DataTimings, EvalCell, EvalSummary, EvalTimings,
                                         History, TrainingArgs, TrainSummary, baseline_timings)
 from tunebook.runtime.slurm import read_attempts
 
 PACKAGES = ["tunebook", "torch", "transformers", "peft", "trl", "lm_eval", "datasets", "accelerate", "tokenizers",
             "safetensors", "numpy", "dvc", "dvclive"]
-# Settings that change numbers between machines: thread counts change the order of CPU reductions.
-# Only these names are recorded; the environment is never copied wholesale (it holds tokens).
-THREAD_VARS = ["TUNEBOOK_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG"]
+# Settings that change numbers between machines: the thread counts (runtime/context.py), and cuBLAS's
+# workspace, which decides whether GPU matmuls are deterministic.
+NUMERIC_VARS = (*THREAD_VARS, "CUBLAS_WORKSPACE_CONFIG")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -158,7 +158,7 @@ def environment(ctx: StageContext, summary: TrainSummary | None, eval_summary: E
     threads = summary.threads if summary else None
     # a summary from before the train stage recorded its threads: the settings here, as records always had
     settings = ({k: v for k, v in threads.env.items() if v is not None} if threads else
-                {k: os.environ[k] for k in THREAD_VARS if k in os.environ})
+                {k: os.environ[k] for k in NUMERIC_VARS if k in os.environ})
     return {"python": platform.python_version(), "platform": platform.platform(terse=True), "packages": versions,
             "torch_threads": threads.torch if threads else eval_summary.torch_threads if eval_summary else None,
             "thread_settings": settings, "cpu_count": os.cpu_count(),

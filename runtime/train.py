@@ -42,7 +42,7 @@ from tunebook.runtime.progress import Progress
 from tunebook.files import dict_sha256, file_sha256, read_json, read_jsonl, write_json_atomic
 from tunebook.runtime import walltime
 from tunebook.runtime import plugins
-from tunebook.runtime.context import StageContext
+from tunebook.runtime.context import THREAD_VARS, StageContext
 from tunebook.runtime.contracts import History, TrainSummary
 from tunebook.runtime.durable import seal_callback, usable, weights_problem
 from tunebook.runtime.methods import method_for
@@ -569,9 +569,6 @@ def loss_tokens(dataset) -> dict | None:
     except (KeyError, TypeError, ValueError):
         return None  # GRPO/DPO build their own batches
     return {"trained": sum(sum(x != -100 for x in row) for row in labels), "total": sum(len(row) for row in labels)}
-
-
-THREAD_VARS = ("TUNEBOOK_CPU_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def model_provenance(ctx: StageContext, model) -> dict:
