@@ -180,6 +180,13 @@ AnswerTransform = Annotated[str | None, Field(exclude_if=lambda v: v is None, js
                                                           "gsm8k_hash ('... #### 42' -> '42') or boxed (MATH's \\boxed{...})")]
 
 
+def _system_needs_chat(block):
+    """A block's `system:` with `chat: false` asks two things at once: refused."""
+    if block.system is not None and block.chat is False:
+        raise ValueError("a system prompt needs chat: true")
+    return block
+
+
 class ChatPrompts(Part):
     """How a method that builds its own prompts from plain-text rows (GRPO, DPO) hands them to trl.
     Unset, resolved at compile time (Spec._chat_as_trained) to the way the target tasks ask, so that
@@ -195,11 +202,7 @@ class ChatPrompts(Part):
                                description="with chat: the system prompt (unset: the target tasks' when they share one, else the "
                                            "template's own default)")
 
-    @model_validator(mode="after")
-    def _system(self):
-        if self.system is not None and self.chat is False:
-            raise ValueError("a system prompt needs chat: true")
-        return self
+    _system = model_validator(mode="after")(_system_needs_chat)
 
 
 class GRPOSpec(ChatPrompts):
@@ -255,11 +258,7 @@ class TeacherSpec(Part):
     system: str | None = Field(None, exclude_if=lambda v: v is None,
                                description="with chat: the teacher's system prompt (unset: the template's own default)")
 
-    @model_validator(mode="after")
-    def _system(self):
-        if self.system is not None and self.chat is False:
-            raise ValueError("a system prompt needs chat: true")
-        return self
+    _system = model_validator(mode="after")(_system_needs_chat)
 
 
 class KindBlocks(NamedTuple):
