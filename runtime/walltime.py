@@ -11,6 +11,7 @@ submitted the job sees the warning and submits the next attempt, which resumes f
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 from pathlib import Path
@@ -26,8 +27,12 @@ def _on_usr1(signum, frame) -> None:  # noqa: ARG001
 
 
 def install() -> None:
-    """Catch USR1 (its default action kills the process) in the stage process."""
+    """Catch USR1 (its default action kills the process) in the stage process, and ignore it once the
+    process exits: Python's shutdown puts every signal it handles back to the default action, so a
+    warning that came while a finished stage was exiting killed it (exit 138 after "816/816 steps",
+    and the stage resubmitted a finished run). A signal ignored stays ignored through the shutdown."""
     signal.signal(signal.SIGUSR1, _on_usr1)
+    atexit.register(signal.signal, signal.SIGUSR1, signal.SIG_IGN)
 
 
 def requested() -> bool:

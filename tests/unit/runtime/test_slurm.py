@@ -267,3 +267,15 @@ def test_only_eval_fans_out(tmp_path):
     (tmp_path / "cluster.yaml").write_text("stages: {train: {array: 4}}\n")
     with pytest.raises(ClusterError, match="only the eval stage"):
         cluster.load(tmp_path)
+
+
+def test_a_walltime_warning_while_the_stage_exits_cannot_kill_it():
+    """Python's shutdown puts handled signals back to their default (USR1: kill); install() leaves USR1
+    ignored for the shutdown, so a late warning cannot turn a finished stage into exit 138."""
+    probe = ("import atexit, signal\n"
+             "atexit.register(lambda: print('at exit:', signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN))\n"
+             "from tunebook.runtime import walltime\n"
+             "walltime.install()\n"
+             "print('running:', signal.getsignal(signal.SIGUSR1) is walltime._on_usr1)\n")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.split() == ["running:", "True", "at", "exit:", "True"], res.stdout + res.stderr
