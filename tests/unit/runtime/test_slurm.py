@@ -279,3 +279,20 @@ def test_a_walltime_warning_while_the_stage_exits_cannot_kill_it():
              "print('running:', signal.getsignal(signal.SIGUSR1) is walltime._on_usr1)\n")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.split() == ["running:", "True", "at", "exit:", "True"], res.stdout + res.stderr
+
+
+def test_the_script_reports_the_stages_own_status_when_a_warning_comes_as_it_exits(tmp_path):
+    """The stage ends as the warning arrives: bash's `wait` returns 138 for the trapped signal, and by
+    the time the script looks again the stage is gone. The script must report the stage's status (0
+    here), not the signal's (the cluster tier saw exit 138 for a train job that had finished)."""
+    python = tmp_path / "stage"  # stands in for `python -m tunebook run ...`: exits 0 when warned
+    python.write_text("#!/bin/bash\ntrap 'exit 0' USR1\nsleep 20 >/dev/null 2>&1 & wait\nexit 1\n")
+    python.chmod(0o755)
+    text = slurm.render_script(root=tmp_path, kind="train", name="exp", req=JobRequest(time="1"), res=None, python=str(python))
+    for _ in range(5):  # the race goes either way; each way must give the stage's 0
+        proc = subprocess.Popen(["bash", "-c", text], env={**os.environ, "SLURM_JOB_ID": "7"},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGUSR1)  # SLURM's --signal=B:USR1 goes to the batch shell
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stage exited 0" in out, out
