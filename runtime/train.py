@@ -136,11 +136,17 @@ def finished_run(out: Path, resume: Path | None) -> dict | None:
     """The summary of the run in `out` when it already finished, else None.
 
     Finished: summary.json (written last) names a delivered final/, final/ is whole, and the last
-    whole checkpoint is the last step it ran. The train stage then has nothing to redo. It must not
-    hand such a folder to the trainer: transformers 5 resumed at a `max_steps` already reached runs one
-    more step each time (a dry run brought back from the shelf grew 3 -> 4 -> 5 steps)."""
+    whole checkpoint is the last step it ran, or, for a run the watchdog stopped, the last good one it
+    delivered (the later ones were set aside: resumed, the same seed would walk into the same failure).
+    The train stage then has nothing to redo. It must not hand such a folder to the trainer:
+    transformers 5 resumed at a `max_steps` already reached runs one more step each time (a dry run
+    brought back from the shelf grew 3 -> 4 -> 5 steps)."""
     s = read_json(out / "summary.json")
-    if not s or not s.get("final") or resume is None or s.get("actual_steps") != step_of(resume):
+    if not s or not s.get("final") or resume is None:
+        return None
+    ran_to_the_end = s.get("actual_steps") == step_of(resume)
+    stopped_here = bool(s.get("watchdog")) and s["final"].get("step") == step_of(resume)
+    if not (ran_to_the_end or stopped_here):
         return None
     return s if weights_problem(out / "final") is None else None
 
@@ -438,7 +444,8 @@ def run(ctx: StageContext) -> None:
     if (done := finished_run(out, resume)) is not None:
         if main:  # how the folder came to be here, and what is shelved beside it, are this call's
             TrainSummary.write(out / "summary.json", {**done, "outputs": how, "resumed_from": resume.name, "shelf": shelved_runs(out)})
-        print(f"[train {ctx.name}] this run already finished: {done['actual_steps']} steps, final/ is step "
+        why = f", stopped: {done['stopped_early']}" if done.get("stopped_early") else ""
+        print(f"[train {ctx.name}] this run already finished: {done['actual_steps']} steps{why}, final/ is step "
               f"{done['final']['step']} (runs/{ctx.name}/train/summary.json); nothing to redo. Next: eval-{ctx.name}", flush=True)
         return
     if resume:
