@@ -663,15 +663,15 @@ class Spec(Part):
                 ev["target"] = [resolve(t) for t in ev["target"]]
             data = {**data, "eval": ev}
         method = data.get("method")
-        if isinstance(method, dict) and isinstance(method.get("teacher"), dict):
-            data = {**data, "method": {**method, "teacher": resolve(method["teacher"])}}
-        method = data.get("method")
         if isinstance(method, dict):
-            targets = [t for t in (ev or {}).get("target") or [] if isinstance(t, dict)] if isinstance(ev, dict) else []
-            for kind in ("grpo", "dpo"):
-                block = method.get(kind, {} if method.get("kind") == kind == "dpo" else None)
-                if isinstance(block, dict):
-                    method = {**method, kind: _as_targets_ask(block, targets)}
+            if isinstance(method.get("teacher"), dict):
+                method = {**method, "teacher": resolve(method["teacher"])}
+            # GRPO and DPO ask the other way round: as the (resolved) target tasks ask
+            targets = [t for t in ev.get("target") or [] if isinstance(t, dict)] if isinstance(ev, dict) else []
+            blocks = {"grpo": method.get("grpo"), "dpo": method.get("dpo")}
+            if method.get("kind") == "dpo" and blocks["dpo"] is None:
+                blocks["dpo"] = {}  # DPO runs on defaults without a block: its chat is resolved all the same
+            method = {**method, **{k: _as_targets_ask(b, targets) for k, b in blocks.items() if isinstance(b, dict)}}
             data = {**data, "method": method}
         return data
 
