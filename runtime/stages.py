@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from tunebook.compiler.errors import SpecError, SpecIssue
-from tunebook.runtime import cluster, launch, slurm, walltime
+from tunebook.runtime import cluster, launch, lockfile, slurm, walltime
 from tunebook.runtime.context import experiment_context, read_params
 
 
@@ -47,6 +47,8 @@ def _cpu_threads(kind: str) -> None:
 
 
 def run_stage(root: Path, kind: str, name: str) -> None:
+    if os.environ.get("TUNEBOOK_JOB") != "1" and os.environ.get("TUNEBOOK_LAUNCHED") != "1":
+        lockfile.keep_whole_copy(root)  # the process DVC started: what `tunebook repair` falls back on
     req = cluster.job_request(root, kind)  # cluster.yaml lists this kind: it runs as SLURM job(s)
     if req is not None:
         res = experiment_context(root, name).spec.resources if kind == "train" else None

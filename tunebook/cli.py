@@ -36,7 +36,7 @@ def _fail(ctx: Ctx, exc: BaseException) -> None:
 
     msg = printable(str(exc) or type(exc).__name__, keep_newlines=True)
     click.echo(("error: " if code != 3 else "") + msg, err=True)
-    if code == 1 and not ctx.verbose:
+    if code == 1 and not ctx.verbose and getattr(exc, "traceback_helps", True):
         click.echo("(rerun with `tunebook -v ...` for the traceback)", err=True)
     sys.exit(code)
 
@@ -268,9 +268,40 @@ def run(ctx: Ctx, kind: str, name: str) -> None:
 @_guard
 def status(ctx: Ctx) -> None:
     """Each stage: done, stale or pending, and the SLURM job of a stage that runs as one (docs/cluster.md)."""
+    from tunebook.runtime import lockfile  # lazy: each command imports only what it uses (cold start)
     from tunebook.runtime import status as st  # lazy: each command imports only what it uses (cold start)
 
+    found = lockfile.damage(ctx.root)
+    if found is not None and found.dvc_refuses:  # DVC refuses every command until it is mended
+        raise lockfile.Damaged(f"dvc.lock is damaged: {found.why}. DVC was most likely killed while writing it; "
+                               "`tunebook repair` mends it (nothing computed is lost)")
+    if found is None:
+        lockfile.keep_whole_copy(ctx.root)  # a fresher copy for `tunebook repair`, should a later DVC write be cut
+    else:  # DVC takes it, and would rerun the stages whose entries were cut off
+        click.echo(f"warning: dvc.lock {found.why}: DVC was most likely killed while writing it, and would rerun "
+                   "the stages whose entries it lost. `tunebook repair` restores them first", err=True)
     click.echo(st.render(st.rows(ctx.root)))
+
+
+@main.command()
+@click.pass_obj
+@_guard
+def repair(ctx: Ctx) -> None:
+    """Mend dvc.lock (and .dvc/tmp/rwlock) that DVC left cut short when it was killed mid-write (docs/reliability.md)."""
+    from tunebook.runtime import lockfile  # lazy: each command imports only what it uses (cold start)
+
+    with lockfile.dvc_idle(ctx.root):
+        mended = lockfile.repair(ctx.root)
+        rwlock = lockfile.repair_rwlock(ctx.root)
+    if rwlock is not None:
+        click.echo(f"{lockfile.RWLOCK} (DVC's record of running stages' reads and writes) was cut short; no DVC "
+                   f"command is running, so it is set aside: {_rel(rwlock, ctx.root)}")
+    if mended is not None:
+        click.echo(lockfile.describe(mended, ctx.root))
+    elif rwlock is None:
+        click.echo("dvc.lock is whole: nothing to mend" if (ctx.root / lockfile.LOCK).exists() else "no dvc.lock here: nothing to mend")
+    else:
+        click.echo("dvc.lock is whole. Next: `dvc repro`")
 
 
 @main.command()

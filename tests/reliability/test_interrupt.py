@@ -24,6 +24,7 @@ import yaml
 from tests.conftest import tunebook_cmd
 from tests.reliability.conftest import Built, Project, copy_project
 from tests.reliability.tally import tried
+from tunebook.runtime import lockfile
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -57,7 +58,21 @@ def kill_during(p: Project, args: list[str], stage: str, done_marker: str, *, at
     with p.log.open("a") as f:
         f.write(f"$ dvc {' '.join(args)}  (killed)\n{''.join(lines)}")
     tried("kills")
+    mend_lock_if_cut(p)
     return not any(done_marker in ln for ln in lines)
+
+
+def mend_lock_if_cut(p: Project) -> None:
+    """DVC writes dvc.lock in place: a kill that lands in that write (a few milliseconds after a stage)
+    leaves it cut short, and DVC refuses every command until it is mended. Do what the error tells a
+    user to do (docs/reliability.md, section 4)."""
+    found = lockfile.damage(p.root)
+    if found is None:
+        return
+    status = p.tunebook("status", check=False)
+    assert status.returncode == (3 if found.dvc_refuses else 0) and "tunebook repair" in status.stderr, status.stderr
+    print(f"the kill cut dvc.lock short ({found.why}); `tunebook repair`:\n{p.tunebook('repair').stdout}")
+    assert lockfile.damage(p.root) is None
 
 
 def assert_whole(root: Path) -> list[str]:
@@ -111,6 +126,54 @@ def test_sigkill_during_data_preparation(built, tmp_path):
     assert_whole(p.root)
     assert landed, "no kill landed while the data stage was running"
     finish_and_compare(p, built)
+
+
+def _cut_inside(text: str, stage: str) -> str:
+    """dvc.lock as a kill inside DVC's write leaves it: the text cut in the middle of `stage`'s entry."""
+    at = text.index(f"\n  {stage}:\n")
+    cut = text.index("md5: ", at) + 9  # mid-hash: what is left is still a string, DVC's schema alone would not see it
+    return text[:cut]
+
+
+def test_dvc_lock_cut_by_a_kill_is_mended(built, tmp_path):
+    """The three cuts a kill inside DVC's lock write leaves (empty, mid-entry with the stages' copy,
+    mid-entry without one): `tunebook status` says what to run, `tunebook repair` mends it, and the next
+    `dvc repro` reruns only what lost its entry, cheaply, to the same numbers."""
+    p = copy_project(built, tmp_path / "p")
+    lock, keep = p.root / "dvc.lock", p.root / lockfile.WHOLE
+    whole = yaml.safe_load(built.lock)["stages"]
+    # the copy is the lock as the last stage (report-mini) started: every entry but that stage's own
+    assert yaml.safe_load(keep.read_text())["stages"] == {k: v for k, v in whole.items() if k != "report-mini"}
+    weights = sorted((p.root / "runs/mini/train").rglob("*.safetensors"))
+    before = {w: (w.read_bytes(), w.stat().st_mtime_ns) for w in weights}
+    stages = list(whole)
+
+    for cut, copy in (("", True), (_cut_inside(built.lock, "train-mini"), True), (_cut_inside(built.lock, "train-mini"), False)):
+        lock.write_text(cut)
+        if not copy:
+            keep.unlink()
+        refused = p.run(["dvc", "status"], check=False)
+        found = lockfile.damage(p.root)
+        assert found is not None and found.dvc_refuses == (refused.returncode != 0), (found, refused.stdout, refused.stderr)
+        status = p.tunebook("status", check=False)
+        assert "tunebook repair" in status.stderr and "Traceback" not in status.stderr, status.stderr
+        mended = p.tunebook("repair").stdout
+        assert "Next: `dvc status`" in mended, mended
+        if copy:  # every entry but report-mini's comes back as DVC wrote it: only the report reruns
+            assert {k: v for k, v in yaml.safe_load(lock.read_text())["stages"].items() if k != "report-mini"} == \
+                {k: v for k, v in whole.items() if k != "report-mini"}, mended
+            assert set(json.loads(p.run(["dvc", "status", "--json"]).stdout)) <= {"report-mini"}
+            finish_and_compare(p, built)
+        else:  # the entry the cut fell in, and every one after it, are gone: DVC reruns those stages
+            dropped = stages[stages.index("train-mini"):]
+            assert "no whole entry left for: train-mini (the cut fell in it)" in mended, mended
+            assert f"no entry for: {', '.join(dropped[1:])} (lost after the cut, or never run)" in mended, mended
+            out = p.run(["dvc", "repro"]).stdout
+            assert "this run already finished" in out, out  # a finished training is not redone
+            finish_and_compare(p, built)
+    assert {w: (w.read_bytes(), w.stat().st_mtime_ns) for w in weights} == before, "the adapter was retrained"
+    assert len(list((p.root / lockfile.KEEP).glob("dvc.lock.damaged-*"))) == 3  # each damaged file is kept
+    tried("kills")
 
 
 def test_sigkill_during_report_rendering(built, tmp_path):
