@@ -67,12 +67,23 @@ def mend_lock_if_cut(p: Project) -> None:
     leaves it cut short, and DVC refuses every command until it is mended. Do what the error tells a
     user to do (docs/reliability.md, section 4)."""
     found = lockfile.damage(p.root)
-    if found is None:
+    rwlock = p.root / lockfile.RWLOCK
+    rwlock_cut = rwlock.exists() and not _parses_as_json(rwlock)
+    if found is None and not rwlock_cut:
         return
-    status = p.tunebook("status", check=False)
-    assert status.returncode == (3 if found.dvc_refuses else 0) and "tunebook repair" in status.stderr, status.stderr
-    print(f"the kill cut dvc.lock short ({found.why}); `tunebook repair`:\n{p.tunebook('repair').stdout}")
-    assert lockfile.damage(p.root) is None
+    if found is not None:
+        status = p.tunebook("status", check=False)
+        assert status.returncode == (3 if found.dvc_refuses else 0) and "tunebook repair" in status.stderr, status.stderr
+    print(f"the kill cut {'dvc.lock' if found else lockfile.RWLOCK} short; `tunebook repair`:\n{p.tunebook('repair').stdout}")
+    assert lockfile.damage(p.root) is None and (not rwlock.exists() or _parses_as_json(rwlock))
+
+
+def _parses_as_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except ValueError:
+        return False
 
 
 def assert_whole(root: Path) -> list[str]:
@@ -125,7 +136,24 @@ def test_sigkill_during_data_preparation(built, tmp_path):
                           at_marker=lambda: any(n.startswith(".mini.") for n in os.listdir(data)))
     assert_whole(p.root)
     assert landed, "no kill landed while the data stage was running"
+    # once the moment DVC starts rewriting dvc.lock after the stage (it truncates, then writes): the
+    # kill CI once landed by chance. Here it cut the lock in 30 of 30 tries; mended inside kill_during
+    kill_during(p, ["repro", "-f", "-s", "data-mini"], "data-mini", "[data mini]", at_marker=_lock_write_began(p))
+    assert_whole(p.root)
     finish_and_compare(p, built)
+
+
+def _lock_write_began(p: Project):
+    lock = p.root / "dvc.lock"
+    before = lock.stat().st_mtime_ns
+
+    def began() -> bool:
+        try:
+            st = lock.stat()
+        except FileNotFoundError:
+            return False
+        return st.st_size == 0 or st.st_mtime_ns != before
+    return began
 
 
 def _cut_inside(text: str, stage: str) -> str:
