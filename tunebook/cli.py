@@ -99,6 +99,8 @@ def main(cc: click.Context, verbose: bool, root: Path) -> None:
     tunebook report <exp>     render logs/<exp>.md from runs/<exp>/record.json
     tunebook review           one log across experiments and `dvc exp` variants
     tunebook smoke            every spec as a miniature on builtin:tiny, run end to end (docs/studies.md)
+    tunebook status           each stage done, stale or pending (and its SLURM job)
+    tunebook repair           mend a dvc.lock DVC left cut short when killed ('dvc.lock' validation failed)
     """
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     # like `git -C`: run as if started there, so relative paths in specs resolve against the project
