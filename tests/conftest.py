@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def like_a_terminal() -> None:
+    """preexec_fn for a child that a test will Ctrl-C: SIGINT as a terminal's foreground job has it.
+    A suite started in the background (`make test-cluster &`, nohup) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: the Ctrl-C would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def sh(args, cwd, env, check=True, timeout=900):

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.cluster.conftest import quickstart_project, sh
+from tests.conftest import like_a_terminal
 
 pytestmark = pytest.mark.slurm
 
@@ -88,7 +89,7 @@ def test_ctrl_c_cancels_the_running_job(tmp_path, env):
     sh(["dvc", "repro", "data-quickstart"], root, {**env, "TUNEBOOK_LOCAL": "1"})
     (root / "cluster.yaml").write_text("slurm: {cpus_per_task: 1, poll_s: 0.3}\nstages: {train: null}\n")
     p = subprocess.Popen([sys.executable, "-m", "tunebook", "run", "train", "quickstart"], cwd=root, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=like_a_terminal)
     attempts = root / "runs/.jobs/train-quickstart/attempts.json"
     for _ in range(300):
         if attempts.exists() and "[tunebook] job" in _log(root):
@@ -164,7 +165,7 @@ def test_a_second_dvc_repro_is_refused_and_ctrl_c_through_dvc_cancels(tmp_path, 
     sh(["dvc", "repro", "data-quickstart"], root, {**env, "TUNEBOOK_LOCAL": "1"})
     (root / "cluster.yaml").write_text("slurm: {cpus_per_task: 1, poll_s: 0.3}\nstages: {train: null}\n")
     first = subprocess.Popen(["dvc", "repro", "train-quickstart"], cwd=root, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=like_a_terminal)
     attempts = root / "runs/.jobs/train-quickstart/attempts.json"
     for _ in range(600):
         if attempts.exists() and "[tunebook] job" in _log(root):

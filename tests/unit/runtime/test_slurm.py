@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, like_a_terminal
 from tunebook.compiler.schema import ResourcesSpec
 from tunebook.runtime import cluster, slurm
 from tunebook.runtime.cluster import ClusterError, JobRequest
@@ -208,7 +208,8 @@ def test_ctrl_c_cancels_the_job(fake):
     code = ("import sys; from pathlib import Path; from tunebook.runtime import slurm; from tunebook.runtime.cluster import JobRequest;"
             f"slurm.run_as_job(Path({str(root)!r}), 'train', 'exp', JobRequest(poll_s=0.05))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=like_a_terminal)
     for _ in range(200):
         if (state / "script-101").exists():
             break
