@@ -76,24 +76,15 @@ def keep_whole_copy(root: Path) -> None:
         return
 
 
-def _validate_all(data) -> str | None:
-    from dvc.schema import COMPILED_LOCKFILE_SCHEMA  # lazy: importing DVC costs 0.4 s; stages only keep the copy
+def _schema_error(data, *, stage: bool = False) -> str | None:
+    """DVC's own rule for the whole lock file (or, with `stage`, for one stage's entry): None when it holds."""
+    from dvc.schema import COMPILED_LOCK_FILE_STAGE_SCHEMA, COMPILED_LOCKFILE_SCHEMA  # lazy: importing DVC costs 0.4 s; stages only keep the copy
 
     try:
-        COMPILED_LOCKFILE_SCHEMA(data)
+        (COMPILED_LOCK_FILE_STAGE_SCHEMA if stage else COMPILED_LOCKFILE_SCHEMA)(data)
     except vol.Invalid as e:
         return str(e)
     return None
-
-
-def _entry_ok(entry) -> bool:
-    from dvc.schema import COMPILED_LOCK_FILE_STAGE_SCHEMA  # lazy: importing DVC costs 0.4 s; stages only keep the copy
-
-    try:
-        COMPILED_LOCK_FILE_STAGE_SCHEMA(entry)
-    except vol.Invalid:
-        return False
-    return True
 
 
 @dataclass
@@ -119,7 +110,7 @@ def damage(root: Path) -> Damage | None:
         return Damage("it is empty", True)
     n = len(text.splitlines())
     data = _load(text)
-    why = "it does not parse as YAML" if data is None else _validate_all(data)
+    why = "it does not parse as YAML" if data is None else _schema_error(data)
     if why is not None:
         return Damage(f"{why} ({n} lines, cut short?)", True)
     if not text.endswith("\n"):
@@ -223,17 +214,17 @@ def repair(root: Path) -> Mended | None:
     stages: dict[str, dict] = {}
     for i, (name, entry) in enumerate(blocks):
         last = i == len(blocks) - 1  # where the cut fell: its values may be cut mid-hash, never trusted
-        if not last and entry is not None and _entry_ok(entry):
+        if not last and entry is not None and _schema_error(entry, stage=True) is None:
             stages[name] = entry
             m.kept.append(name)
     for name, entry in whole_stages.items():
-        if name not in stages and _entry_ok(entry):
+        if name not in stages and _schema_error(entry, stage=True) is None:
             stages[name] = entry
             m.restored.append(name)
     m.dropped = [name for name, _ in blocks if name not in stages]
     m.missing = [name for name in _pipeline_stages(root) if name not in stages and name not in m.dropped]
     mended = {"schema": "2.0", "stages": stages}
-    assert _validate_all(mended) is None, "a mended dvc.lock must satisfy DVC's schema"
+    assert _schema_error(mended) is None, "a mended dvc.lock must satisfy DVC's schema"
 
     m.damaged_kept_at = _set_aside(root, path)
     # DVC's own layout (ruamel, block style, key order kept), so the next DVC write changes only what it must
